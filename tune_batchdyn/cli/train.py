@@ -1,0 +1,124 @@
+"""``tune-batchdyn train``: one trial with progress per epoch and a final summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tune_batchdyn.errors import ConfigError
+
+OUT_SUFFIXES = (".csv", ".parquet")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train one trial and print its progress",
+                              description="Train one trial (any strategy) and print one line per "
+                                          "epoch, then a summary.")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--model", default="mlp")
+    p.add_argument("--strategy", default="fixed",
+                   help="a strategy spec: fixed, s32-to-512, s32-to-512-MS, gg, fb, abs, absa, "
+                        "is, rmsgd, navigator, or JSON with 'name' and options")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--measure-every", type=int, default=50,
+                   help="iterations between C̄K/LK measurements (the seed: 50)")
+    p.add_argument("--measures", default="fisher,quality,hessian",
+                   help="comma list of fisher, quality, hessian; 'none' for none")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, e.g. preset=large or n_train=4000 (repeatable)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download the dataset into --data-dir")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="save the full state here every epoch and resume from it")
+    p.add_argument("--out", default=None, help="write the per-epoch records (.csv or .parquet)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=main)
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are read as JSON where they parse (numbers), else strings."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--dataset-option {pair!r} is not accepted; use KEY=VALUE.")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def parse_strategy_arg(text: str) -> str | dict[str, Any]:
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--strategy {text!r} is not valid JSON ({err.msg}).") from err
+    return text
+
+
+def main(args: argparse.Namespace) -> int:
+    from tune_batchdyn.records import trial_table, write_records
+    from tune_batchdyn.train import TrialConfig, run_trial
+
+    if args.out and Path(args.out).suffix not in OUT_SUFFIXES:
+        raise ConfigError(f"--out {args.out!r} is not accepted; use a file name ending in "
+                          f"{' or '.join(OUT_SUFFIXES)}.")
+    measures = () if args.measures == "none" else tuple(m for m in args.measures.split(",") if m)
+    config = TrialConfig(
+        dataset=args.dataset, model=args.model, strategy=parse_strategy_arg(args.strategy),
+        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, momentum=args.momentum,
+        weight_decay=args.weight_decay, measure_every=args.measure_every, measures=measures,
+        seed=args.seed, data_seed=args.data_seed, device=args.device, data_dir=args.data_dir,
+        download=args.download, dataset_options=parse_options(args.dataset_option),
+        checkpoint_dir=args.checkpoint_dir)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    print(f"training {config.dataset}/{config.model}  strategy={config.strategy}  "
+          f"batch={config.batch_size}  lr={config.lr}  epochs={config.epochs}", flush=True)
+    start = time.perf_counter()
+    trajectory = run_trial(config, reporter=None if args.quiet else ProgressPrinter(config.epochs))
+    elapsed = time.perf_counter() - start
+    last = trajectory.iloc[-1]
+    best = trajectory["test_error"].min()
+    status = "DIVERGED" if bool(last["diverged"]) else "done"
+    print(f"{status}: {int(last['epoch'])} epochs, {int(last['iterations'])} updates, "
+          f"final test error {100 * last['test_error']:.2f}% (best {100 * best:.2f}%), "
+          f"val error {100 * last['val_error']:.2f}%, {elapsed:.1f} s")
+    if args.out:
+        write_records(trial_table("train", config.to_dict(), trajectory), args.out)
+        print(f"records written to {args.out}")
+    return 0
+
+
+class ProgressPrinter:
+    """A reporter printing one line per epoch."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if record.get("done"):
+            return
+        measures = "  ".join(f"{name}={record[name]:.3g}" for name in
+                             ("ck_bar", "lk", "quality_q", "hessian_top", "noise_scale")
+                             if record[name] == record[name])
+        print(f"epoch {record['epoch']:>3}/{self.epochs}  batch {record['batch_size']:>5}  "
+              f"lr {record['lr']:.4g}  loss {record['train_loss']:.4f}  "
+              f"train {100 * record['train_error']:5.2f}%  val {100 * record['val_error']:5.2f}%  "
+              f"test {100 * record['test_error']:5.2f}%  {measures}  "
+              f"[{record['wall_time_s']:.1f}s]", flush=True)

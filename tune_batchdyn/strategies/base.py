@@ -1,0 +1,143 @@
+"""The strategy interface: how a batch-size strategy plugs into the one training loop.
+
+The engine owns the loop; a strategy only *decides*. Per step the engine asks
+``plan_step(run)`` for the batch size and learning rate, gathers the next indices of the epoch's
+permutation, lets the strategy re-pick them (``select_batch``: importance sampling) and
+transform them (``transform_batch``: adversarial examples), trains, and reports the loss back
+(``after_step``). ``begin_epoch`` / ``end_epoch`` bracket each pass over the training data; at
+``end_epoch`` the strategy sees the epoch's record (with the measures) and may add fields to it.
+
+Settings live in the constructor, everything that changes during training in ``state_dict()``
+(a versioned plain dict), so a trial resumed from a checkpoint continues identically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class RunView(Protocol):
+    """What a strategy may read (and use) of the running trial; the engine provides it."""
+
+    epoch: int  # 0-based index of the current epoch
+    epochs: int
+    iteration: int  # parameter updates so far
+    samples_seen: int
+    n_train: int
+    base_lr: float
+    base_batch_size: int
+    lr_milestones: tuple[int, ...]  # epochs at which the lr is divided by lr_decay_factor
+    lr_decay_factor: float
+    momentum: float
+    weight_decay: float
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    generator: torch.Generator  # the trial's seeded generator (checkpointed by the engine)
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+
+    def loss_fn(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-sample losses (reduction none)."""
+
+    def draw_uniform(self, k: int) -> torch.Tensor:
+        """``k`` training indices drawn uniformly without replacement (seeded)."""
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The next step: its batch size and learning rate (``None``: the strategy set the rates)."""
+
+    batch_size: int
+    lr: float | None
+
+
+class Strategy:
+    """Base strategy: a fixed batch size and the seed's step-decayed learning rate.
+
+    lr(epoch) = base_lr / decay^m, with m the number of milestones reached. Subclasses override
+    the hooks they need; every hook has a do-nothing default.
+    """
+
+    name = "fixed"
+    version = 1
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    # --- set-up -------------------------------------------------------------------------------
+    def make_optimizer(self, model: nn.Module, run: RunView) -> torch.optim.Optimizer:
+        """SGD with momentum and weight decay; RMSGD overrides this with per-layer rates."""
+        return torch.optim.SGD(model.parameters(), lr=run.base_lr, momentum=run.momentum,
+                               weight_decay=run.weight_decay)
+
+    def validate(self, *, epochs: int, n_train: int, batch_size: int) -> None:
+        """Raise ConfigError when the strategy cannot run with these settings."""
+
+    # --- the loop -----------------------------------------------------------------------------
+    def begin_epoch(self, run: RunView) -> None:
+        """Called before each epoch's first step."""
+
+    def plan_step(self, run: RunView) -> StepPlan:
+        return StepPlan(self.batch_size(run), step_decay_lr(run))
+
+    def batch_size(self, run: RunView) -> int:
+        return run.base_batch_size
+
+    def select_batch(self, run: RunView,
+                     indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Choose the step's samples and their loss weights (``None``: uniform)."""
+        return indices, None
+
+    def transform_batch(self, run: RunView, x: torch.Tensor,
+                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, y
+
+    def after_step(self, run: RunView, loss: torch.Tensor) -> None:
+        """Called after each parameter update with the step's mean training loss (a detached
+        0-d tensor on the device: call ``float()`` only when needed, it synchronises)."""
+
+    def end_epoch(self, run: RunView, record: dict[str, Any]) -> None:
+        """Called with the finished epoch's record; may add fields to it (e.g. ``tau``)."""
+
+    # --- reporting and checkpoints ------------------------------------------------------------
+    def log(self, message: str) -> None:
+        """Record an event ("batch 64 -> 128 at epoch 12 because ..."); the engine reports it."""
+        self.events.append(message)
+
+    def drain_events(self) -> list[str]:
+        events, self.events = self.events, []
+        return events
+
+    def describe(self) -> str:
+        return self.name
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "name": self.name}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"checkpoint holds strategy {state.get('name')!r}, "
+                             f"not {self.name!r}")
+
+
+def step_decay_lr(run: RunView, base_lr: float | None = None) -> float:
+    """The seed's schedule: ``base_lr`` divided by the decay factor at each milestone reached."""
+    reached = sum(run.epoch >= m for m in run.lr_milestones)
+    return (run.base_lr if base_lr is None else base_lr) / run.lr_decay_factor ** reached
+
+
+def milestone_epochs(epochs: int, fractions: tuple[float, ...]) -> tuple[int, ...]:
+    """Epoch indices at which decays happen: ``round(fraction * epochs)``, at least epoch 1."""
+    return tuple(max(1, min(epochs, int(math.floor(f * epochs + 0.5)))) for f in fractions)
+
+
+class Fixed(Strategy):
+    """One batch size for the whole run (the seed's fixed-batch "beacons")."""
+
+    name = "fixed"

@@ -1,0 +1,161 @@
+"""Datasets as tensors on the training device.
+
+A batch of any size is an index gather (``data.train_x[idx]``), so a strategy can change the
+batch size at any step for free, and there is no DataLoader, worker or collate overhead.
+Splits are fixed by ``data_seed``; inputs are normalised per channel with training statistics.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.train.synthetic import SyntheticSpec, make_synthetic
+
+#: torchvision datasets: (class name, augmentation recipe, validation samples held out).
+TORCHVISION = {
+    "mnist": ("MNIST", "none", 5_000),
+    "fashion-mnist": ("FashionMNIST", "none", 5_000),
+    "cifar10": ("CIFAR10", "crop-flip", 5_000),
+    "cifar100": ("CIFAR100", "crop-flip", 5_000),
+    "svhn": ("SVHN", "crop", 5_000),
+}
+
+
+@dataclass
+class DeviceData:
+    """The three splits of one dataset, as tensors on one device."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    augmentation: str = "none"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+    def to(self, device: torch.device | str) -> DeviceData:
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return DeviceData(self.name, **moved, num_classes=self.num_classes,
+                          augmentation=self.augmentation)
+
+
+def load_data(dataset: str, *, data_seed: int = 0, options: Mapping[str, Any] | None = None,
+              data_dir: str | None = None, download: bool = False,
+              device: torch.device | str = "cpu") -> DeviceData:
+    """Load ``dataset`` (see ``TrialConfig.dataset``) onto ``device``."""
+    options = dict(options or {})
+    key = json.dumps(options, sort_keys=True, default=str)
+    if dataset == "digits":
+        if options:
+            raise ConfigError(f"dataset_options={options!r} is not accepted for digits; use {{}}.")
+        data = _digits(data_seed)
+    elif dataset == "synthetic":
+        data = _synthetic(data_seed, key)
+    elif dataset in TORCHVISION:
+        if options:
+            raise ConfigError(f"dataset_options={options!r} is not accepted for {dataset}; "
+                              "use {}.")
+        data = _torchvision(dataset, data_seed, data_dir, download)
+    else:
+        raise ConfigError(f"dataset={dataset!r} has no tensor data; use one of: 'digits', "
+                          f"'synthetic', {', '.join(map(repr, TORCHVISION))}.")
+    return data.to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _digits(data_seed: int) -> DeviceData:
+    """scikit-learn's bundled 8×8 digits: a stratified 60/20/20 split (1077/360/360)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32)[:, None] / 16.0
+    y = bunch.target.astype(np.int64)
+    x_train, x_rest, y_train, y_rest = train_test_split(
+        x, y, test_size=720, stratify=y, random_state=data_seed)
+    x_val, x_test, y_val, y_test = train_test_split(
+        x_rest, y_rest, test_size=360, stratify=y_rest, random_state=data_seed)
+    return _normalised("digits", x_train, y_train, x_val, y_val, x_test, y_test, 10, "none")
+
+
+@functools.lru_cache(maxsize=4)
+def _synthetic(data_seed: int, options_key: str) -> DeviceData:
+    spec = SyntheticSpec.from_options(json.loads(options_key))
+    splits = {k: v.numpy() for k, v in make_synthetic(spec, data_seed).items()}
+    return _normalised("synthetic", splits["train_x"], splits["train_y"], splits["val_x"],
+                       splits["val_y"], splits["test_x"], splits["test_y"], spec.classes, "none")
+
+
+def _torchvision(dataset: str, data_seed: int, data_dir: str | None,
+                 download: bool) -> DeviceData:
+    import torchvision
+
+    class_name, augmentation, n_val = TORCHVISION[dataset]
+    if data_dir is None:
+        raise ConfigError(f"dataset={dataset!r} needs data_dir (--data-dir DIR): the folder that "
+                          "holds (or will hold, with --download) its torchvision files.")
+    root = os.path.expanduser(data_dir)
+    cls = getattr(torchvision.datasets, class_name)
+    try:
+        if dataset == "svhn":
+            train, test = (cls(root, split=s, download=download) for s in ("train", "test"))
+            x_train, y_train = train.data, np.asarray(train.labels)
+            x_test, y_test = test.data, np.asarray(test.labels)
+        else:
+            train, test = (cls(root, train=t, download=download) for t in (True, False))
+            x_train, y_train = _as_nchw(train.data), np.asarray(train.targets)
+            x_test, y_test = _as_nchw(test.data), np.asarray(test.targets)
+    except RuntimeError as err:
+        raise ConfigError(f"dataset={dataset!r}: no torchvision files under {root!r} ({err}). "
+                          "Pass --download (download=True) to fetch them.") from err
+    rng = np.random.default_rng(data_seed)
+    order = rng.permutation(len(y_train))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    x_train = np.asarray(x_train, dtype=np.float32) / 255.0
+    x_test = np.asarray(x_test, dtype=np.float32) / 255.0
+    classes = int(max(y_train.max(), y_test.max()) + 1)
+    return _normalised(dataset, x_train[train_idx], y_train[train_idx], x_train[val_idx],
+                       y_train[val_idx], x_test, y_test, classes, augmentation)
+
+
+def _as_nchw(images: Any) -> np.ndarray:
+    array = np.asarray(images)
+    if array.ndim == 3:  # N H W (greyscale)
+        return array[:, None]
+    return array.transpose(0, 3, 1, 2)  # N H W C -> N C H W
+
+
+def _normalised(name: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                y_val: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, classes: int,
+                augmentation: str) -> DeviceData:
+    mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
+    std = x_train.std(axis=(0, 2, 3), keepdims=True) + 1e-8
+
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(((x - mean) / std).astype(np.float32))
+
+    def labels(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+    return DeviceData(name, tensor(x_train), labels(y_train), tensor(x_val), labels(y_val),
+                      tensor(x_test), labels(y_test), classes, augmentation)

@@ -1,0 +1,260 @@
+"""``run_trial``: the one training loop every backend (CLI, Ray Tune, Optuna) runs.
+
+The loop owns data order, the optimisation step, evaluation, divergence handling and
+checkpoints; the strategy decides batch size and learning rate per step; the monitor takes the
+training-dynamics measures; the reporter (any callable) receives each epoch's flat record.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tune_batchdyn.records.schema import RECORD_COLUMNS, empty_record
+from tune_batchdyn.strategies import Strategy, parse_strategy
+from tune_batchdyn.strategies.base import milestone_epochs
+from tune_batchdyn.train.augment import augment
+from tune_batchdyn.train.checkpoint import load_checkpoint, save_checkpoint
+from tune_batchdyn.train.config import TrialConfig
+from tune_batchdyn.train.data import DeviceData, load_data
+from tune_batchdyn.train.models import build_model
+from tune_batchdyn.train.monitor import Monitor
+from tune_batchdyn.train.stepper import Stepper
+
+log = logging.getLogger("tune_batchdyn.train")
+
+Reporter = Callable[[dict[str, Any]], None]
+EVAL_BATCH = 2048
+#: Steps between host-side divergence checks (each check synchronises with the device).
+CHECK_EVERY = 10
+
+
+def run_trial(config: TrialConfig, reporter: Reporter | None = None) -> pd.DataFrame:
+    """Train one trial and return its trajectory, one row per epoch (``RECORD_COLUMNS``).
+
+    ``reporter(record)`` is called after every epoch with the flat record, then once more with
+    the final result: the last record plus ``done=True``. With ``config.checkpoint_dir`` set,
+    the full state is saved every ``checkpoint_every`` epochs and a run restarts from the last
+    checkpoint; a finished trial found there is returned without recomputation.
+    """
+    if config.dataset == "nqm":
+        from tune_batchdyn.train.nqm_trial import run_nqm_trial
+
+        return run_nqm_trial(config, reporter)
+    return Trial(config).run(reporter)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from tune_batchdyn.errors import ConfigError
+
+        raise ConfigError("device='cuda' but no CUDA GPU is visible; use device='auto' or 'cpu'.")
+    return torch.device(name)
+
+
+class Trial:
+    """The state of one running trial; also the ``RunView`` its strategy reads."""
+
+    def __init__(self, config: TrialConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.strategy: Strategy = parse_strategy(config.strategy)
+        self.data: DeviceData = load_data(config.dataset, data_seed=config.data_seed,
+                                          options=config.dataset_options,
+                                          data_dir=config.data_dir, download=config.download,
+                                          device=self.device)
+        self.strategy.validate(epochs=config.epochs, n_train=self.data.n_train,
+                               batch_size=config.batch_size)
+        torch.manual_seed(config.seed)
+        self.model: nn.Module = build_model(config.model, self.data.input_shape,
+                                            self.data.num_classes).to(self.device)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.aug_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        # RunView fields
+        self.epoch = 0
+        self.epochs = config.epochs
+        self.iteration = 0
+        self.samples_seen = 0
+        self.n_train = self.data.n_train
+        self.base_lr = config.lr
+        self.base_batch_size = config.batch_size
+        self.lr_milestones = milestone_epochs(config.epochs, config.lr_milestones)
+        self.lr_decay_factor = config.lr_decay_factor
+        self.momentum = config.momentum
+        self.weight_decay = config.weight_decay
+        self.train_x, self.train_y = self.data.train_x, self.data.train_y
+        self.optimizer = self.strategy.make_optimizer(self.model, self)
+        self.monitor = Monitor(config)
+        self.stepper = Stepper(self.model, self.loss_fn, config.micro_batch_size)
+        self.history: list[dict[str, Any]] = []
+        self.wall_time_s = 0.0
+        self.first_loss: float | None = None
+
+    # --- RunView ------------------------------------------------------------------------------
+    def loss_fn(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, reduction="none")
+
+    def draw_uniform(self, k: int) -> torch.Tensor:
+        k = min(k, self.n_train)
+        return torch.randperm(self.n_train, generator=self.generator)[:k].to(self.device)
+
+    # --- the loop -----------------------------------------------------------------------------
+    def run(self, reporter: Reporter | None = None) -> pd.DataFrame:
+        reporter = reporter or (lambda record: None)
+        if self._restore():
+            log.info("resumed %s at epoch %d", self.config.checkpoint_dir, len(self.history))
+        if self._finished():
+            reporter({**self.history[-1], "done": True})
+            return self.trajectory()
+        for self.epoch in range(len(self.history), self.epochs):
+            record = self._train_epoch()
+            self.history.append(record)
+            if self.config.checkpoint_dir and (record["diverged"] or self._checkpoint_due()):
+                save_checkpoint(self.config.checkpoint_dir, self.state_dict())
+            reporter(dict(record))
+            if record["diverged"]:
+                break
+        reporter({**self.history[-1], "done": True})
+        return self.trajectory()
+
+    def trajectory(self) -> pd.DataFrame:
+        return pd.DataFrame(self.history, columns=list(RECORD_COLUMNS))
+
+    def _finished(self) -> bool:
+        return bool(self.history) and (len(self.history) >= self.epochs
+                                       or bool(self.history[-1]["diverged"]))
+
+    def _checkpoint_due(self) -> bool:
+        done = len(self.history)
+        return done % self.config.checkpoint_every == 0 or done == self.epochs
+
+    def _train_epoch(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        self.model.train()
+        self.strategy.begin_epoch(self)
+        order = torch.randperm(self.n_train, generator=self.generator).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        wrong_sum = torch.zeros((), device=self.device, dtype=torch.long)
+        seen, cursor, steps, diverged = 0, 0, 0, False
+        plan = None
+        while cursor < self.n_train:
+            plan = self.strategy.plan_step(self)
+            indices = order[cursor:cursor + plan.batch_size]
+            cursor += plan.batch_size
+            indices, weights = self.strategy.select_batch(self, indices)
+            x = augment(self.train_x[indices], self.data.augmentation, self.aug_generator)
+            x, y = self.strategy.transform_batch(self, x, self.train_y[indices])
+            if plan.lr is not None:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = plan.lr
+            self.monitor.before_step(self, x, y)
+            loss, wrong = self.stepper.step(self.optimizer, x, y, weights)
+            self.iteration += 1
+            self.samples_seen += len(y)
+            seen += len(y)
+            steps += 1
+            loss_sum += loss * len(y)
+            wrong_sum += wrong
+            self.strategy.after_step(self, loss)
+            if steps % CHECK_EVERY == 0 or cursor >= self.n_train:
+                diverged = self._diverged(float(loss))
+                if diverged:
+                    break
+        record = empty_record()
+        record.update(
+            epoch=self.epoch + 1, iterations=self.iteration, samples_seen=self.samples_seen,
+            batch_size=plan.batch_size if plan else self.base_batch_size,
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+            train_loss=float(loss_sum) / max(seen, 1), train_error=float(wrong_sum) / max(seen, 1),
+            val_error=self.error(self.data.val_x, self.data.val_y),
+            test_error=self.error(self.data.test_x, self.data.test_y),
+            diverged=diverged or not math.isfinite(float(loss_sum)),
+        )
+        record.update(self.monitor.end_epoch(self))
+        self.strategy.end_epoch(self, record)
+        for event in self.strategy.drain_events():
+            log.info("%s", event)
+        self.wall_time_s += time.perf_counter() - start
+        record["wall_time_s"] = self.wall_time_s
+        return record
+
+    def _diverged(self, loss: float) -> bool:
+        """A non-finite loss, or one ``divergence_factor`` times above the first."""
+        if not math.isfinite(loss):
+            return True
+        if self.first_loss is None:
+            self.first_loss = max(loss, 1e-3)
+            return False
+        return loss > self.config.divergence_factor * self.first_loss
+
+    @torch.no_grad()
+    def error(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Classification error of the model in eval mode, as a fraction."""
+        was_training = self.model.training
+        self.model.eval()
+        wrong = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, len(x), EVAL_BATCH):
+            logits = self.model(x[start:start + EVAL_BATCH])
+            wrong += (logits.argmax(dim=1) != y[start:start + EVAL_BATCH]).sum()
+        self.model.train(was_training)
+        return float(wrong) / max(len(x), 1)
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "monitor": self.monitor.state_dict(),
+            "generator": self.generator.get_state(),
+            "aug_generator": self.aug_generator.get_state(),
+            "device_type": self.device.type,
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "iteration": self.iteration,
+            "samples_seen": self.samples_seen,
+            "wall_time_s": self.wall_time_s,
+            "first_loss": self.first_loss,
+            "micro_batch_size": self.stepper.micro_batch_size,
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore(self) -> bool:
+        if not self.config.checkpoint_dir:
+            return False
+        state = load_checkpoint(self.config.checkpoint_dir)
+        if state is None:
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.monitor.load_state_dict(state["monitor"])
+        self.generator.set_state(state["generator"])
+        if state["device_type"] == self.device.type:
+            self.aug_generator.set_state(state["aug_generator"])
+        else:
+            log.warning("checkpoint was written on %s, resuming on %s: augmentation draws differ",
+                        state["device_type"], self.device.type)
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.history = list(state["history"])
+        self.iteration = state["iteration"]
+        self.samples_seen = state["samples_seen"]
+        self.wall_time_s = state["wall_time_s"]
+        self.first_loss = state["first_loss"]
+        self.stepper.micro_batch_size = state["micro_batch_size"]
+        return True
