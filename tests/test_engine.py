@@ -190,3 +190,26 @@ def test_trial_exposes_the_run_view_strategies_read():
     assert trial.n_train == 1077 and trial.lr_milestones == (2, 2)
     idx = trial.draw_uniform(100)
     assert len(idx) == 100 and len(set(idx.tolist())) == 100
+
+
+def test_measures_are_reported_and_do_not_change_training():
+    base = dict(QUICK, epochs=2, batch_size=128, measure_every=3)
+    plain = run_trial(TrialConfig(**base))
+    measured = run_trial(TrialConfig(**{**base, "measures": ("fisher", "quality", "hessian")},
+                                     hessian_every=1, hessian_samples=64))
+    cols = ["train_loss", "train_error", "val_error", "test_error"]
+    pd.testing.assert_frame_equal(plain[cols], measured[cols])
+    for name in ("ck_bar", "lk", "noise_scale", "quality_q", "hessian_top"):
+        assert measured[name].notna().all(), name
+    assert (measured["ck_bar"] >= 1).all()  # a condition number
+    # LK is a sum of positive increments: it grows
+    assert measured["lk"].iloc[1] > measured["lk"].iloc[0] > 0
+
+
+def test_hessian_interval_keeps_its_cost_near_a_tenth_of_training():
+    from tune_batchdyn.train.monitor import hessian_interval
+
+    # digits at batch 32: 34 steps an epoch, one λmax ≈ 160 steps -> every 48 epochs
+    assert hessian_interval(TrialConfig(batch_size=32), 1077) == 48
+    assert hessian_interval(TrialConfig(batch_size=128), 8000) == 7  # 63 steps an epoch
+    assert hessian_interval(TrialConfig(batch_size=128, hessian_every=3), 8000) == 3

@@ -72,9 +72,10 @@ class Strategy:
 
     # --- set-up -------------------------------------------------------------------------------
     def make_optimizer(self, model: nn.Module, run: RunView) -> torch.optim.Optimizer:
-        """SGD with momentum and weight decay; RMSGD overrides this with per-layer rates."""
+        """SGD with momentum and weight decay (multi-tensor ``foreach`` kernels, also on CPU);
+        RMSGD overrides this with per-layer rates."""
         return torch.optim.SGD(model.parameters(), lr=run.base_lr, momentum=run.momentum,
-                               weight_decay=run.weight_decay)
+                               weight_decay=run.weight_decay, foreach=True)
 
     def validate(self, *, epochs: int, n_train: int, batch_size: int) -> None:
         """Raise ConfigError when the strategy cannot run with these settings."""

@@ -27,7 +27,8 @@ class TrialConfig:
     ``lr_decay_factor`` at each fraction of the epochs in ``lr_milestones`` (the seed: ÷10 at
     50% and 75%). Measures: ``fisher`` (C̄K, LK, noise scale every ``measure_every``
     iterations), ``quality`` (stable-rank Q each epoch), ``hessian`` (λmax every
-    ``hessian_every`` epochs on ``hessian_samples`` training samples).
+    ``hessian_every`` epochs on ``hessian_samples`` training samples; ``None``: the interval that
+    keeps its cost near 10% of training).
     """
 
     dataset: str = "digits"
@@ -42,7 +43,7 @@ class TrialConfig:
     lr_decay_factor: float = 10.0
     measure_every: int = 50
     measures: tuple[str, ...] = MEASURES
-    hessian_every: int = 1
+    hessian_every: int | None = None
     hessian_samples: int = 128
     seed: int = 0
     data_seed: int = 0
@@ -51,7 +52,7 @@ class TrialConfig:
     download: bool = False
     dataset_options: Mapping[str, Any] = field(default_factory=dict)
     micro_batch_size: int | None = None
-    divergence_factor: float = 1e3
+    divergence_factor: float = 100.0
     checkpoint_dir: str | None = None
     checkpoint_every: int = 1
 
@@ -68,7 +69,8 @@ class TrialConfig:
         _positive_int("batch_size", self.batch_size)
         _positive_int("epochs", self.epochs)
         _positive_int("measure_every", self.measure_every)
-        _positive_int("hessian_every", self.hessian_every)
+        if self.hessian_every is not None:
+            _positive_int("hessian_every", self.hessian_every)
         _positive_int("hessian_samples", self.hessian_samples)
         _positive_int("checkpoint_every", self.checkpoint_every)
         if self.micro_batch_size is not None:

@@ -94,7 +94,7 @@ class Trial:
         self.weight_decay = config.weight_decay
         self.train_x, self.train_y = self.data.train_x, self.data.train_y
         self.optimizer = self.strategy.make_optimizer(self.model, self)
-        self.monitor = Monitor(config)
+        self.monitor = Monitor(config, self.data.n_train)
         self.stepper = Stepper(self.model, self.loss_fn, config.micro_batch_size)
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0
@@ -143,8 +143,8 @@ class Trial:
         self.model.train()
         self.strategy.begin_epoch(self)
         order = torch.randperm(self.n_train, generator=self.generator).to(self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        wrong_sum = torch.zeros((), device=self.device, dtype=torch.long)
+        step_losses: list[torch.Tensor] = []  # summed once per epoch: no per-step host sync
+        step_wrong: list[torch.Tensor] = []
         seen, cursor, steps, diverged = 0, 0, 0, False
         plan = None
         while cursor < self.n_train:
@@ -163,22 +163,24 @@ class Trial:
             self.samples_seen += len(y)
             seen += len(y)
             steps += 1
-            loss_sum += loss * len(y)
-            wrong_sum += wrong
+            step_losses.append(loss * len(y))
+            step_wrong.append(wrong)
             self.strategy.after_step(self, loss)
             if steps % CHECK_EVERY == 0 or cursor >= self.n_train:
                 diverged = self._diverged(float(loss))
                 if diverged:
                     break
+        loss_sum = float(torch.stack(step_losses).sum()) if step_losses else math.nan
+        wrong_sum = int(torch.stack(step_wrong).sum()) if step_wrong else 0
         record = empty_record()
         record.update(
             epoch=self.epoch + 1, iterations=self.iteration, samples_seen=self.samples_seen,
             batch_size=plan.batch_size if plan else self.base_batch_size,
             lr=float(self.optimizer.param_groups[0]["lr"]),
-            train_loss=float(loss_sum) / max(seen, 1), train_error=float(wrong_sum) / max(seen, 1),
+            train_loss=loss_sum / max(seen, 1), train_error=wrong_sum / max(seen, 1),
             val_error=self.error(self.data.val_x, self.data.val_y),
             test_error=self.error(self.data.test_x, self.data.test_y),
-            diverged=diverged or not math.isfinite(float(loss_sum)),
+            diverged=diverged or not math.isfinite(loss_sum),
         )
         record.update(self.monitor.end_epoch(self))
         self.strategy.end_epoch(self, record)

@@ -67,9 +67,9 @@ class Stepper:
                     weights: torch.Tensor | None,
                     chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
         optimizer.zero_grad(set_to_none=True)
-        total_loss = torch.zeros((), device=x.device)
-        wrong = torch.zeros((), device=x.device, dtype=torch.long)
         n = len(x)
+        total_loss: torch.Tensor | None = None
+        wrong: torch.Tensor | None = None
         for start in range(0, n, chunk):
             xc, yc = x[start:start + chunk], y[start:start + chunk]
             logits = self.model(xc)
@@ -78,7 +78,8 @@ class Stepper:
                 losses = losses * weights[start:start + chunk]
             loss_sum = losses.sum()
             (loss_sum / n).backward()
-            total_loss += loss_sum.detach()
-            wrong += (logits.detach().argmax(dim=1) != yc).sum()
+            chunk_wrong = (logits.detach().argmax(dim=1) != yc).sum()
+            total_loss = loss_sum.detach() if total_loss is None else total_loss + loss_sum.detach()
+            wrong = chunk_wrong if wrong is None else wrong + chunk_wrong
         optimizer.step()
         return total_loss / n, wrong
