@@ -213,3 +213,20 @@ def test_hessian_interval_keeps_its_cost_near_a_tenth_of_training():
     assert hessian_interval(TrialConfig(batch_size=32), 1077) == 48
     assert hessian_interval(TrialConfig(batch_size=128), 8000) == 7  # 63 steps an epoch
     assert hessian_interval(TrialConfig(batch_size=128, hessian_every=3), 8000) == 3
+
+
+def test_rerouted_trial_resumes_its_weights_under_the_new_strategy(tmp_path, caplog):
+    config = TrialConfig(**{**QUICK, "epochs": 6, "batch_size": 32},
+                         checkpoint_dir=str(tmp_path / "ckpt"))
+
+    def stop_at_three(record):
+        if record["epoch"] == 3:
+            raise Kill
+
+    with pytest.raises(Kill):
+        run_trial(config, reporter=stop_at_three)
+    with caplog.at_level("INFO", logger="tune_batchdyn.train"):
+        rerouted = run_trial(config.replace(strategy="[32,32,64,128,256,512]"))
+    assert any("strategy changed from 'fixed'" in r.message for r in caplog.records)
+    assert rerouted["batch_size"].tolist() == [32, 32, 32, 128, 256, 512]
+    assert rerouted["iterations"].iloc[3] - rerouted["iterations"].iloc[2] == 9  # ceil(1077/128)

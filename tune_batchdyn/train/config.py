@@ -101,7 +101,8 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrialConfig:
-        """Build from a plain mapping (a Ray Tune config, Optuna params); unknown keys are errors."""
+        """Build from a plain mapping (a Ray Tune config, Optuna params); unknown keys are
+        errors."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -116,7 +116,8 @@ class Trial:
         if self._finished():
             reporter({**self.history[-1], "done": True})
             return self.trajectory()
-        for self.epoch in range(len(self.history), self.epochs):
+        for epoch in range(len(self.history), self.epochs):
+            self.epoch = epoch
             record = self._train_epoch()
             self.history.append(record)
             if self.config.checkpoint_dir and (record["diverged"] or self._checkpoint_due()):
@@ -211,6 +212,16 @@ class Trial:
         self.model.train(was_training)
         return float(wrong) / max(len(x), 1)
 
+    def _switch_strategy(self, state: dict[str, Any]) -> None:
+        previous = state["config"]["strategy"]
+        try:  # momentum buffers carry over when the parameter groups match
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError:
+            log.info("optimiser state of %r does not fit %r: starting it afresh", previous,
+                     self.config.strategy)
+        log.info("strategy changed from %r to %r at epoch %d", previous, self.config.strategy,
+                 len(state["history"]) + 1)
+
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = {
@@ -241,8 +252,11 @@ class Trial:
         if state is None:
             return False
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.strategy.load_state_dict(state["strategy"])
+        if state["config"]["strategy"] == self.config.to_dict()["strategy"]:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.strategy.load_state_dict(state["strategy"])
+        else:  # rerouted: the new strategy starts fresh from the checkpointed weights
+            self._switch_strategy(state)
         self.monitor.load_state_dict(state["monitor"])
         self.generator.set_state(state["generator"])
         if state["device_type"] == self.device.type:

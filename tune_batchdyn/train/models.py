@@ -1,7 +1,7 @@
 """Models of the seeds; input shape and number of classes come from the dataset.
 
 - ``mlp``: the seed's two hidden layers of 500 (ReLU).
-- ``cnn``: a small two-block convolutional net.
+- ``cnn``: a small two-block convolutional net (conv, batch-norm, ReLU, max-pool).
 - ``resnet{8,20,32,56,110}``: CIFAR-style ResNet of He et al. (2016): 3 stages of 16/32/64
   channels, n = 6k+2 layers, identity shortcuts with zero-padded channels (option A).
 - ``densenet``: a small DenseNet (3 dense blocks of 6 layers, growth rate 12, compression 0.5).
@@ -45,8 +45,10 @@ class SmallCNN(nn.Sequential):
     def __init__(self, channels: int, spatial: tuple[int, ...], num_classes: int) -> None:
         h, w = (s // 4 for s in spatial)
         super().__init__(
-            nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(32 * h * w, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
 

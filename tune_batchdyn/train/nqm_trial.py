@@ -22,7 +22,7 @@ import pandas as pd
 
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.nqm import NQM, nqm_trial_records
-from tune_batchdyn.records.schema import RECORD_COLUMNS
+from tune_batchdyn.records.schema import RECORD_COLUMNS, empty_record
 from tune_batchdyn.strategies import parse_strategy
 from tune_batchdyn.strategies.base import milestone_epochs
 from tune_batchdyn.train.config import TrialConfig
@@ -41,14 +41,19 @@ def run_nqm_trial(config: TrialConfig,
         raise ConfigError(f"unknown nqm dataset_options {unknown}; accepted: "
                           f"{sorted([*TRIAL_OPTIONS, *accepted])}.")
     batches, lrs = epoch_schedule(config, trial_options["samples_per_epoch"])
+    def report(record: dict[str, Any]) -> None:
+        if reporter is not None:
+            reporter({**empty_record(), **record})
+
     records = nqm_trial_records(
         NQM(**options), batch_size_per_epoch=batches, lr_per_epoch=lrs,
         samples_per_epoch=trial_options["samples_per_epoch"],
         optimizer=trial_options["optimizer"], coefficient=trial_options["coefficient"],
-        noise_seed=config.seed if trial_options["sampled"] else None, reporter=reporter)
-    if reporter is not None and records:
-        reporter({**records[-1], "done": True})
-    return pd.DataFrame(records, columns=list(RECORD_COLUMNS))
+        noise_seed=config.seed if trial_options["sampled"] else None, reporter=report)
+    full = [{**empty_record(), **record} for record in records]
+    if reporter is not None and full:
+        reporter({**full[-1], "done": True})
+    return pd.DataFrame(full, columns=list(RECORD_COLUMNS))
 
 
 def epoch_schedule(config: TrialConfig, samples_per_epoch: int) -> tuple[list[int], list[float]]:

@@ -32,11 +32,11 @@ class SyntheticSpec:
     classes: int = 10
     channels: int = 3
     image_size: int = 16
-    prototypes: int = 4
+    prototypes: int = 8
     prototype_resolution: int = 4
-    max_shift: int = 2
-    distractor: float = 0.7
-    pixel_noise: float = 0.9
+    max_shift: int = 3
+    distractor: float = 1.0
+    pixel_noise: float = 1.5
     label_noise: float = 0.2
 
     @classmethod

@@ -1,0 +1,46 @@
+"""Figures: written as PNG files from a small records table, by the function and by the CLI."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from tune_batchdyn.cli import plot
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.figures import write_figures
+from tune_batchdyn.predict.synthetic import synthetic_records
+from tune_batchdyn.records import write_records
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def records():
+    return synthetic_records(n_configs=8, n_seeds=2, epochs=6, seed=2,
+                             dynamic=("s16-to-64", "s64-to-16-MS"))
+
+
+def test_write_figures(tmp_path, records):
+    paths = write_figures(records, tmp_path / "figs", fraction=0.5, dpi=60)
+    assert [p.name for p in paths] == ["plane.png", "travel.png", "measures.png"]
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser()
+    plot.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_prints_the_paths(tmp_path, records, capsys):
+    source = write_records(records, tmp_path / "records.parquet")
+    assert _cli(["plot", str(source), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "out" / name)
+                       for name in ("plane.png", "travel.png", "measures.png")]
+    with pytest.raises(ConfigError, match="fraction"):
+        _cli(["plot", str(source), "--out", str(tmp_path), "--fraction", "0"])

@@ -1,0 +1,129 @@
+"""The schedule planner: composition of beacon increments (hand computations), the choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.predict import (
+    FinalErrorPredictor,
+    OptimumRegion,
+    beacons_from_records,
+    compose,
+    epoch_batch_sizes,
+    parse_schedule,
+    plan_schedule,
+)
+from tune_batchdyn.predict.synthetic import synthetic_records
+from tune_batchdyn.records import empty_record, trial_table
+
+
+def _beacon(batch: int, iterations, ck_bar, lk, *, lr: float = 0.1, seed: int = 0):
+    rows = []
+    for e, (i, c, l_value) in enumerate(zip(iterations, ck_bar, lk, strict=True), start=1):
+        rows.append({**empty_record(), "epoch": e, "iterations": i, "samples_seen": 64 * e,
+                     "batch_size": batch, "lr": lr, "ck_bar": c, "lk": l_value,
+                     "test_error": 0.1, "val_error": 0.1})
+    config = {"strategy": "fixed", "lr": lr, "batch_size": batch, "epochs": len(rows),
+              "measure_every": 2, "seed": seed}
+    return trial_table(f"b{batch}-lr{lr}-s{seed}", config, pd.DataFrame(rows))
+
+
+def _toy_beacons(lr: float = 0.1) -> pd.DataFrame:
+    # measure_every = 2: B=16 takes 4 iterations per epoch (M = 2, 4), B=32 two (M = 1, 2)
+    return pd.concat([_beacon(16, [4, 8], [3.0, 4.0], [1.0, 1.5], lr=lr),
+                      _beacon(32, [2, 4], [5.0, 7.0], [0.4, 0.6], lr=lr)], ignore_index=True)
+
+
+def test_two_stage_composition_by_hand():
+    beacons = beacons_from_records(_toy_beacons())
+    assert beacons.epochs == 2 and beacons.measure_every == 2
+    path = compose(beacons.at_lr(0.1), np.array([16, 32]), 2)
+    # epoch 1 at B=16: 4 iterations, measurements at iterations 1, 3 (c mean 3); LK 1.0
+    # epoch 2 at B=32: 2 more iterations (6 in all, measurement at 5), c = the B=32 beacon's
+    # epoch-2 measurement: S = 7*2 - 5*1 = 9; LK += 0.6 - 0.4
+    np.testing.assert_allclose(path["iterations"], [0, 4, 6])
+    np.testing.assert_allclose(path["measurements"], [0, 2, 3])
+    np.testing.assert_allclose(path["lk"], [0, 1.0, 1.2])
+    np.testing.assert_allclose(path["ck_bar"][1:], [3.0, (3 + 3 + 9) / 3])
+
+
+def test_reverse_composition_by_hand():
+    beacons = beacons_from_records(_toy_beacons())
+    path = compose(beacons.at_lr(0.1), np.array([32, 16]), 2)
+    # epoch 1 at 32: 2 iterations, 1 measurement, c = 5. Epoch 2 at 16: iterations 3..6,
+    # measurements at 3, 5 (M 1 -> 3); the B=16 beacon's epoch-2 mean c = (4*4 - 3*2)/2 = 5.
+    np.testing.assert_allclose(path["measurements"], [0, 1, 3])
+    np.testing.assert_allclose(path["ck_bar"][1:], [5.0, 5.0])
+    np.testing.assert_allclose(path["lk"], [0, 0.4, 0.9])
+
+
+def test_one_stage_plan_reproduces_its_beacon():
+    records = synthetic_records(n_configs=6, n_seeds=2, epochs=10, diverging=0.0, seed=3)
+    beacons = beacons_from_records(records)
+    for (lr, batch), beacon in beacons.beacons.items():
+        path = compose(beacons.at_lr(lr), np.full(10, batch), beacons.measure_every)
+        np.testing.assert_allclose(path["ck_bar"][1:], beacon.ck_bar[1:], rtol=1e-12)
+        np.testing.assert_allclose(path["lk"], beacon.lk, rtol=1e-12)
+
+
+def test_plan_picks_the_candidate_nearest_the_target():
+    plan = plan_schedule(_toy_beacons(), (5.0, 1.1),
+                         candidates=[[16, 32], [32, 16], [16], [32]])
+    # ends: 16->32 (5, 1.2), 32->16 (5, 0.9), 16 (4, 1.5), 32 (7, 0.6); target (5, 1.1)
+    assert plan.schedule == "[16,32]" and plan.batch_size == 16
+    assert plan.batch_sizes == (16, 32)
+    np.testing.assert_allclose(plan.end, (5.0, 1.2))
+    assert plan.distance == pytest.approx(abs(np.log(1.2 / 1.1)))
+    assert plan.iterations == 6
+    assert plan.path["lk"].tolist() == pytest.approx([1.0, 1.2])
+    assert list(plan.candidates["schedule"])[:2] == ["[16,32]", "[32,16]"]
+    assert np.isnan(plan.predicted_error)
+
+
+def test_near_ties_go_to_fewer_updates():
+    plan = plan_schedule(_toy_beacons(), (5.0, 1.1), candidates=[[16, 32], [32, 16], [16], [32]],
+                         tie_tolerance=10.0)
+    assert plan.schedule == "fixed" and plan.batch_size == 32 and plan.iterations == 4
+
+
+def test_other_lr_scales_lk_increments():
+    beacons = pd.concat([_toy_beacons(0.1), _toy_beacons(0.4)], ignore_index=True)
+    with pytest.raises(ConfigError, match="learning rates"):
+        plan_schedule(beacons, (5.0, 1.1), candidates=[[16, 32]])
+    plan = plan_schedule(beacons, (5.0, 1.1), lr=0.15, candidates=[[16, 32]])
+    assert plan.beacon_lr == 0.1 and plan.lr == 0.15  # nearest in log scale
+    np.testing.assert_allclose(plan.end, (5.0, 1.2 * 1.5))  # LK x lr / beacon lr, C̄K as is
+    assert plan.path["lr"].tolist() == [0.15, 0.015]  # milestone 0.5 of 2 epochs: epoch 1
+
+
+def test_candidates_without_beacons_are_skipped():
+    with pytest.raises(ConfigError, match="no candidate"):
+        plan_schedule(_toy_beacons(), (5.0, 1.0), candidates=["s64-to-128"])
+
+
+def test_plan_against_a_region_from_synthetic_trials():
+    records = synthetic_records(n_configs=12, n_seeds=2, epochs=10, seed=4, diverging=0.0)
+    lr = sorted(records["config/lr"].unique())[0]
+    beacons = records[records["config/lr"] == lr]
+    region = OptimumRegion().fit(records)
+    plan = plan_schedule(beacons, region, lr=lr)
+    sizes = sorted(beacons["batch_size"].unique())
+    assert set(plan.batch_sizes) <= set(sizes)
+    assert plan.distance == pytest.approx(plan.candidates["distance"].min(), abs=0.05)
+    assert plan.prediction_mode == "knn5" and 0 < plan.predicted_error < 1
+    expected = epoch_batch_sizes(parse_schedule(plan.schedule), 10) if plan.schedule != "fixed" \
+        else np.full(10, plan.batch_size)
+    assert tuple(expected) == plan.batch_sizes
+
+
+def test_plan_error_from_a_fitted_predictor():
+    records = synthetic_records(n_configs=12, n_seeds=2, epochs=10, seed=4, diverging=0.0)
+    lr = sorted(records["config/lr"].unique())[0]
+    predictor = FinalErrorPredictor().fit(records)
+    plan = plan_schedule(records[records["config/lr"] == lr], OptimumRegion().fit(records),
+                         lr=lr, predictor=predictor)
+    assert plan.prediction_mode == "gp"
+    assert 0 < plan.predicted_error < 1 and plan.predicted_error_std > 0

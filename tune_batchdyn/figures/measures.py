@@ -1,0 +1,53 @@
+"""C̄K and LK against the epoch (the seed's Fig. 2 c, d), one line per configuration (mean over
+seeds), coloured by batch size."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from tune_batchdyn.figures._common import configurations, new_figure
+from tune_batchdyn.predict.trials import TrialSet
+
+
+def plot_measures(trials: TrialSet) -> Figure:
+    """Two panels: C̄K(epoch) and LK(epoch), log scale."""
+    figure = new_figure(11.0, 4.5)
+    panels = figure.subplots(1, 2)
+    configs = configurations(trials)
+    sizes = sorted({c.batch_size for c in configs})
+    shades = np.linspace(0.0, 0.85, max(len(sizes), 1))
+    colour = {b: colormaps["plasma"](s) for b, s in zip(sizes, shades, strict=False)}
+    for config in configs:
+        epochs = int(max(t.rows["epoch"][-1] for t in config.trials))
+        grid = np.arange(1, epochs + 1)
+        for axes, name in zip(panels, ("ck_bar", "lk"), strict=True):
+            values = [_mean_by_epoch(config, name, e) for e in grid]
+            axes.plot(grid, values, color=colour[config.batch_size],
+                      linestyle="-" if config.fixed else "--", label=config.label)
+    for axes, title in zip(panels, ("C̄K up to each epoch", "LK up to each epoch"), strict=True):
+        axes.set_yscale("log")
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_title(title)
+    panels[0].set_ylabel("C̄K")
+    panels[1].set_ylabel("LK")
+    if len(configs) <= 16:
+        panels[1].legend(fontsize=7, ncols=2)
+    else:
+        figure.suptitle(f"{len(configs)} configurations; colour = batch size "
+                        f"({sizes[0]} dark .. {sizes[-1]} light), dashed = dynamic", fontsize=9)
+    return figure
+
+
+def _mean_by_epoch(config, name: str, epoch: int) -> float:
+    values = []
+    for trial in config.trials:
+        rows = trial.rows
+        hit = np.flatnonzero(rows["epoch"] == epoch)
+        if len(hit) and np.isfinite(rows[name][hit[0]]):
+            values.append(rows[name][hit[0]])
+    return float(np.mean(values)) if values else np.nan

@@ -1,0 +1,46 @@
+"""The (C̄K, LK) plane (the seed's Fig. 1b / Fig. 3): finished trials on log axes, the contour
+map of the 5-nearest average final error over the trials' hull, and the optimum region (white
+boundary, red centre); the best configurations are labelled."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from tune_batchdyn.figures._common import configurations, log_axes, new_figure
+from tune_batchdyn.predict.region import OptimumRegion
+from tune_batchdyn.predict.trials import TrialSet
+
+#: How many of the best configurations get a label.
+LABELLED = 5
+
+
+def plot_plane(trials: TrialSet, region: OptimumRegion) -> Figure:
+    """The plane at the region's budget fraction, with the region's error map and boundary."""
+    figure = new_figure(7.0, 5.5)
+    axes = figure.add_subplot()
+    ck_axis, lk_axis, error, support = region.grid_
+    x, y = np.meshgrid(np.exp(ck_axis), np.exp(lk_axis))
+    error = np.where(support, error, np.nan)  # only where the trials say something
+    filled = axes.contourf(x, y, error, levels=12, cmap="viridis", alpha=0.85)
+    figure.colorbar(filled, ax=axes, label=f"final error, mean of {region.k} nearest trials")
+    axes.contour(x, y, error, levels=[region.threshold_ + 1e-9], colors="white",
+                 linewidths=2.0)
+    points = np.exp(region.points_)
+    axes.scatter(points[:, 0], points[:, 1], c=region.errors_, cmap="viridis", edgecolors="k",
+                 vmin=np.nanmin(error), vmax=np.nanmax(error), s=28, zorder=3)
+    axes.plot(*region.centre_, marker="X", color="red", markersize=12, zorder=4,
+              linestyle="none", label="optimum region centre (white: boundary)")
+    ranked = sorted(configurations(trials.finished()),
+                    key=lambda c: np.mean([t.final_error for t in c.trials]))
+    for config in ranked[:LABELLED]:
+        ck, lk = (config.mean_at(name, region.fraction) for name in ("ck_bar", "lk"))
+        if np.isfinite(ck) and np.isfinite(lk):
+            axes.annotate(config.label, (ck, lk), textcoords="offset points", xytext=(5, 5),
+                          fontsize=8, color="white", zorder=5)
+    log_axes(axes)
+    axes.set_xlabel("C̄K (running mean of the truncated condition number)")
+    axes.set_ylabel("LK (weighted cumulative energy)")
+    axes.set_title(f"Final error in the (C̄K, LK) plane at {region.fraction:.0%} of the budget")
+    axes.legend(loc="lower right", fontsize=8)
+    return figure

@@ -1,0 +1,163 @@
+"""Beacons: fixed-batch trials whose per-epoch measures predict where a staged schedule goes.
+
+A beacon is the mean, over seeds, of the finished, non-diverged trials that kept one batch size
+B throughout at one base lr, given per epoch e = 0..E (index 0: before training, all zero):
+cumulative iterations I(e), samples, C̄K(e), LK(e), and from them the number of Fisher
+measurements M(e) = ceil(I(e) / m) (taken at iterations 1, 1 + m, 1 + 2m, ..., m =
+``measure_every``) and the running sum of c_k, S(e) = C̄K(e) · M(e).
+
+Composition (the seed, §4.3: a schedule's curve travels between its beacons). Epoch e of a plan
+runs at batch b(e) with the beacon of b(e) over the same epochs (same lr phase), so:
+
+- iterations and samples add the beacon's per-epoch increments;
+- LK, a sum of l_k, adds the beacon's per-epoch increments ΔL_b(e) (times lr / beacon lr when
+  the planned lr differs, l_k being proportional to the lr);
+- C̄K, a running mean of c_k, mixes stages by their numbers of measurements: inside a stage
+  (a run of epochs at one batch size) that started after epoch e0, the plan's sum of c_k grows by
+  c̄ · (M_plan(e) - M_plan(e0)), where c̄ = (S_b(e) - S_b(e0)) / (M_b(e) - M_b(e0)) is the
+  beacon's mean c_k over the same epochs (its running mean C̄K_b(e) when it took no measurement
+  there), and M_plan counts the plan's own measurements from its cumulative iterations. A one-
+  stage plan reproduces its beacon exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.records.schema import CONFIG_PREFIX
+from tune_batchdyn.records.table import validate_table
+
+#: Fisher measurement interval when the records do not say (the seed's 50 mini-batches).
+DEFAULT_MEASURE_EVERY = 50
+
+
+@dataclass(frozen=True)
+class Beacon:
+    """One (lr, batch size)'s mean trajectory, arrays of length epochs + 1 (index 0: start)."""
+
+    lr: float
+    batch_size: int
+    iterations: np.ndarray
+    samples: np.ndarray
+    ck_bar: np.ndarray
+    lk: np.ndarray
+    n_trials: int
+
+    def measurements(self, measure_every: int) -> np.ndarray:
+        return np.ceil(self.iterations / measure_every)
+
+    def c_sum(self, measure_every: int) -> np.ndarray:
+        return self.ck_bar * self.measurements(measure_every)
+
+
+@dataclass(frozen=True)
+class BeaconSet:
+    """The beacons of one records table: by (lr, batch size), with their epochs and m."""
+
+    beacons: dict[tuple[float, int], Beacon]
+    epochs: int
+    measure_every: int
+
+    @property
+    def lrs(self) -> list[float]:
+        return sorted({lr for lr, _ in self.beacons})
+
+    def at_lr(self, lr: float) -> dict[int, Beacon]:
+        return {b: beacon for (rate, b), beacon in self.beacons.items() if rate == lr}
+
+
+def beacons_from_records(records: pd.DataFrame, measure_every: int | None = None) -> BeaconSet:
+    """Beacons from the fixed-batch trials of ``records`` (other trials are ignored)."""
+    validate_table(records)
+    table = records.sort_values(["trial_id", "epoch"])
+    grouped: dict[tuple[float, int], list[pd.DataFrame]] = {}
+    for _, rows in table.groupby("trial_id", sort=False):
+        if not _usable(rows):
+            continue
+        lr = _base_lr(rows)
+        grouped.setdefault((lr, int(rows["batch_size"].iloc[0])), []).append(rows)
+    if not grouped:
+        raise ConfigError("records hold no beacon: a finished, non-diverged trial with one batch "
+                          "size throughout and finite ck_bar and lk every epoch.")
+    epochs = {len(rows) for group in grouped.values() for rows in group}
+    if len(epochs) != 1:
+        raise ConfigError(f"beacons have different epoch counts {sorted(epochs)}; pass beacons "
+                          "trained for the same number of epochs as the planned trial.")
+    measure_every = measure_every or _measure_every(table)
+    beacons = {key: _mean_beacon(key, group) for key, group in grouped.items()}
+    return BeaconSet(beacons, epochs.pop(), measure_every)
+
+
+def compose(beacons: dict[int, Beacon], batch_sizes: np.ndarray, measure_every: int,
+            lr_scale: float = 1.0) -> dict[str, np.ndarray]:
+    """The predicted per-epoch path (length epochs + 1) of a plan running ``batch_sizes[e-1]``
+    in epoch e: ``iterations``, ``samples``, ``measurements``, ``ck_bar``, ``lk``."""
+    epochs = len(batch_sizes)
+    iterations = np.zeros(epochs + 1)
+    samples = np.zeros(epochs + 1)
+    lk = np.zeros(epochs + 1)
+    for e in range(1, epochs + 1):
+        beacon = beacons[int(batch_sizes[e - 1])]
+        iterations[e] = iterations[e - 1] + beacon.iterations[e] - beacon.iterations[e - 1]
+        samples[e] = samples[e - 1] + beacon.samples[e] - beacon.samples[e - 1]
+        lk[e] = lk[e - 1] + lr_scale * (beacon.lk[e] - beacon.lk[e - 1])
+    measurements = np.ceil(iterations / measure_every)
+    c_sum = np.zeros(epochs + 1)
+    stage_start = 0
+    for e in range(1, epochs + 1):
+        if e > 1 and batch_sizes[e - 1] != batch_sizes[e - 2]:
+            stage_start = e - 1
+        beacon = beacons[int(batch_sizes[e - 1])]
+        beacon_m = beacon.measurements(measure_every)
+        beacon_s = beacon.c_sum(measure_every)
+        taken = beacon_m[e] - beacon_m[stage_start]
+        mean_c = ((beacon_s[e] - beacon_s[stage_start]) / taken if taken > 0
+                  else beacon.ck_bar[e])
+        c_sum[e] = c_sum[stage_start] + mean_c * (measurements[e] - measurements[stage_start])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ck_bar = np.where(measurements > 0, c_sum / measurements, np.nan)
+    return {"iterations": iterations, "samples": samples, "measurements": measurements,
+            "ck_bar": ck_bar, "lk": lk}
+
+
+def _usable(rows: pd.DataFrame) -> bool:
+    fraction = rows["budget_fraction"].iloc[-1] if "budget_fraction" in rows.columns else 1.0
+    expected = np.arange(1, len(rows) + 1)
+    return bool(rows["batch_size"].nunique() == 1 and not rows["diverged"].any()
+                and fraction >= 1.0 - 1e-9 and np.isfinite(rows["ck_bar"]).all()
+                and np.isfinite(rows["lk"]).all()
+                and np.array_equal(rows["epoch"].to_numpy(), expected))
+
+
+def _base_lr(rows: pd.DataFrame) -> float:
+    name = f"{CONFIG_PREFIX}lr"
+    if name in rows.columns:
+        value = pd.to_numeric(rows[name], errors="coerce").iloc[0]
+        if math.isfinite(value) and value > 0:
+            return float(value)
+    return float(rows["lr"].iloc[0])
+
+
+def _measure_every(table: pd.DataFrame) -> int:
+    name = f"{CONFIG_PREFIX}measure_every"
+    if name not in table.columns:
+        return DEFAULT_MEASURE_EVERY
+    values = pd.to_numeric(table[name], errors="coerce").dropna().unique()
+    if len(values) != 1:
+        raise ConfigError(f"beacons have measure_every values {sorted(values)}; pass "
+                          "measure_every=<the planned trial's> and beacons measured alike.")
+    return int(values[0])
+
+
+def _mean_beacon(key: tuple[float, int], group: list[pd.DataFrame]) -> Beacon:
+    def stacked(name: str) -> np.ndarray:
+        values = np.mean([rows[name].to_numpy(dtype=float) for rows in group], axis=0)
+        return np.r_[0.0, values]
+
+    return Beacon(key[0], key[1], stacked("iterations"), stacked("samples_seen"),
+                  stacked("ck_bar"), stacked("lk"), len(group))
