@@ -1,0 +1,56 @@
+import pandas as pd
+import pytest
+
+from tune_batchdyn.cli import main
+from tune_batchdyn.records import RECORD_COLUMNS, read_records
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--lr", "-1"], "train: error: lr=-1.0 is not accepted"),
+        (["train", "--batch-size", "many"], "invalid int value: 'many'"),
+        (["train", "--dataset", "imagenet"], "dataset='imagenet' is not accepted"),
+        (["train", "--out", "x.txt"], "--out 'x.txt' is not accepted"),
+        (["train", "--strategy", "s32-to"], "strategy='s32-to' is not accepted"),
+        (["train", "--dataset-option", "oops"], "--dataset-option 'oops' is not accepted"),
+        (["record", "--space", "nqm", "--out", "x.json"], "has extension '.json'"),
+        (["record", "--space", "no_such_space", "--out", "x.csv"], "not a file nor a shipped"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_traceback(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_train_prints_progress_and_writes_records(tmp_path, capsys):
+    out = tmp_path / "run.csv"
+    code = main(["train", "--dataset", "digits", "--epochs", "2", "--batch-size", "128",
+                 "--measures", "none", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "epoch   1/2" in text and "epoch   2/2" in text and "done: 2 epochs" in text
+    table = read_records(out)
+    assert len(table) == 2 and set(RECORD_COLUMNS) <= set(table.columns)
+    assert table["config/batch_size"].tolist() == [128, 128]
+
+
+def test_record_runs_the_grid_once_and_skips_finished_trials(tmp_path, capsys):
+    out = tmp_path / "grid.parquet"
+    argv = ["record", "--space", "nqm", "--out", str(out), "--seeds", "0,1",
+            "--set", "epochs=2", "--set", 'dataset_options={"dim": 200, "bins": 10, '
+            '"samples_per_epoch": 2000}']
+    assert main(argv) == 0
+    table = read_records(out)
+    assert table["trial_id"].nunique() == 7 * 3 * 2 and len(table) == 7 * 3 * 2 * 2
+    assert (table.groupby("trial_id")["epoch"].max() == 2).all()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "(42 already there)" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(read_records(out), table)
