@@ -1,0 +1,190 @@
+"""The Ray Tune and Optuna forms of one declaration: types, bounds, sampling, grid expansion."""
+
+import itertools
+import json
+import textwrap
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from ray.tune.search import sample
+from ray.tune.search.variant_generator import generate_variants
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.space import (
+    OptunaSpace,
+    grid_search_space,
+    load_space,
+    parse_space,
+    read_space,
+    suggest,
+)
+from tune_batchdyn.train import TrialConfig
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+MIXED = """
+[search]
+num_samples = 2
+[fixed]
+dataset = "digits"
+model = "mlp"
+lr_milestones = [0.5, 0.75]
+[params]
+batch_size = { grid = [8, 16, 32, 64, 128, 256, 512] }
+strategy = { grid = ["fixed", { name = "gg", max_batch = 1024 }] }
+lr = { loguniform = [0.001, 1.0] }
+momentum = { uniform = [0.5, 0.99] }
+epochs = { randint = [2, 4] }
+hessian_samples = { lograndint = [16, 256] }
+model = { choice = ["mlp", "cnn"] }
+"""
+GG = {"name": "gg", "max_batch": 1024}
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    text = textwrap.dedent(MIXED).replace('model = "mlp"\n', "")
+    path = tmp_path / "mixed.toml"
+    path.write_text(text)
+    return path
+
+
+def test_ray_form_has_constants_grids_and_domains(mixed):
+    space = load_space(mixed, backend="ray")
+    assert space["dataset"] == "digits"
+    assert space["lr_milestones"] == [0.5, 0.75]
+    assert space["batch_size"] == {"grid_search": [8, 16, 32, 64, 128, 256, 512]}
+    assert space["strategy"] == {"grid_search": ["fixed", GG]}
+    lr, momentum, epochs, samples, model = (space[k] for k in
+                                            ("lr", "momentum", "epochs", "hessian_samples",
+                                             "model"))
+    assert isinstance(lr, sample.Float) and isinstance(lr.get_sampler(), sample.LogUniform)
+    assert (lr.lower, lr.upper) == (0.001, 1.0)
+    assert isinstance(momentum, sample.Float) and isinstance(momentum.get_sampler(),
+                                                             sample.Uniform)
+    assert (momentum.lower, momentum.upper) == (0.5, 0.99)
+    # Ray's randint excludes its upper bound; the TOML's [2, 4] includes 4.
+    assert isinstance(epochs, sample.Integer) and (epochs.lower, epochs.upper) == (2, 5)
+    assert isinstance(samples.get_sampler(), sample.LogUniform)
+    assert (samples.lower, samples.upper) == (16, 257)
+    assert isinstance(model, sample.Categorical) and model.categories == ["mlp", "cnn"]
+
+
+def test_ray_integer_ranges_reach_both_declared_bounds(mixed):
+    epochs = load_space(mixed)["epochs"]
+    drawn = set(np.asarray(epochs.sample(size=300, random_state=np.random.RandomState(0))))
+    assert drawn == {2, 3, 4}
+
+
+def test_ray_variants_expand_the_grid_and_build_trial_configs(mixed):
+    param_space = load_space(mixed, backend="ray")
+    variants = [config for _, config in generate_variants(param_space)]
+    assert len(variants) == 7 * 2 == read_space(mixed).grid_size
+    assert read_space(mixed).num_trials == 7 * 2 * 2
+    pairs = {(v["batch_size"], json.dumps(v["strategy"])) for v in variants}
+    assert pairs == set(itertools.product([8, 16, 32, 64, 128, 256, 512],
+                                          ['"fixed"', json.dumps(GG)]))
+    for config in variants:
+        assert 0.001 <= config["lr"] <= 1.0 and 0.5 <= config["momentum"] <= 0.99
+        assert config["epochs"] in (2, 3, 4) and 16 <= config["hessian_samples"] <= 256
+        TrialConfig.from_dict(config)
+
+
+def test_ray_form_hands_out_copies(mixed):
+    space = read_space(mixed)
+    first = space.to_ray()
+    first["lr_milestones"].append(0.9)
+    first["strategy"]["grid_search"][1]["max_batch"] = 1
+    assert space.to_ray()["lr_milestones"] == [0.5, 0.75]
+    assert space.to_ray()["strategy"]["grid_search"][1] == GG
+
+
+def test_optuna_form_has_distribution_classes_bounds_and_constants(mixed):
+    space = load_space(mixed, backend="optuna")
+    assert isinstance(space, OptunaSpace)
+    assert space.constants == {"dataset": "digits", "lr_milestones": [0.5, 0.75]}
+    dists = space.distributions
+    assert dists["batch_size"] == CategoricalDistribution([8, 16, 32, 64, 128, 256, 512])
+    assert dists["strategy"] == CategoricalDistribution(["fixed", json.dumps(GG, sort_keys=True)])
+    assert dists["lr"] == FloatDistribution(0.001, 1.0, log=True)
+    assert dists["momentum"] == FloatDistribution(0.5, 0.99)
+    assert dists["epochs"] == IntDistribution(2, 4)
+    assert dists["hessian_samples"] == IntDistribution(16, 256, log=True)
+    assert dists["model"] == CategoricalDistribution(["mlp", "cnn"])
+
+
+def test_suggest_on_real_trials_stays_inside_the_declared_space(mixed):
+    space = read_space(mixed)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        config = suggest(trial, space)
+        assert config["dataset"] == "digits" and config["lr_milestones"] == [0.5, 0.75]
+        assert config["batch_size"] in (8, 16, 32, 64, 128, 256, 512)
+        assert config["strategy"] in ("fixed", GG)
+        assert 0.001 <= config["lr"] <= 1.0 and 0.5 <= config["momentum"] <= 0.99
+        assert config["epochs"] in (2, 3, 4) and isinstance(config["epochs"], int)
+        assert 16 <= config["hessian_samples"] <= 256
+        assert config["model"] in ("mlp", "cnn")
+        TrialConfig.from_dict(config)
+        seen.add(json.dumps(config["strategy"]))
+        study.tell(trial, 0.0)
+    assert seen == {'"fixed"', json.dumps(GG)}  # the table choice comes back decoded
+
+
+def test_ask_with_fixed_distributions_and_config_round_trip(mixed):
+    space = load_space(mixed, backend="optuna")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(10):
+        trial = study.ask(dict(space.distributions))
+        config = space.config(trial.params)
+        assert set(config) == set(space.constants) | set(space.distributions)
+        assert config["strategy"] in ("fixed", GG)
+        study.tell(trial, 0.0)
+
+
+def test_grid_sampler_enumerates_exactly_the_product(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(textwrap.dedent("""
+        [fixed]
+        dataset = "digits"
+        [params]
+        batch_size = { grid = [8, 16, 32, 64, 128, 256, 512] }
+        lr = { grid = [0.025, 0.05, 0.1, 0.2, 0.4] }
+        strategy = { choice = ["fixed", { name = "gg", max_batch = 1024 }] }
+        """))
+    space = load_space(path, backend="optuna")
+    grid = grid_search_space(space)
+    assert grid["batch_size"] == [8, 16, 32, 64, 128, 256, 512]
+    assert grid["lr"] == [0.025, 0.05, 0.1, 0.2, 0.4]
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid, seed=0))
+    configs = []
+
+    def objective(trial):
+        configs.append(suggest(trial, space))
+        return 0.0
+
+    study.optimize(objective)  # GridSampler stops the study once the grid is exhausted
+    keys = [(c["batch_size"], c["lr"], json.dumps(c["strategy"])) for c in configs]
+    assert len(keys) == 7 * 5 * 2 == len(set(keys))
+    assert set(keys) == set(itertools.product([8, 16, 32, 64, 128, 256, 512],
+                                              [0.025, 0.05, 0.1, 0.2, 0.4],
+                                              ['"fixed"', json.dumps(GG)]))
+
+
+def test_grid_search_space_refuses_ranges(mixed):
+    with pytest.raises(ConfigError, match=r"mixed.toml: \[params\] epochs, hessian_samples, lr, "
+                                          r"momentum are ranges; GridSampler needs"):
+        grid_search_space(read_space(mixed))
+
+
+def test_string_choice_equal_to_a_tables_json_text_is_refused():
+    # data_dir is a field TrialConfig does not check, so both values pass the load-time check
+    space = parse_space({"params": {"data_dir": {"grid": [{"a": 1}, '{"a": 1}']}}})
+    assert space.to_ray()["data_dir"] == {"grid_search": [{"a": 1}, '{"a": 1}']}
+    with pytest.raises(ConfigError, match=r"<space>: \[params\] data_dir: the string "
+                                          r"value\(s\) \['\{\"a\": 1\}'\]"):
+        space.to_optuna()
