@@ -1,0 +1,71 @@
+"""Every batch-size strategy on one dataset, one table.
+
+    python examples/strategies_compare.py                       # digits/mlp, 20 epochs
+    python examples/strategies_compare.py --dataset synthetic --model cnn
+    python examples/strategies_compare.py --smoke               # 6 epochs, the same code path
+
+Each strategy trains the same model from the same seed with the same epoch budget; the table
+shows the final test error, the parameter updates (fewer: faster on parallel hardware), the
+last epoch's batch size and the wall time. The navigator runs last, steered toward the optimum
+region of the (C̄K, LK) plane that the other strategies' runs outline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pandas as pd
+
+from tune_batchdyn.predict import OptimumRegion
+from tune_batchdyn.records import trial_table
+from tune_batchdyn.train import TrialConfig, run_trial
+
+STRATEGIES = ("fixed", "s32-to-512", "s32-to-512-MS", "s512-to-32", "gg", "fb", "abs", "absa",
+              "is", "rmsgd")
+
+
+def navigator_spec(records: pd.DataFrame) -> dict:
+    """Steer toward the optimum region of the trials run so far (centre and radius in ln)."""
+    region = OptimumRegion(fraction=1.0).fit(records)
+    (ck_lo, ck_hi), (lk_lo, lk_hi) = region.extent_
+    radius = max(0.25, 0.5 * max(math.log(ck_hi / ck_lo), math.log(lk_hi / lk_lo)))
+    return {"name": "navigator", "centre": list(region.centre_log_), "radius": radius}
+
+
+def compare(dataset: str, model: str, epochs: int, batch_size: int, lr: float,
+            strategies: tuple[str, ...]) -> pd.DataFrame:
+    rows, tables = [], []
+    for strategy in [*strategies, "navigator"]:
+        if strategy == "navigator":
+            strategy = navigator_spec(pd.concat(tables, ignore_index=True))
+        config = TrialConfig(dataset=dataset, model=model, strategy=strategy, epochs=epochs,
+                             batch_size=batch_size, lr=lr, measures=("fisher",))
+        trajectory = run_trial(config)
+        tables.append(trial_table(str(len(tables)), config.to_dict(), trajectory))
+        last = trajectory.iloc[-1]
+        name = strategy if isinstance(strategy, str) else strategy["name"]
+        rows.append({"strategy": name, "test_error_%": round(100 * last["test_error"], 2),
+                     "updates": int(last["iterations"]), "final_batch": int(last["batch_size"]),
+                     "ck_bar": round(last["ck_bar"], 2), "lk": round(last["lk"], 3),
+                     "wall_s": round(last["wall_time_s"], 1), "diverged": bool(last["diverged"])})
+        print(f"{name:>14}: test {rows[-1]['test_error_%']:.2f}%", flush=True)
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--smoke", action="store_true", help="6 epochs (CI)")
+    args = parser.parse_args()
+    epochs = 6 if args.smoke else args.epochs
+    table = compare(args.dataset, args.model, epochs, args.batch_size, args.lr, STRATEGIES)
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
