@@ -72,6 +72,7 @@ def write_records(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temp_name, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
         with os.fdopen(handle, "wb") as stream:
             if fmt == "parquet":
                 table.to_parquet(stream, index=False)
@@ -93,3 +94,9 @@ def append_records(path: str | os.PathLike, table: pd.DataFrame) -> Path:
     if path.exists():
         table = concat_tables([read_records(path), table])
     return write_records(table, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

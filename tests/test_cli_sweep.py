@@ -1,0 +1,56 @@
+import pytest
+
+from tune_batchdyn.cli import main
+from tune_batchdyn.records import read_records
+
+SMALL_NQM = ["--set", "epochs=4", "--set",
+             'dataset_options={"dim": 200, "bins": 10, "samples_per_epoch": 2000}']
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--backend", "dask"], "--backend='dask' is not accepted; use one of: 'ray', 'optuna'"),
+        (["--scheduler", "pbt"], "--scheduler='pbt' is not accepted"),
+        (["--pruner", "random"], "--pruner='random' is not accepted"),
+        (["--gpus-per-trial", "-1"], "--gpus-per-trial -1.0 is not accepted"),
+        (["--budget", "0"], "--budget 0 is not accepted"),
+        (["--out", "r.xlsx"], "has extension '.xlsx'"),
+    ],
+)
+def test_bad_sweep_arguments_exit_2_naming_the_flag(argv, message, capsys):
+    assert main(["sweep", "--space", "nqm", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_optuna_sweep_prunes_and_keeps_every_trial(tmp_path, capsys):
+    out = tmp_path / "sweep.parquet"
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    code = main(["sweep", "--space", "nqm", "--backend", "optuna", "--storage", storage,
+                 "--max-planned", "0", "--out", str(out), *SMALL_NQM])
+    text = capsys.readouterr().out
+    assert code == 0
+    records = read_records(out)
+    assert records["trial_id"].nunique() == 21  # the 7 × 3 grid, each point once
+    pruned = int(text.rsplit("decisions: pruned=", 1)[1].split()[0])
+    assert pruned >= 1
+    assert (records.groupby("trial_id")["epoch"].max() < 4).sum() == pruned
+    # rejoining the finished study trains nothing again and loses nothing
+    again = tmp_path / "again.parquet"
+    assert main(["sweep", "--space", "nqm", "--backend", "optuna", "--storage", storage,
+                 "--max-planned", "0", "--out", str(again), *SMALL_NQM]) == 0
+    assert "already holds 21 finished trials: nothing to run" in capsys.readouterr().out
+    assert read_records(again).equals(records)
+
+
+def test_ray_sweep_runs_the_measure_scheduler(tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    code = main(["sweep", "--space", "nqm", "--backend", "ray", "--storage-path",
+                 str(tmp_path / "ray"), "--out", str(out), "--max-planned", "1", *SMALL_NQM])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "decisions: stopped=" in text and "trial-epochs" in text
+    records = read_records(out)
+    assert records["trial_id"].nunique() >= 21
+    stopped = int(text.rsplit("decisions: stopped=", 1)[1].split()[0])
+    assert stopped >= 1

@@ -1,0 +1,107 @@
+"""The Optuna side of ``tune-batchdyn sweep`` (imported only when ``--backend optuna``).
+
+A grid space is enqueued whole, its fixed-batch beacons (``[search] beacons`` at
+``beacon_lr``) first, once per study even when more workers join (a range space is sampled by
+TPE); the pruner stops trials and ``RerouteCallback`` enqueues planned dynamic-sampling trials
+after them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from tune_batchdyn.optuna import (
+    MeasurePruner,
+    RerouteCallback,
+    decisions_line,
+    make_objective,
+    open_study,
+)
+from tune_batchdyn.records import records_from_optuna
+from tune_batchdyn.space import Space
+
+
+def pruner_for(name: str) -> optuna.pruners.BasePruner:
+    return {
+        "measure": MeasurePruner,
+        "median": optuna.pruners.MedianPruner,
+        "successive-halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "wilcoxon": optuna.pruners.WilcoxonPruner,
+        "none": optuna.pruners.NopPruner,
+    }[name]()
+
+
+class Budget:
+    """Study callback: print one line per finished trial; stop at ``budget`` trial-epochs."""
+
+    def __init__(self, metric: str, budget: int | None) -> None:
+        self.metric, self.budget = metric, budget
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        epochs = sum(len(t.intermediate_values) for t in trials)
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best = min((t.value for t in done), default=float("nan"))
+        config = trial.user_attrs.get("config", {})
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        print(f"trial {trial.number} {trial.state.name.lower()} after "
+              f"{len(trial.intermediate_values)} epochs: {self.metric}={value} "
+              f"strategy={config.get('strategy')} batch={config.get('batch_size')} "
+              f"lr={config.get('lr')} | {epochs} trial-epochs, best {best:.4f}", flush=True)
+        if self.budget is not None and epochs >= self.budget:
+            study.stop()
+
+
+def grid_order(space: Space) -> list[dict[str, Any]]:
+    """Every grid point of the space, the beacons (fixed batch at the beacon lr) first."""
+    from tune_batchdyn.space import grid_search_space
+
+    if not space.params or not all(p.is_categorical for p in space.params.values()):
+        return []
+    grid = grid_search_space(space)
+    keys = list(grid)
+    points = [dict(zip(keys, values, strict=True))
+              for values in itertools.product(*(grid[k] for k in keys))]
+    search = space.search
+
+    def is_beacon(point: dict[str, Any]) -> bool:
+        return point.get("lr") == search.beacon_lr and point.get("batch_size") in (
+            search.beacons or ())
+
+    return sorted(points, key=lambda point: not is_beacon(point))
+
+
+def run_optuna(space: Space, overrides: dict[str, Any],
+               args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("tune_batchdyn.optuna").setLevel(logging.INFO)
+    name = args.study_name or (space.path.stem if space.path else "sweep")
+    study = open_study(args.storage, name if args.storage else None,
+                       pruner=pruner_for(args.pruner),
+                       sampler=optuna.samplers.TPESampler(seed=0))
+    for params in grid_order(space):
+        study.enqueue_trial(params, skip_if_exists=True)
+    search = space.search
+    callbacks: list[Any] = []
+    if args.pruner == "measure" and args.max_planned > 0:
+        callbacks.append(RerouteCallback(max_plans=args.max_planned, lr=search.beacon_lr,
+                                         candidates=list(search.dynamic) or None,
+                                         metric=search.metric))
+    callbacks.append(Budget(search.metric, args.budget))
+    objective = make_objective(space, metric=search.metric, **overrides)
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=ended))
+    remaining = space.grid_size * search.num_samples + args.max_planned - done
+    if remaining <= 0:
+        print(f"study {study.study_name!r} already holds {done} finished trials: nothing to run")
+    else:
+        study.optimize(objective, n_trials=remaining, n_jobs=args.max_concurrent or 1,
+                       callbacks=callbacks)
+    return records_from_optuna(study), decisions_line(study)

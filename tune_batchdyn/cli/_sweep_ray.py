@@ -1,0 +1,129 @@
+"""The Ray Tune side of ``tune-batchdyn sweep`` (imported only when ``--backend ray``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+)
+
+from tune_batchdyn.records import records_from_ray_dir
+from tune_batchdyn.space import Space
+from tune_batchdyn.tune import (
+    DecisionsCallback,
+    DynamicSamplingSearcher,
+    MeasureScheduler,
+    make_trainable,
+)
+
+
+class Progress(tune.Callback):
+    """A status line at most every ``every`` seconds: trials by state and the best so far."""
+
+    def __init__(self, metric: str, every: float = 5.0) -> None:
+        self.metric, self.every = metric, every
+        self.best: tuple[float, str] | None = None
+        self.epochs = 0
+        self._last = 0.0
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self.epochs += 1
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and value == value and (
+                self.best is None or value < self.best[0]):
+            self.best = (float(value), trial.trial_id)
+        if time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            self.print(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.print(trials)
+
+    def print(self, trials: list) -> None:
+        states = pd.Series([t.status for t in trials]).value_counts().to_dict()
+        best = "-" if self.best is None else f"{self.best[0]:.4f} ({self.best[1]})"
+        print(f"[trials {len(trials)}: " + ", ".join(f"{k.lower()} {v}" for k, v in
+                                                     sorted(states.items()))
+              + f"] {self.epochs} trial-epochs, best {self.metric} {best}", flush=True)
+
+
+class EpochBudget(tune.Stopper):
+    """Stops the experiment once ``budget`` trial-epochs were reported."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.used = budget, 0
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        self.used += 1
+        return False
+
+    def stop_all(self) -> bool:
+        return self.used >= self.budget
+
+
+def scheduler_for(name: str, epochs: int, history: Any) -> FIFOScheduler:
+    if name == "measure":
+        return MeasureScheduler(history=history)
+    if name == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1)
+    if name == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", max_t=epochs)
+    if name == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=1)
+    return FIFOScheduler()
+
+
+def run_ray(space: Space, overrides: dict[str, Any],
+            args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not ray.is_initialized():
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    param_space = {**space.to_ray(), **overrides}
+    epochs = int(param_space.get("epochs", 20))
+    metric = space.search.metric
+    trainable = tune.with_resources(make_trainable(),
+                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    searcher = None
+    if args.scheduler == "measure":
+        searcher = DynamicSamplingSearcher(param_space, max_planned=args.max_planned)
+    scheduler = scheduler_for(args.scheduler, epochs, searcher.history if searcher else None)
+    storage_path = os.path.abspath(args.storage_path or tempfile.mkdtemp(prefix="tbd-ray-"))
+    name = args.name or (space.path.stem if space.path else "sweep")
+    callbacks: list[tune.Callback] = [Progress(metric)]
+    if isinstance(scheduler, MeasureScheduler):
+        callbacks.append(DecisionsCallback(scheduler, echo=lambda line: None))
+    tuner = tune.Tuner(
+        trainable,
+        param_space=None if searcher else param_space,
+        tune_config=tune.TuneConfig(metric=metric, mode=space.search.mode, search_alg=searcher,
+                                    scheduler=scheduler,
+                                    num_samples=-1 if searcher else space.search.num_samples,
+                                    max_concurrent_trials=args.max_concurrent),
+        run_config=tune.RunConfig(storage_path=storage_path, name=name, verbose=0,
+                                  callbacks=callbacks,
+                                  stop=EpochBudget(args.budget) if args.budget else None,
+                                  failure_config=tune.FailureConfig(max_failures=2)))
+    tuner.fit()
+    experiment = os.path.join(storage_path, name)
+    print(f"Ray results in {experiment}")
+    records = records_from_ray_dir(experiment)
+    if isinstance(scheduler, MeasureScheduler):
+        log = scheduler.history.decisions.frame()
+        if len(log):
+            print("\ndecision log:")
+            print(log.to_string(index=False))
+        return records, scheduler.history.decisions.summary()
+    ended = records.groupby("trial_id")["epoch"].max() if len(records) else pd.Series(dtype=int)
+    return records, f"decisions: stopped={int((ended < epochs).sum())} rerouted=0 spawned=0"
