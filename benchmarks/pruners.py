@@ -1,0 +1,188 @@
+"""Benchmark: MeasurePruner against Optuna's pruners, replaying recorded grids through Optuna.
+
+    python benchmarks/pruners.py                        # records in benchmarks/data/*.parquet
+    python benchmarks/pruners.py --records a.parquet b.parquet
+    python benchmarks/pruners.py --nqm                  # an NQM grid generated in-process
+
+Each *grid* (a records file per (dataset, model), or the NQM grid: batch 8..512 × lr × 3 seeds)
+is replayed through in-memory Optuna studies (``tune_batchdyn.optuna.replay``): every recorded
+trial (one configuration and seed) is enqueued once, in a random *order*, and played back epoch
+by epoch through the same reporter a live trial uses, so each pruner decides on exactly what
+it would have seen live. For each grid, order and pruner:
+
+- ``epochs``: trial-epochs consumed (the epochs each trial reported before it ended or was
+  pruned, summed), the cost;
+- ``best``: the best final val error among the completed trials, in points (×100), the result.
+
+Pruners, at their defaults: none (``NopPruner``), median, successive halving, hyperband
+(``max_resource`` = the grid's epochs), wilcoxon, and ``MeasurePruner``. Per grid the table
+gives the mean over orders; the pooled rows sum epochs and average ``best`` over every (grid,
+order). The *best built-in* pruner is the one with the lowest pooled ``best`` (ties: fewer
+epochs). Target: ``best`` within 0.5 points of it at half its epochs. The last line:
+
+    epochs_ratio_vs_best_builtin=<MeasurePruner epochs / best built-in's> best_gap=<points>
+
+(pooled; ``best_gap`` = MeasurePruner's best minus the best built-in's, positive = worse). The
+NQM's "error" is its risk (a loss), so its points are risk × 100. Times vary with the machine's
+load; the ratios are measured within one run.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tune_batchdyn.optuna import MeasurePruner, enqueue_replay, replay_objective  # noqa: E402
+from tune_batchdyn.records import concat_tables, read_records, trial_table  # noqa: E402
+from tune_batchdyn.train import TrialConfig, run_trial  # noqa: E402
+
+NQM_BATCH_SIZES = (8, 16, 32, 64, 128, 256, 512)
+NQM_LRS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+NQM_SEEDS = (0, 1, 2)
+NQM_EPOCHS = 10
+NQM_OPTIONS = {"samples_per_epoch": 6400, "dim": 1000, "bins": 20}
+
+BUILTINS = ("median", "successive_halving", "hyperband", "wilcoxon")
+
+
+def pruners(epochs: int) -> dict[str, Callable[[], optuna.pruners.BasePruner]]:
+    """Fresh pruners by name (a study gets its own instance)."""
+    return {
+        "none": optuna.pruners.NopPruner,
+        "median": optuna.pruners.MedianPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(max_resource=epochs),
+        "wilcoxon": optuna.pruners.WilcoxonPruner,
+        "measure": MeasurePruner,
+    }
+
+
+def nqm_grid() -> pd.DataFrame:
+    """The NQM grid: every (batch size, lr, seed), ``NQM_EPOCHS`` epochs each."""
+    tables = []
+    for batch in NQM_BATCH_SIZES:
+        for lr in NQM_LRS:
+            for seed in NQM_SEEDS:
+                config = TrialConfig(dataset="nqm", model="nqm", batch_size=batch, lr=lr,
+                                     seed=seed, epochs=NQM_EPOCHS, dataset_options=NQM_OPTIONS)
+                tables.append(trial_table(f"b{batch}-lr{lr}-s{seed}", config.to_dict(),
+                                          run_trial(config)))
+    return concat_tables(tables)
+
+
+def grids_from_files(paths: list[str]) -> dict[str, pd.DataFrame]:
+    """One grid per (file, dataset, model)."""
+    grids = {}
+    for path in paths:
+        table = read_records(path)
+        keys = [c for c in ("config/dataset", "config/model") if c in table.columns]
+        groups = table.groupby(keys) if keys else [((os.path.basename(path),), table)]
+        for key, rows in groups:
+            name = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            grids[f"{os.path.basename(path)}:{name}"] = rows
+    return grids
+
+
+def replay(records: pd.DataFrame, order: list[str], make_pruner: Callable,
+           name: str = "replay") -> tuple[int, float]:
+    """Trial-epochs consumed and best completed value of one replayed study (its name seeds
+    HyperbandPruner's brackets, so runs repeat)."""
+    study = optuna.create_study(study_name=name, pruner=make_pruner(),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    enqueue_replay(study, records, order)
+    study.optimize(replay_objective(records), n_trials=len(order))
+    epochs = sum(len(t.intermediate_values) for t in study.trials)
+    completed = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return epochs, min(completed) if completed else float("nan")
+
+
+def run_grid(name: str, records: pd.DataFrame, n_orders: int, seed: int) -> pd.DataFrame:
+    """Every pruner on every order of one grid: rows of (grid, order, pruner, epochs, best)."""
+    ids = list(dict.fromkeys(records["trial_id"].astype(str)))
+    epochs = int(pd.to_numeric(records["epoch"]).max())
+    rng = np.random.default_rng(seed)
+    rows = []
+    for order_index in range(n_orders):
+        order = [ids[i] for i in rng.permutation(len(ids))]
+        for pruner_name, make_pruner in pruners(epochs).items():
+            start = time.perf_counter()
+            used, best = replay(records, order, make_pruner,
+                                f"{name}-order{order_index}-{pruner_name}")
+            rows.append({"grid": name, "order": order_index, "pruner": pruner_name,
+                         "epochs": used, "best": 100.0 * best,
+                         "seconds": time.perf_counter() - start})
+    return pd.DataFrame(rows)
+
+
+def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame]:
+    """Per-grid means, the best built-in's name, and the pooled table."""
+    per_grid = results.groupby(["grid", "pruner"], sort=False).agg(
+        epochs=("epochs", "mean"), best=("best", "mean"), seconds=("seconds", "sum"))
+    none = per_grid.xs("none", level="pruner")
+    per_grid["epochs_vs_none"] = per_grid["epochs"] / none["epochs"].reindex(
+        per_grid.index.get_level_values("grid")).to_numpy()
+    per_grid["gap_vs_none"] = per_grid["best"] - none["best"].reindex(
+        per_grid.index.get_level_values("grid")).to_numpy()
+    pooled = results.groupby("pruner", sort=False).agg(
+        epochs=("epochs", "sum"), best=("best", "mean"), seconds=("seconds", "sum"))
+    builtins = pooled.loc[list(BUILTINS)].sort_values(["best", "epochs"])
+    return per_grid, str(builtins.index[0]), pooled
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", nargs="*", default=None, metavar="FILE",
+                        help="records files (default: benchmarks/data/*.parquet)")
+    parser.add_argument("--nqm", action="store_true", help="add the in-process NQM grid")
+    parser.add_argument("--orders", type=int, default=3, help="trial orders per grid")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("tune_batchdyn").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    default_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    paths = args.records if args.records is not None else sorted(
+        glob.glob(os.path.join(default_dir, "*.parquet")))
+    grids = grids_from_files(paths)
+    if args.nqm:
+        start = time.perf_counter()
+        grids["nqm"] = nqm_grid()
+        print(f"nqm grid: {grids['nqm']['trial_id'].nunique()} trials in "
+              f"{time.perf_counter() - start:.1f} s")
+    if not grids:
+        print("no grid: no records files found (benchmarks/data/*.parquet) and --nqm not given",
+              file=sys.stderr)
+        return 2
+
+    results = pd.concat([run_grid(name, records, args.orders, args.seed)
+                         for name, records in grids.items()], ignore_index=True)
+    per_grid, best_builtin, pooled = summarise(results)
+    with pd.option_context("display.width", 120, "display.float_format", "{:.3f}".format):
+        print(per_grid.to_string())
+        print()
+        print(f"pooled over {len(grids)} grid(s) x {args.orders} order(s); best built-in: "
+              f"{best_builtin}")
+        print(pooled.to_string())
+    ratio = pooled.at["measure", "epochs"] / pooled.at[best_builtin, "epochs"]
+    gap = pooled.at["measure", "best"] - pooled.at[best_builtin, "best"]
+    print(f"epochs_ratio_vs_best_builtin={ratio:.3f} best_gap={gap:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

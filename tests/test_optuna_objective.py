@@ -1,0 +1,141 @@
+"""objective / make_objective on NQM trials (milliseconds each): config sampling, what is
+stored per epoch, pruning, divergence, spaces, rerouted trials and SQLite round trips."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.optuna import (
+    DIVERGED_ERROR,
+    PLAN_ATTR,
+    PLAN_KEY_ATTR,
+    make_objective,
+    objective,
+    open_study,
+    plan_key,
+)
+from tune_batchdyn.records import RECORD_COLUMNS, record_attr_name, records_from_optuna
+from tune_batchdyn.space import load_space
+from tune_batchdyn.train import TrialConfig, run_trial
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+NQM = {"dataset": "nqm", "model": "nqm", "epochs": 4,
+       "dataset_options": {"samples_per_epoch": 3200, "dim": 200, "bins": 10}}
+SPACE = {"batch_size": [16, 64], "lr": [0.1, 0.4]}
+
+
+def _study(pruner=None, storage=None) -> optuna.Study:
+    return optuna.create_study(pruner=pruner or optuna.pruners.NopPruner(), storage=storage,
+                               sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def test_trial_stores_plain_records_and_returns_the_final_val_error():
+    study = _study()
+    study.optimize(make_objective(SPACE, **NQM), n_trials=3)
+    for trial in study.trials:
+        config = TrialConfig.from_dict(trial.user_attrs["config"])
+        assert (config.batch_size, config.lr) == (trial.params["batch_size"], trial.params["lr"])
+        reference = run_trial(config)  # the same seed gives the same trajectory
+        assert trial.value == pytest.approx(reference["val_error"].iloc[-1], rel=1e-12)
+        assert trial.intermediate_values == pytest.approx(
+            dict(zip(reference["epoch"], reference["val_error"], strict=True)), rel=1e-12)
+        for epoch in range(1, 5):
+            record = trial.user_attrs[record_attr_name(epoch)]
+            assert list(record) == list(RECORD_COLUMNS)
+            assert all(type(v) in (int, float, bool) for v in record.values())
+            assert record["lk"] == pytest.approx(reference["lk"].iloc[epoch - 1], rel=1e-12)
+
+
+def test_should_prune_raises_trial_pruned_after_the_epoch():
+    always = optuna.pruners.ThresholdPruner(upper=-1.0)  # every value is above it
+    study = _study(pruner=always)
+    study.optimize(make_objective(SPACE, **NQM), n_trials=2)
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.PRUNED
+        assert list(trial.intermediate_values) == [1]
+        assert [k for k in trial.user_attrs if k.startswith("record/")] == [record_attr_name(1)]
+
+
+@pytest.mark.parametrize("diverged_error", [None, 5.0])
+def test_a_diverged_trial_returns_its_error(diverged_error):
+    study = _study(pruner=optuna.pruners.ThresholdPruner(upper=-1.0))
+    kwargs = {} if diverged_error is None else {"diverged_error": diverged_error}
+    study.optimize(make_objective({"lr": [5.0]}, batch_size=8, **NQM, **kwargs), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE  # reported, never pruned
+    assert trial.user_attrs[record_attr_name(1)]["diverged"] is True
+    assert math.isnan(trial.intermediate_values[1])
+    assert trial.value == (DIVERGED_ERROR if diverged_error is None else diverged_error)
+
+
+def test_objective_function_form_and_space_files():
+    study = _study()
+    space = load_space("nqm", backend="optuna")
+    study.optimize(lambda t: objective(t, space, epochs=2,
+                                       dataset_options=NQM["dataset_options"]), n_trials=2)
+    for trial in study.trials:
+        assert set(trial.params) == {"batch_size", "lr"}
+        config = trial.user_attrs["config"]
+        assert config["epochs"] == 2 and config["dataset"] == "nqm"
+        assert config["lr_milestones"] == [0.5, 0.75]  # the space's [fixed] value
+    study.optimize(make_objective("nqm", epochs=2, dataset_options=NQM["dataset_options"]),
+                   n_trials=1)
+    assert study.trials[-1].user_attrs["config"]["epochs"] == 2
+
+
+def test_optuna_distributions_in_a_dict_space():
+    space = {"lr": optuna.distributions.FloatDistribution(0.05, 0.5, log=True),
+             "batch_size": optuna.distributions.IntDistribution(16, 64, step=16)}
+    study = _study()
+    study.optimize(make_objective(space, **NQM), n_trials=2)
+    for trial in study.trials:
+        assert 0.05 <= trial.params["lr"] <= 0.5
+        assert trial.params["batch_size"] in (16, 32, 48, 64)
+        assert trial.user_attrs["config"]["lr"] == trial.params["lr"]
+
+
+def test_rerouted_trial_runs_its_plan():
+    study = _study()
+    plan = {"strategy": "s16-to-64", "batch_size": 16, "lr": 0.4}
+    study.enqueue_trial(plan, user_attrs={PLAN_ATTR: plan, PLAN_KEY_ATTR: plan_key(plan)})
+    study.optimize(make_objective({"batch_size": [8, 32], "lr": [0.1, 0.4]},
+                                  **{**NQM, "epochs": 5}), n_trials=1)
+    trial = study.trials[0]
+    # batch_size 16 is not a choice of the space: left out of params, run from the plan
+    assert trial.params == {"lr": 0.4}
+    config = trial.user_attrs["config"]
+    assert (config["strategy"], config["batch_size"], config["lr"]) == ("s16-to-64", 16, 0.4)
+    sizes = [trial.user_attrs[record_attr_name(e)]["batch_size"] for e in range(1, 6)]
+    assert sizes == [16, 16, 32, 32, 64]  # the seed's s16-to-64
+
+
+@pytest.mark.parametrize(("space", "defaults", "message"), [
+    (SPACE, {"batch_size": 8}, "both searched"),
+    (SPACE, {"batchsize": 8}, "unknown TrialConfig field"),
+    ({"strategy": [{"name": "gg"}]}, {}, "cannot store"),
+    ({"lr": 0.1}, {}, "list of choices"),
+    (SPACE, {"diverged_error": math.nan}, "diverged_error"),
+    (SPACE, {"metric": "lk"}, "metric"),
+])
+def test_bad_input_is_a_config_error(space, defaults, message):
+    with pytest.raises(ConfigError, match=message):
+        make_objective(space, **{**NQM, **defaults})
+
+
+def test_sqlite_round_trip_rebuilds_the_trajectories(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage, "objective", sampler=optuna.samplers.RandomSampler(seed=1),
+                       heartbeat_interval=None)
+    study.optimize(make_objective(SPACE, **NQM), n_trials=2)
+    reloaded = optuna.load_study(study_name="objective", storage=storage)
+    table = records_from_optuna(reloaded)
+    for trial in reloaded.trials:
+        rows = table[table["trial_id"] == str(trial.number)]
+        reference = run_trial(TrialConfig.from_dict(trial.user_attrs["config"]))
+        assert rows["val_error"].to_numpy() == pytest.approx(reference["val_error"].to_numpy())
+        assert rows["config/batch_size"].iloc[0] == trial.params["batch_size"]

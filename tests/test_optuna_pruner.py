@@ -1,0 +1,210 @@
+"""MeasurePruner, in the pattern of Optuna's tests/pruners_tests: a study with the pruner, a
+trial asked, values reported (with the records ``TrialReporter`` stores), ``should_prune``
+asserted. Finished trials come from a planted synthetic records table replayed through the
+study; expected decisions are recomputed from the table itself, without Optuna."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import optuna
+import pandas as pd
+import pytest
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.optuna import PLAN_ATTR, MeasurePruner, enqueue_replay, replay_objective
+from tune_batchdyn.predict import FinalErrorPredictor
+from tune_batchdyn.predict.synthetic import synthetic_records
+from tune_batchdyn.records import CONFIG_ATTR, record_attr_name, record_user_attr
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return synthetic_records(n_configs=24, n_seeds=1, epochs=10, seed=3, diverging=0.0)
+
+
+def _ids(table: pd.DataFrame) -> list[str]:
+    """Trial ids, the three best and three worst final val errors last (the running ones)."""
+    ranked = list(table.groupby("trial_id")["final_val_error"].last().sort_values().index)
+    running = ranked[:3] + ranked[-3:]
+    return [t for t in dict.fromkeys(table["trial_id"]) if t not in running] + running
+
+
+def _study(pruner: optuna.pruners.BasePruner, table: pd.DataFrame | None = None,
+           ids: list[str] | None = None) -> optuna.Study:
+    """A study whose completed trials replay ``ids`` of ``table`` (pruning off while filling)."""
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    if table is not None and ids:
+        enqueue_replay(study, table, ids)
+        study.optimize(replay_objective(table), n_trials=len(ids))
+    study.pruner = pruner
+    return study
+
+
+def _running(study: optuna.Study, rows: pd.DataFrame, epochs: int = 10) -> optuna.trial.Trial:
+    """Ask a trial and report ``rows`` as TrialReporter does (records, then values)."""
+    trial = study.ask()
+    trial.set_user_attr(CONFIG_ATTR, {"lr": float(rows["config/lr"].iloc[0]), "epochs": epochs})
+    for record in rows.to_dict("records"):
+        trial.set_user_attr(record_attr_name(record["epoch"]), record_user_attr(record))
+        trial.report(float(record["val_error"]), int(record["epoch"]))
+    return trial
+
+
+def _rows(table: pd.DataFrame, trial_id: str, epochs: int) -> pd.DataFrame:
+    rows = table[table["trial_id"] == trial_id]
+    return rows[rows["epoch"] <= epochs]
+
+
+def _expected(table: pd.DataFrame, finished: list[str], rows: pd.DataFrame, k: int,
+              confidence: float) -> tuple[bool, float]:
+    """The rule recomputed from the table: (decision, its margin)."""
+    reference = table[table["trial_id"].isin(finished)]
+    guess = FinalErrorPredictor(target="final_val_error").fit(reference).predict(
+        rows.assign(trial_id="running"))
+    finals = sorted(reference.groupby("trial_id")["final_val_error"].last())
+    margin = guess.mean - NormalDist().inv_cdf(confidence) * guess.std - finals[k - 1]
+    return margin > 0, margin
+
+
+def test_decision_follows_the_predictor_and_the_kth_best(table):
+    ids = _ids(table)
+    finished, running = ids[:18], ids[18:]
+    for k, confidence in ((1, 0.9), (3, 0.6)):
+        study = _study(MeasurePruner(k=k, confidence=confidence), table, finished)
+        decisions = []
+        for trial_id in running:
+            rows = _rows(table, trial_id, 3)
+            expected, margin = _expected(table, finished, rows, k, confidence)
+            if abs(margin) < 1e-6:
+                continue
+            assert _running(study, rows).should_prune() is expected, trial_id
+            decisions.append(expected)
+        assert True in decisions and False in decisions
+
+
+def test_a_fresh_pruner_decides_like_a_long_lived_one(table):
+    """Workers rebuild the same decision from storage: the memo never changes an answer."""
+    ids = _ids(table)
+    long_lived = MeasurePruner()
+    study = _study(long_lived, table, ids[:8])
+    rows = _rows(table, ids[20], 4)
+    first = _running(study, rows).should_prune()
+    enqueue_replay(study, table, ids[8:18])
+    study.pruner = optuna.pruners.NopPruner()
+    study.optimize(replay_objective(table), n_trials=10)
+    trial = _running(study, rows)
+    for pruner in (long_lived, MeasurePruner()):
+        study.pruner = pruner
+        assert trial.should_prune() is _expected(table, ids[:18], rows, 1, 0.9)[0]
+    assert first is _expected(table, ids[:8], rows, 1, 0.9)[0]
+
+
+def test_startup_delegates_to_the_fallback(table):
+    ids = _ids(table)
+    hopeless = _rows(table, ids[20], 3).assign(val_error=0.95)
+    always = optuna.pruners.ThresholdPruner(upper=0.0)
+    study = _study(MeasurePruner(n_startup_trials=5, fallback=always), table, ids[:4])
+    assert _running(study, hopeless).should_prune() is True
+    study.pruner = MeasurePruner(n_startup_trials=5, fallback=optuna.pruners.NopPruner())
+    assert _running(study, hopeless).should_prune() is False
+
+
+def test_default_fallback_is_the_median_rule_before_startup():
+    study = _study(MeasurePruner(n_startup_trials=5))
+    for value in (0.1, 0.2):
+        trial = study.ask()
+        trial.report(value, 1)
+        study.tell(trial, value)
+    worse, better = study.ask(), study.ask()
+    worse.report(0.5, 1)
+    better.report(0.05, 1)
+    assert worse.should_prune() is True
+    assert better.should_prune() is False
+
+
+def test_warmup(table):
+    ids = _ids(table)
+    study = _study(MeasurePruner(n_warmup_steps=3), table, ids[:18])
+    hopeless = _rows(table, ids[-1], 3)
+    assert _running(study, hopeless.iloc[:2]).should_prune() is False
+    assert _running(study, hopeless).should_prune() is True
+
+
+def test_rerouted_trials_are_spared_unless_asked(table):
+    ids = _ids(table)
+    study = _study(MeasurePruner(), table, ids[:18])
+    hopeless = _rows(table, ids[-1], 3)
+    plan = {"strategy": "s16-to-64", "batch_size": 16, "lr": 0.1}
+    trial = _running(study, hopeless)
+    trial.set_user_attr(PLAN_ATTR, plan)
+    assert trial.should_prune() is False
+    study.pruner = MeasurePruner(prune_plans=True)
+    assert trial.should_prune() is True
+
+
+def test_no_step_reported_continues(table):
+    study = _study(MeasurePruner(n_warmup_steps=0), table, _ids(table)[:8])
+    assert study.ask().should_prune() is False
+
+
+def test_diverged_trial_is_predicted_at_chance_and_pruned(table):
+    ids = _ids(table)
+    study = _study(MeasurePruner(), table, ids[:18])
+    rows = _rows(table, ids[20], 2).copy()
+    rows.loc[rows.index[-1], ["val_error", "test_error", "ck_bar", "lk"]] = math.nan
+    rows.loc[rows.index[-1], "diverged"] = True
+    assert _running(study, rows).should_prune() is True
+
+
+def test_nan_values_are_filled_not_pruned_for(table):
+    """A NaN val error is filled by the finished trials' median: the decision equals the
+    independent predictor's on the same rows, and a NaN prediction continues."""
+    ids = _ids(table)
+    study = _study(MeasurePruner(), table, ids[:18])
+    for trial_id in ids[18:24]:
+        rows = _rows(table, trial_id, 3).assign(val_error=math.nan)
+        expected, margin = _expected(table, ids[:18], rows, 1, 0.9)
+        if abs(margin) > 1e-6:
+            assert _running(study, rows).should_prune() is expected
+    # cold-start predictor (fewer finished trials than its min_finished) and no val error: NaN
+    few = _study(MeasurePruner(n_startup_trials=2), table, ids[:3])
+    rows = _rows(table, ids[20], 3).assign(val_error=math.nan)
+    assert _running(few, rows).should_prune() is False
+
+
+def test_trial_without_records_goes_to_the_fallback(table):
+    study = _study(MeasurePruner(fallback=optuna.pruners.ThresholdPruner(upper=0.5)), table,
+                   _ids(table)[:8])
+    low, high = study.ask(), study.ask()
+    low.report(0.1, 2)
+    high.report(0.9, 2)
+    assert low.should_prune() is False
+    assert high.should_prune() is True
+
+
+def test_maximize_study_is_refused(table):
+    study = optuna.create_study(direction="maximize", pruner=MeasurePruner())
+    trial = study.ask()
+    trial.report(0.5, 1)
+    with pytest.raises(ConfigError, match="minimize"):
+        trial.should_prune()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"k": 0}, "k=0"),
+    ({"confidence": 1.0}, "confidence=1.0"),
+    ({"confidence": 0.4}, "confidence=0.4"),
+    ({"k": 3, "n_startup_trials": 2}, "n_startup_trials=2"),
+    ({"n_warmup_steps": -1}, "n_warmup_steps=-1"),
+    ({"fallback": "median"}, "fallback='median'"),
+    ({"metric": "ck_bar"}, "metric='ck_bar'"),
+    ({"predictor": object()}, "predictor="),
+    ({"prune_plans": "yes"}, "prune_plans='yes'"),
+])
+def test_arguments_are_checked_once_with_the_value(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        MeasurePruner(**kwargs)

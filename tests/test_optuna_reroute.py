@@ -1,0 +1,146 @@
+"""RerouteCallback: the plan it enqueues (recomputed from the records table without Optuna), its
+guards, and deduplication across callbacks and simultaneous enqueues (worker processes sharing a
+study: tests/test_optuna_storage.py)."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pandas as pd
+import pytest
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.optuna import (
+    DUPLICATE_ATTR,
+    PLAN_ATTR,
+    PLAN_KEY_ATTR,
+    RerouteCallback,
+    count_decisions,
+    decisions_line,
+    enqueue_replay,
+    make_objective,
+    plan_key,
+    planned_keys,
+    replay_objective,
+)
+from tune_batchdyn.predict import OptimumRegion, plan_schedule, schedule_family
+from tune_batchdyn.predict.synthetic import synthetic_records
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+NQM10 = {"dataset": "nqm", "model": "nqm", "epochs": 10,
+         "dataset_options": {"samples_per_epoch": 3200, "dim": 200, "bins": 10}}
+
+
+@pytest.fixture(scope="module")
+def beacons() -> pd.DataFrame:
+    """Fixed-batch trials with C̄K and LK (batch 16..512 at three lrs), 10 epochs."""
+    return synthetic_records(n_configs=18, n_seeds=1, epochs=10, seed=1, diverging=0.0)
+
+
+def _filled(table: pd.DataFrame) -> optuna.Study:
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    order = enqueue_replay(study, table)
+    study.optimize(replay_objective(table), n_trials=len(order))
+    return study
+
+
+def _expected_plan(table: pd.DataFrame) -> dict:
+    """The planner run on the table itself: lr of the best trial, dynamic candidates."""
+    finals = table.groupby("trial_id").last()
+    lr = float(finals.sort_values("final_val_error")["config/lr"].iloc[0])
+    sizes = sorted(table.loc[table["config/lr"] == lr, "batch_size"].unique())
+    region = OptimumRegion(fraction=1.0, k=5, target="final_val_error").fit(table)
+    plan = plan_schedule(table, region, lr=lr,
+                         candidates=[s.spec for s in schedule_family(sizes) if s.spec != "fixed"])
+    return {"strategy": plan.schedule, "batch_size": plan.batch_size, "lr": plan.lr}
+
+
+def _waiting(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+
+
+def test_enqueues_the_planners_choice(beacons):
+    study = _filled(beacons)
+    RerouteCallback()(study, study.trials[-1])
+    (trial,) = _waiting(study)
+    expected = _expected_plan(beacons)
+    assert trial.user_attrs[PLAN_ATTR] == expected
+    assert trial.user_attrs[PLAN_KEY_ATTR] == plan_key(expected)
+    assert trial.system_attrs["fixed_params"] == expected
+    assert math.isfinite(trial.user_attrs["reroute/predicted_error"])
+    assert decisions_line(study) == "decisions: pruned=0 enqueued=1"
+
+
+def test_two_callbacks_enqueue_one_plan_once(beacons):
+    study = _filled(beacons)
+    first, second = RerouteCallback(), RerouteCallback()
+    for callback in (first, second, first, second):
+        callback(study, study.trials[-1])
+    assert len(_waiting(study)) == 1
+    assert count_decisions(study).enqueued == 1
+
+
+def test_guards(beacons):
+    study = _filled(beacons)
+    last = study.trials[-1]
+    RerouteCallback(min_beacons=7)(study, last)  # six batch sizes per lr
+    assert not _waiting(study)
+    pruned = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED)
+    RerouteCallback()(study, pruned)  # only completions trigger a decision
+    assert not _waiting(study)
+    other = {"strategy": "s16-to-32", "batch_size": 16, "lr": 0.3}
+    study.enqueue_trial(other, user_attrs={PLAN_ATTR: other, PLAN_KEY_ATTR: plan_key(other)})
+    RerouteCallback(max_plans=1)(study, last)
+    assert planned_keys(study) == {plan_key(other)}
+    RerouteCallback(max_plans=2)(study, last)
+    assert len(planned_keys(study)) == 2
+
+
+def test_no_measures_no_plan(beacons):
+    study = _filled(beacons.assign(ck_bar=math.nan))
+    RerouteCallback()(study, study.trials[-1])
+    assert not _waiting(study)
+
+
+def test_simultaneous_enqueues_run_the_plan_once():
+    """Two workers that decided at the same instant both enqueued: the later trial is pruned
+    before training, and the pair counts as one plan, no pruned trial."""
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    plan = {"strategy": "s16-to-64", "batch_size": 16, "lr": 0.2}
+    for _ in range(2):
+        study.enqueue_trial(plan, user_attrs={PLAN_ATTR: plan, PLAN_KEY_ATTR: plan_key(plan)})
+    study.optimize(make_objective(None, **NQM10), n_trials=2)
+    runner, duplicate = study.trials
+    assert runner.state == optuna.trial.TrialState.COMPLETE
+    assert duplicate.state == optuna.trial.TrialState.PRUNED
+    assert duplicate.user_attrs[DUPLICATE_ATTR] == runner.number
+    assert not any(k.startswith("record/") for k in duplicate.user_attrs)
+    assert decisions_line(study) == "decisions: pruned=0 enqueued=1"
+
+
+def test_a_failed_plan_may_be_planned_again(beacons):
+    study = _filled(beacons)
+    RerouteCallback()(study, study.trials[-1])
+    (waiting,) = _waiting(study)
+    trial = study.ask()  # pops the waiting plan
+    assert trial.number == waiting.number
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert planned_keys(study) == set()
+    RerouteCallback()(study, study.trials[-2])
+    assert [t.user_attrs[PLAN_KEY_ATTR] for t in _waiting(study)] == [waiting.user_attrs[
+        PLAN_KEY_ATTR]]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"min_beacons": 1}, "min_beacons=1"),
+    ({"max_plans": 0}, "max_plans=0"),
+    ({"lr": -0.1}, "lr=-0.1"),
+    ({"candidates": "s32-to-64"}, "candidates='s32-to-64'"),
+    ({"metric": "lk"}, "metric='lk'"),
+    ({"k": 0}, "k=0"),
+])
+def test_arguments_are_checked(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        RerouteCallback(**kwargs)

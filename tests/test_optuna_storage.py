@@ -1,0 +1,206 @@
+"""Storage and scale: open_study's forms, worker processes sharing one SQLite study (with the
+pruner and the reroute callback), and a worker killed mid-study, then the study resumed.
+
+The worker processes start together in one module fixture, so their imports overlap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+import pytest
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.optuna import (
+    DUPLICATE_ATTR,
+    PLAN_KEY_ATTR,
+    REPLAY_ATTR,
+    count_decisions,
+    enqueue_replay,
+    make_objective,
+    open_study,
+)
+from tune_batchdyn.predict.synthetic import synthetic_records
+from tune_batchdyn.records import records_from_optuna
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+State = optuna.trial.TrialState
+
+NQM = {"dataset": "nqm", "model": "nqm", "epochs": 5,
+       "dataset_options": {"samples_per_epoch": 3200, "dim": 200, "bins": 10}}
+SPACE = {"batch_size": [16, 64, 256], "lr": [0.05, 0.2]}
+
+BEACONS = {"n_configs": 12, "n_seeds": 1, "epochs": 5, "seed": 2, "diverging": 0.0}
+
+SHARED_WORKER = textwrap.dedent(f"""
+    import sys
+    import optuna
+    from tune_batchdyn.optuna import (REPLAY_ATTR, MeasurePruner, RerouteCallback,
+                                      make_objective, open_study, replay_objective)
+    from tune_batchdyn.predict.synthetic import synthetic_records
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = MeasurePruner(n_startup_trials=12, fallback=optuna.pruners.NopPruner())
+    study = open_study(sys.argv[1], "shared", pruner=pruner,
+                       sampler=optuna.samplers.RandomSampler(seed=int(sys.argv[2])),
+                       heartbeat_interval=None)
+    replay = replay_objective(synthetic_records(**{BEACONS!r}))
+    live = make_objective(None, **{NQM!r})
+
+    def objective(trial):
+        return (replay if REPLAY_ATTR in trial.user_attrs else live)(trial)
+
+    study.optimize(objective, n_trials=8, callbacks=[RerouteCallback(max_plans=2)])
+""")
+
+KILLED_WORKER = textwrap.dedent(f"""
+    import sys
+    import time
+    import optuna
+    from tune_batchdyn.optuna import make_objective, open_study
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(sys.argv[1], "killed", pruner=optuna.pruners.NopPruner(),
+                       heartbeat_interval=1, grace_period=2)
+    run = make_objective({SPACE!r}, **{NQM!r})
+
+    def slow(trial):
+        time.sleep(0.3)
+        return run(trial)
+
+    study.optimize(slow, n_trials=10_000)
+""")
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    """Two workers on a shared SQLite study (beacon replays queued), one worker to kill."""
+    folder = tmp_path_factory.mktemp("storage")
+    shared = f"sqlite:///{folder / 'shared.db'}"
+    killed = f"sqlite:///{folder / 'killed.db'}"
+    enqueue_replay(open_study(shared, "shared", heartbeat_interval=None),
+                   synthetic_records(**BEACONS))
+    processes = {
+        "shared_workers": [
+            subprocess.Popen([sys.executable, "-c", SHARED_WORKER, shared, str(seed)])
+            for seed in (1, 2)],
+        "killed_worker": subprocess.Popen([sys.executable, "-c", KILLED_WORKER, killed]),
+    }
+    yield {"shared": shared, "killed": killed, **processes}
+    for process in [*processes["shared_workers"], processes["killed_worker"]]:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_two_processes_share_one_study(workers):
+    """Two workers pop the queued replays of a beacon grid (each exactly once), prune with
+    MeasurePruner and reroute: every plan trains at most once, and counts once."""
+    assert [p.wait(timeout=300) for p in workers["shared_workers"]] == [0, 0]
+    study = open_study(workers["shared"], "shared", heartbeat_interval=None)
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED)]
+    assert len(finished) == 16  # 8 per worker
+    assert not [t for t in trials if t.state == State.RUNNING]
+    replayed = sorted(t.user_attrs[REPLAY_ATTR] for t in trials if REPLAY_ATTR in t.user_attrs)
+    assert replayed == sorted(synthetic_records(**BEACONS)["trial_id"].unique())
+    trained = [t.user_attrs[PLAN_KEY_ATTR] for t in finished
+               if PLAN_KEY_ATTR in t.user_attrs and DUPLICATE_ATTR not in t.user_attrs]
+    assert len(trained) == len(set(trained)) >= 1
+    keys = {t.user_attrs[PLAN_KEY_ATTR] for t in trials if PLAN_KEY_ATTR in t.user_attrs}
+    assert count_decisions(study).enqueued == len(keys)
+    table = records_from_optuna(study)
+    for trial in finished:
+        if DUPLICATE_ATTR not in trial.user_attrs:
+            rows = table[table["trial_id"] == str(trial.number)]
+            assert rows["epoch"].tolist() == list(range(1, len(trial.intermediate_values) + 1))
+
+
+def test_killed_worker_loses_nothing_finished(workers):
+    process = workers["killed_worker"]
+    deadline = time.monotonic() + 300
+    completed: list[optuna.trial.FrozenTrial] = []
+    while len(completed) < 3 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="killed", storage=workers["killed"])
+        except KeyError:  # the worker has not created it yet
+            continue
+        completed = study.get_trials(states=(State.COMPLETE,))
+    assert len(completed) >= 3
+    process.kill()
+    process.wait()
+    before = {t.number: (t.value, t.params, t.user_attrs, t.intermediate_values)
+              for t in optuna.load_study(study_name="killed", storage=workers["killed"])
+              .get_trials(states=(State.COMPLETE,))}
+    time.sleep(2.5)  # past the grace period of the killed trial's last heartbeat
+
+    study = open_study(workers["killed"], "killed", pruner=optuna.pruners.NopPruner(),
+                       heartbeat_interval=1, grace_period=2)
+    study.optimize(make_objective(SPACE, **NQM), n_trials=2)
+    after = {t.number: (t.value, t.params, t.user_attrs, t.intermediate_values)
+             for t in study.get_trials(states=(State.COMPLETE,))}
+    assert {n: after[n] for n in before} == before
+    assert len(after) == len(before) + 2
+    assert not study.get_trials(states=(State.RUNNING,))  # the killed trial was failed
+    assert len(records_from_optuna(study)["trial_id"].unique()) >= len(after)
+
+
+@pytest.mark.parametrize("form", ["memory", "sqlite", "journal"])
+def test_open_study_creates_then_joins(tmp_path, form):
+    storage = {"memory": None, "sqlite": f"sqlite:///{tmp_path / 'a.db'}",
+               "journal": tmp_path / "a.journal"}[form]
+    name = None if form == "memory" else "joined"
+    study = open_study(storage, name, heartbeat_interval=None)
+    study.optimize(make_objective(SPACE, **NQM), n_trials=2)
+    if storage is None:
+        return
+    again = open_study(storage, name, heartbeat_interval=None)
+    again.optimize(make_objective(SPACE, **NQM), n_trials=1)
+    reloaded = optuna.load_study(study_name=name, storage=storage if form == "sqlite" else
+                                 optuna.storages.JournalStorage(
+                                     optuna.storages.journal.JournalFileBackend(str(storage))))
+    assert [t.number for t in reloaded.trials] == [0, 1, 2]
+    table = records_from_optuna(reloaded)
+    assert sorted(table["trial_id"].unique()) == ["0", "1", "2"]
+    assert (table.groupby("trial_id")["epoch"].max() == 5).all()
+
+
+@pytest.mark.parametrize(("storage", "name", "kwargs", "message"), [
+    ("sqlite:///x.db", None, {}, "study_name=None"),
+    (3, "s", {}, "storage=3"),
+    ("sqlite:///x.db", "s", {"heartbeat_interval": 0}, "heartbeat_interval=0"),
+    (None, None, {"direction": "down"}, "direction='down'"),
+])
+def test_bad_storage_arguments(storage, name, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        open_study(storage, name, **kwargs)
+
+
+def test_joining_with_the_other_direction_is_refused(tmp_path):
+    path = tmp_path / "study.journal"
+    open_study(path, "errors")
+    with pytest.raises(ConfigError, match="created to minimize"):
+        open_study(path, "errors", direction="maximize")
+
+
+JOURNAL_WORKER = textwrap.dedent(f"""
+    import sys
+    import optuna
+    from tune_batchdyn.optuna import MeasurePruner, make_objective, open_study
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(sys.argv[1], "journal", pruner=MeasurePruner(n_startup_trials=2))
+    study.optimize(make_objective({SPACE!r}, **{NQM!r}), n_trials=3)
+""")
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_journal(tmp_path):
+    path = str(tmp_path / "study.journal")
+    processes = [subprocess.Popen([sys.executable, "-c", JOURNAL_WORKER, path])
+                 for _ in range(2)]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0]
+    study = open_study(path, "journal")
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert all(t.state in (State.COMPLETE, State.PRUNED) for t in study.trials)

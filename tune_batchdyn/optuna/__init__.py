@@ -1,0 +1,82 @@
+"""The Optuna plugin: objective, pruner on predicted final errors, rerouting, storage.
+
+- ``objective`` / ``make_objective``: a trial samples a config from a search space, runs
+  ``run_trial``, stores each epoch's record as a user attribute, reports the val error and
+  honours ``trial.should_prune()``; returns the final error (a diverged trial: its error).
+- ``MeasurePruner``: prunes a trial whose predicted final error (``FinalErrorPredictor`` on the
+  study's finished trials) is confidently worse than the k-th best; ``MedianPruner`` before that.
+- ``RerouteCallback``: once enough fixed-batch beacons finished, enqueues the dynamic-sampling
+  schedule planned to land in the optimum region, each plan once (deduplicated from storage).
+- ``open_study``: join or create a study in memory, SQLite, PostgreSQL/MySQL or a journal file;
+  ``decisions_line``: ``decisions: pruned=<n> enqueued=<n>``.
+- ``measure_target``: plot a measure with Optuna's visualisations; ``enqueue_replay`` /
+  ``replay_objective``: play a records table back through a study.
+
+Every decision reads the storage, never process memory, so any number of workers on any
+machines share one study, and a killed worker loses only its running trial.
+
+Example::
+
+    import optuna
+    from tune_batchdyn.optuna import (MeasurePruner, RerouteCallback, decisions_line,
+                                      make_objective, open_study)
+
+    study = open_study("sqlite:///sweep.db", "digits", pruner=MeasurePruner())
+    study.optimize(make_objective("digits_mlp", device="cpu"), n_trials=20,
+                   callbacks=[RerouteCallback()])
+    print(decisions_line(study))
+"""
+
+from tune_batchdyn.optuna.decisions import Decisions, count_decisions, decisions_line
+from tune_batchdyn.optuna.objective import (
+    DIVERGED_ERROR,
+    final_value,
+    make_objective,
+    objective,
+    trial_config,
+)
+from tune_batchdyn.optuna.pruner import MeasurePruner
+from tune_batchdyn.optuna.replay import REPLAY_ATTR, enqueue_replay, replay_objective
+from tune_batchdyn.optuna.reporter import METRICS, TrialReporter
+from tune_batchdyn.optuna.reroute import (
+    DUPLICATE_ATTR,
+    PLAN_ATTR,
+    PLAN_KEY_ATTR,
+    RerouteCallback,
+    plan_key,
+    plan_overrides,
+    planned_keys,
+)
+from tune_batchdyn.optuna.sampling import TrialSpace, as_trial_space, suggest_config
+from tune_batchdyn.optuna.storage import make_storage, open_study
+from tune_batchdyn.optuna.targets import measure_target
+
+__all__ = [
+    "DIVERGED_ERROR",
+    "DUPLICATE_ATTR",
+    "METRICS",
+    "PLAN_ATTR",
+    "PLAN_KEY_ATTR",
+    "REPLAY_ATTR",
+    "Decisions",
+    "MeasurePruner",
+    "RerouteCallback",
+    "TrialReporter",
+    "TrialSpace",
+    "as_trial_space",
+    "count_decisions",
+    "decisions_line",
+    "enqueue_replay",
+    "final_value",
+    "make_objective",
+    "make_storage",
+    "measure_target",
+    "objective",
+    "open_study",
+    "plan_key",
+    "plan_overrides",
+    "planned_keys",
+    "replay_objective",
+    "suggest_config",
+    "trial_config",
+]

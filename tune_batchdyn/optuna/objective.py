@@ -1,0 +1,98 @@
+"""``objective`` / ``make_objective``: one Optuna trial = one ``run_trial`` under a sampled config.
+
+The config is, later entries winning: the space's fixed values, the ``defaults`` (any
+``TrialConfig`` field held fixed: ``epochs=3``, ``device="cpu"``), the values suggested for the
+searched fields, and a rerouted trial's plan (``reroute.plan_overrides``). It is stored whole
+as the user attribute ``config`` (``records.optuna_import``). Each epoch goes through
+``TrialReporter``: record stored as a user attribute, ``trial.report(metric, epoch)``,
+``optuna.TrialPruned`` when ``trial.should_prune()``.
+
+Return value: the final epoch's ``metric`` (``val_error`` by default: the study never selects
+on the test error). A trial that diverged returns its error rather than raising, so the
+study keeps it as a complete (bad) result that samplers learn from: the last record's metric
+when finite, else ``diverged_error`` (default 0.9, the chance-level error of ten classes, which
+``FinalErrorPredictor`` also assigns to diverged trials; pass 0.99 for CIFAR-100, or a risk
+above any reached for the NQM, whose "error" is a loss).
+
+Example (NQM trials take milliseconds)::
+
+    import optuna
+    from tune_batchdyn.optuna import MeasurePruner, make_objective
+
+    study = optuna.create_study(pruner=MeasurePruner())
+    study.optimize(make_objective({"batch_size": [16, 64, 256], "lr": [0.1, 0.4]},
+                                  dataset="nqm", model="nqm", epochs=8,
+                                  dataset_options={"samples_per_epoch": 6400, "dim": 1000}),
+                   n_trials=12)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from tune_batchdyn.errors import ConfigError, check_choice
+from tune_batchdyn.optuna.reporter import METRICS, TrialReporter
+from tune_batchdyn.optuna.reroute import plan_overrides
+from tune_batchdyn.optuna.sampling import SpaceLike, TrialSpace, as_trial_space, suggest_config
+from tune_batchdyn.records import CONFIG_ATTR
+from tune_batchdyn.train import TrialConfig, run_trial
+
+#: A diverged trial's value when its last metric is NaN: chance level with ten classes.
+DIVERGED_ERROR = 0.9
+
+
+def make_objective(space: SpaceLike = None, *, metric: str = "val_error",
+                   diverged_error: float = DIVERGED_ERROR,
+                   **defaults: Any) -> Callable[[optuna.trial.Trial], float]:
+    """The objective for ``study.optimize``, its space read and its arguments checked once."""
+    trial_space = as_trial_space(space)
+    check_choice("metric", metric, METRICS)
+    if isinstance(diverged_error, bool) or not isinstance(diverged_error, (int, float)) \
+            or not math.isfinite(diverged_error):
+        raise ConfigError(f"diverged_error must be a finite number, but got {diverged_error=}.")
+    known = {f.name for f in dataclasses.fields(TrialConfig)}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise ConfigError(f"unknown TrialConfig field(s) {unknown} in the defaults; accepted "
+                          f"fields: {sorted(known)}.")
+    searched = sorted(set(defaults) & set(trial_space.distributions))
+    if searched:
+        raise ConfigError(f"field(s) {searched} are both searched by the space and fixed in the "
+                          "defaults; keep each field in one place.")
+
+    def run(trial: optuna.trial.Trial) -> float:
+        config = trial_config(trial, trial_space, defaults)
+        trial.set_user_attr(CONFIG_ATTR, config.to_dict())
+        trajectory = run_trial(config, TrialReporter(trial, metric))
+        return final_value(trajectory, metric, diverged_error)
+
+    return run
+
+
+def objective(trial: optuna.trial.Trial, space: SpaceLike = None, *, metric: str = "val_error",
+              diverged_error: float = DIVERGED_ERROR, **defaults: Any) -> float:
+    """Run one trial (see the module docstring); ``make_objective`` reads the space once."""
+    return make_objective(space, metric=metric, diverged_error=diverged_error,
+                          **defaults)(trial)
+
+
+def trial_config(trial: optuna.trial.Trial, space: TrialSpace,
+                 defaults: dict[str, Any]) -> TrialConfig:
+    """The trial's ``TrialConfig``: fixed values, defaults, suggestions, then a plan's overrides."""
+    overrides = plan_overrides(trial)
+    suggested = suggest_config(trial, space, overrides)
+    return TrialConfig.from_dict({**space.constants, **defaults, **suggested, **overrides})
+
+
+def final_value(trajectory: pd.DataFrame, metric: str, diverged_error: float) -> float:
+    """The last epoch's ``metric``; ``diverged_error`` for a diverged trial whose metric is NaN."""
+    value = float(trajectory[metric].iloc[-1])
+    if math.isnan(value) and bool(trajectory["diverged"].any()):
+        return float(diverged_error)
+    return value

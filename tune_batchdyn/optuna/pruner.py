@@ -1,0 +1,146 @@
+"""``MeasurePruner``: prune a trial whose predicted final error is confidently worse than the
+k-th best finished trial's.
+
+Rule, for a running trial at step (epoch) t with records stored by ``TrialReporter``:
+
+    prune  ⇔  μ − z·σ > v₍k₎
+
+where (μ, σ) is ``FinalErrorPredictor``'s prediction of the trial's final error (fitted on the
+study's completed trials' records, read at the running trial's budget fraction), z = Φ⁻¹
+(``confidence``), and v₍k₎ is the k-th lowest value among the completed trials. Guards, in
+order (each returns "continue"): no step reported; t < ``n_warmup_steps``; the trial runs a
+plan of ``RerouteCallback`` (unless ``prune_plans``: a plan's early epochs run other batch sizes
+than its end, which the prediction cannot know, and each plan runs once, as the planner's
+test); fewer than ``n_startup_trials`` completed trials, or no records on the running trial:
+the ``fallback`` pruner decides (default ``MedianPruner`` with two startup trials and the same
+warm-up); a prediction whose mean or std is NaN.
+
+NaN: a NaN reported value does not prune by itself; the decision reads the records. A
+diverged trial is predicted at its own error (chance level when NaN, as
+``FinalErrorPredictor`` does) with no uncertainty, so it is pruned when that is worse than
+v₍k₎ (``objective`` never asks: diverged trials end on their own). NaN measures and val errors
+are filled by the finished trials' median at that fraction; before the predictor has
+``min_finished`` finished trials (its cold-start rule), a trial without any val error gets a
+NaN prediction and continues. A trial without records is left to the fallback and its NaN
+rule (``MedianPruner`` prunes a trial whose reported values are all NaN).
+
+Storage only: Optuna does not store pruners, so every worker builds its own, and the decision
+is a function of what the storage holds. The one memo, the fitted predictor, is keyed by the
+study's name and the set of completed trial numbers (completed trials never change), so it is
+rebuilt exactly when another worker's trial completes.
+
+Example::
+
+    import optuna
+    from tune_batchdyn.optuna import MeasurePruner, make_objective
+
+    study = optuna.create_study(pruner=MeasurePruner(k=3, n_startup_trials=5))
+    study.optimize(make_objective({"batch_size": [8, 32, 128, 512], "lr": [0.05, 0.2]},
+                                  dataset="nqm", model="nqm", epochs=8,
+                                  dataset_options={"samples_per_epoch": 6400, "dim": 1000}),
+                   n_trials=16)
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Any
+
+import optuna
+from optuna.pruners import BasePruner, MedianPruner
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from sklearn.base import clone
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.optuna.reporter import METRICS
+from tune_batchdyn.optuna.reroute import PLAN_ATTR
+from tune_batchdyn.predict import FinalErrorPredictor
+from tune_batchdyn.records import records_from_optuna
+
+
+class MeasurePruner(BasePruner):
+    """Prune on the predicted final error (see the module docstring).
+
+    Args:
+        k: the running trial is compared with the k-th best completed trial (1: the best).
+        confidence: probability, under the prediction's normal error, that the trial ends worse
+            than the k-th best before it is pruned; z = Φ⁻¹(confidence).
+        n_startup_trials: completed trials before the prediction is used (at least ``k``).
+        n_warmup_steps: no pruning while the epoch is below it; epochs count from 1, so the
+            default 1 (like 0) first judges a trial after its first epoch.
+        fallback: the pruner used before ``n_startup_trials`` (and for trials without records);
+            default ``MedianPruner(n_startup_trials=2, n_warmup_steps=n_warmup_steps)``.
+        predictor: an unfitted predictor to clone and fit (``fit(records)``, ``predict(rows)``
+            returning ``mean``, ``std``); default ``FinalErrorPredictor`` of ``final_<metric>``.
+        metric: the record column the objective returns at the end (``val_error``).
+        prune_plans: judge rerouted trials (``reroute/plan``) like the others.
+    """
+
+    def __init__(self, *, k: int = 1, confidence: float = 0.9, n_startup_trials: int = 5,
+                 n_warmup_steps: int = 1, fallback: BasePruner | None = None,
+                 predictor: Any = None, metric: str = "val_error",
+                 prune_plans: bool = False) -> None:
+        if not _is_int(k) or k < 1:
+            raise ConfigError(f"k must be an integer of at least 1, but got {k=}.")
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
+                or not 0.5 <= confidence < 1.0:
+            raise ConfigError(f"confidence must be in [0.5, 1), but got {confidence=}.")
+        if not _is_int(n_startup_trials) or n_startup_trials < k:
+            raise ConfigError(f"n_startup_trials must be an integer of at least k={k}, but got "
+                              f"{n_startup_trials=}.")
+        if not _is_int(n_warmup_steps) or n_warmup_steps < 0:
+            raise ConfigError(f"n_warmup_steps must be a non-negative integer, but got "
+                              f"{n_warmup_steps=}.")
+        if fallback is not None and not isinstance(fallback, BasePruner):
+            raise ConfigError(f"fallback must be an optuna pruner or None, but got {fallback=}.")
+        if metric not in METRICS:
+            raise ConfigError(f"metric must be one of {', '.join(METRICS)}, but got {metric=}.")
+        if predictor is not None and not (hasattr(predictor, "fit")
+                                          and hasattr(predictor, "predict")):
+            raise ConfigError(f"predictor must have fit(records) and predict(rows), but got "
+                              f"{predictor=}.")
+        if not isinstance(prune_plans, bool):
+            raise ConfigError(f"prune_plans must be True or False, but got {prune_plans=}.")
+        self._k = k
+        self._z = NormalDist().inv_cdf(confidence)
+        self._n_startup_trials = n_startup_trials
+        self._n_warmup_steps = n_warmup_steps
+        self._fallback = fallback or MedianPruner(n_startup_trials=2,
+                                                  n_warmup_steps=n_warmup_steps)
+        self._predictor = predictor or FinalErrorPredictor(target=f"final_{metric}")
+        self._prune_plans = prune_plans
+        self._memo: tuple[tuple[str, frozenset[int]], Any] | None = None
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if study.direction != StudyDirection.MINIMIZE:
+            raise ConfigError("MeasurePruner predicts errors, which are minimised; create the "
+                              f"study with direction='minimize' (got {study.direction.name}).")
+        step = trial.last_step
+        if step is None or step < self._n_warmup_steps:
+            return False
+        if PLAN_ATTR in trial.user_attrs and not self._prune_plans:
+            return False
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        running = records_from_optuna([trial])
+        if len(completed) < self._n_startup_trials or running.empty:
+            return bool(self._fallback.prune(study, trial))
+        prediction = self._fitted(study.study_name, completed).predict(running)
+        if not (math.isfinite(prediction.mean) and math.isfinite(prediction.std)):
+            return False
+        kth_best = sorted(t.value for t in completed)[self._k - 1]
+        return bool(prediction.mean - self._z * prediction.std > kth_best)
+
+    def _fitted(self, study_name: str, completed: list[FrozenTrial]) -> Any:
+        """The predictor fitted on ``completed``: refitted only when that set changes."""
+        key = (study_name, frozenset(t.number for t in completed))
+        memo = self._memo  # read once: threads of study.optimize(n_jobs=...) share the pruner
+        if memo is None or memo[0] != key:
+            memo = (key, clone(self._predictor, safe=False).fit(records_from_optuna(completed)))
+            self._memo = memo
+        return memo[1]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

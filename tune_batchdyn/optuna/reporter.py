@@ -1,0 +1,53 @@
+"""``TrialReporter``: ``run_trial``'s reporter for an Optuna trial.
+
+Every epoch, in this order:
+
+1. the record is stored as the user attribute ``record/{epoch:04d}`` (``records.optuna_import``:
+   plain floats, ints and bools, since numpy scalars cannot be stored by the RDB storages), so
+   any worker can rebuild the trial's trajectory from storage alone;
+2. the metric (``val_error`` by default) is reported with ``trial.report(value, epoch)``; epochs
+   count from 1, so a pruner's ``n_warmup_steps=2`` first judges a trial after its second epoch;
+3. unless the record says the trial diverged, ``trial.should_prune()`` is asked and
+   ``optuna.TrialPruned`` raised when it says so.
+
+A diverged epoch is stored and reported (its metric is NaN) but never pruned: training stops
+there anyway and the objective returns the trial's error (``objective.final_value``). The final
+call of ``run_trial`` (the last record with ``done=True``) is ignored: it repeats the last epoch.
+The same reporter replays recorded trajectories (``optuna.replay``), so the benchmark exercises
+the code path that live trials use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from tune_batchdyn.errors import check_choice
+from tune_batchdyn.records import record_attr_name, record_user_attr
+
+#: Record columns a study can minimise (errors and the training loss).
+METRICS: tuple[str, ...] = ("val_error", "test_error", "train_error", "train_loss")
+
+
+class TrialReporter:
+    """Store, report and prune one Optuna trial epoch by epoch (see the module docstring)."""
+
+    def __init__(self, trial: optuna.trial.Trial, metric: str = "val_error") -> None:
+        check_choice("metric", metric, METRICS)
+        self.trial = trial
+        self.metric = metric
+
+    def __call__(self, record: Mapping[str, Any]) -> None:
+        if record.get("done"):
+            return
+        epoch = int(record["epoch"])
+        self.trial.set_user_attr(record_attr_name(epoch), record_user_attr(record))
+        value = record.get(self.metric)
+        self.trial.report(math.nan if value is None else float(value), epoch)
+        if record.get("diverged"):
+            return
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")

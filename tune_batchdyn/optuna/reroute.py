@@ -1,0 +1,210 @@
+"""``RerouteCallback``: enqueue planned dynamic-sampling trials once enough beacons finished.
+
+After each completed trial, the callback rebuilds the study's records from storage
+(``records_from_optuna``), takes the finished fixed-batch trials as beacons
+(``predict.beacons``), fits the ``OptimumRegion`` of the finished trials' final ``metric`` in the
+(C̄K, LK) plane and asks ``plan_schedule`` for the dynamic schedule whose predicted path ends
+nearest the region's centre. A new plan is enqueued with ``study.enqueue_trial``: the fixed
+params are the plan's ``strategy``, ``batch_size`` and ``lr``, and the user attributes carry the
+plan (``reroute/plan``), its key (``reroute/key``: the plan as sorted JSON) and what the
+planner predicted (``reroute/predicted_error``, ``reroute/distance``, ``reroute/beacon_lr``).
+
+Guards, in order: the finished trial did not complete; the study already holds ``max_plans``
+plans; fewer than ``min_beacons`` beacon batch sizes at the planning lr; fewer than ``k``
+finished trials in the plane; no region or plan (NaN C̄K or LK, beacons of unequal epochs: the
+reason is logged at debug level); the plan's key is already in the study. Every guard reads
+storage, never this object, so callbacks in several processes or machines agree, and a
+restarted process does not plan again what was planned.
+
+Storage offers no compare-and-set, so two workers that decide at the same instant can both
+enqueue one plan. ``plan_overrides`` (which ``objective`` calls first) settles it: the
+lowest-numbered trial holding a key runs it, a later one is pruned at once, before training,
+with ``reroute/duplicate_of`` set; ``decisions`` counts such a pair as one enqueued plan and no
+pruned trial. A plan whose trial failed (``TrialState.FAIL``, e.g. its worker was killed and
+the heartbeat expired) may be enqueued again.
+
+NaN: trials whose final C̄K or LK is NaN take no part in the region (``OptimumRegion``), and
+beacons need finite C̄K and LK every epoch; a study without any (the NQM) never reroutes.
+
+Example (digits, two beacon batch sizes, about a minute on a CPU)::
+
+    import optuna
+    from tune_batchdyn.optuna import RerouteCallback, decisions_line, make_objective
+
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    for batch_size in (256, 512):
+        study.enqueue_trial({"batch_size": batch_size})
+    objective = make_objective({"batch_size": [256, 512]}, dataset="digits", model="mlp",
+                               epochs=5, lr=0.1, measures=("fisher",), device="cpu")
+    study.optimize(objective, n_trials=4,
+                   callbacks=[RerouteCallback(min_beacons=2, max_plans=1, k=2)])
+    print(decisions_line(study))      # decisions: pruned=0 enqueued=1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.optuna.reporter import METRICS
+from tune_batchdyn.predict import (
+    OptimumRegion,
+    SchedulePlan,
+    TrialSet,
+    beacons_from_records,
+    parse_schedule,
+    plan_schedule,
+    schedule_family,
+)
+from tune_batchdyn.records import records_from_optuna
+
+log = logging.getLogger("tune_batchdyn.optuna")
+
+#: User attribute: the plan's config overrides (``strategy``, ``batch_size``, ``lr``).
+PLAN_ATTR = "reroute/plan"
+#: User attribute: the plan's identity, its overrides as sorted JSON.
+PLAN_KEY_ATTR = "reroute/key"
+#: User attribute of a trial whose plan was already taken: the number of the trial running it.
+DUPLICATE_ATTR = "reroute/duplicate_of"
+
+
+class RerouteCallback:
+    """Study callback that enqueues planned dynamic-sampling trials (see the module docstring).
+
+    ``min_beacons``: beacon batch sizes (finished fixed-batch trials at the planning lr) needed
+    before planning. ``max_plans``: plans the study may hold in all. ``lr``: the planned trials'
+    base lr (default: the best finished trial's). ``candidates``: schedule specs to choose from
+    (default every ``s{a}-to-{b}`` and ``-MS`` over the beacon batch sizes); those with more
+    stages than the beacons have epochs are left out (a stage lasts at least an epoch).
+    ``metric``: the record column whose final value the region ranks. ``lr_milestones``,
+    ``lr_decay_factor``: the planned trials' lr decay (as in their ``TrialConfig``). ``k``:
+    neighbours averaged by the region (the seed: 5).
+    """
+
+    def __init__(self, *, min_beacons: int = 3, max_plans: int = 3, lr: float | None = None,
+                 candidates: Sequence[str] | None = None, metric: str = "val_error",
+                 lr_milestones: Sequence[float] = (0.5, 0.75), lr_decay_factor: float = 10.0,
+                 k: int = 5) -> None:
+        if not _is_int(min_beacons) or min_beacons < 2:
+            raise ConfigError(f"min_beacons must be an integer of at least 2 (a schedule needs "
+                              f"two batch sizes), but got {min_beacons=}.")
+        if not _is_int(max_plans) or max_plans < 1:
+            raise ConfigError(f"max_plans must be an integer of at least 1, but got "
+                              f"{max_plans=}.")
+        if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"lr must be None or a finite number > 0, but got {lr=}.")
+        if candidates is not None and (isinstance(candidates, str) or not len(candidates)):
+            raise ConfigError(f"candidates must be None or a non-empty list of schedule specs, "
+                              f"but got {candidates=}.")
+        if metric not in METRICS:
+            raise ConfigError(f"metric must be one of {', '.join(METRICS)}, but got {metric=}.")
+        if not _is_int(k) or k < 1:
+            raise ConfigError(f"k must be an integer of at least 1, but got {k=}.")
+        self._min_beacons = min_beacons
+        self._max_plans = max_plans
+        self._lr = None if lr is None else float(lr)
+        self._candidates = None if candidates is None else tuple(candidates)
+        self._target = f"final_{metric}"
+        self._lr_milestones = tuple(lr_milestones)
+        self._lr_decay_factor = lr_decay_factor
+        self._k = k
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.COMPLETE:
+            return
+        planned = planned_keys(study)
+        if len(planned) >= self._max_plans:
+            return
+        records = records_from_optuna(study.get_trials(deepcopy=False,
+                                                       states=(TrialState.COMPLETE,)))
+        plan = self.plan(records)
+        if plan is None:
+            return
+        overrides = {"strategy": plan.schedule, "batch_size": plan.batch_size, "lr": plan.lr}
+        key = plan_key(overrides)
+        if key in planned:
+            return
+        study.enqueue_trial(overrides, user_attrs={
+            PLAN_ATTR: overrides, PLAN_KEY_ATTR: key,
+            "reroute/predicted_error": _plain(plan.predicted_error),
+            "reroute/distance": _plain(plan.distance), "reroute/beacon_lr": plan.beacon_lr})
+        log.info("enqueued %s after trial %d (predicted error %.4f)", key, trial.number,
+                 plan.predicted_error)
+
+    def plan(self, records: pd.DataFrame) -> SchedulePlan | None:
+        """The plan for a records table of finished trials, or ``None`` (reason logged)."""
+        try:
+            beacons = beacons_from_records(records)
+            lr = self._lr if self._lr is not None else _best_lr(records, self._target)
+            beacon_lr = min(beacons.lrs, key=lambda rate: abs(math.log(rate / lr)))
+            sizes = sorted(beacons.at_lr(beacon_lr))
+            if len(sizes) < self._min_beacons:
+                log.debug("no plan: %d beacon batch sizes at lr %g, need %d", len(sizes),
+                          beacon_lr, self._min_beacons)
+                return None
+            candidates = [spec for spec in self._candidates or [
+                s.spec for s in schedule_family(sizes) if s.spec != "fixed"]
+                if len(parse_schedule(spec).stages) <= beacons.epochs]
+            region = OptimumRegion(fraction=1.0, k=self._k, target=self._target).fit(records)
+            if len(region.points_) < self._k:
+                log.debug("no plan: %d finished trials in the plane, need k=%d",
+                          len(region.points_), self._k)
+                return None
+            return plan_schedule(beacons, region, lr=lr, candidates=candidates,
+                                 lr_milestones=self._lr_milestones,
+                                 lr_decay_factor=self._lr_decay_factor)
+        except ConfigError as err:
+            log.debug("no plan: %s", err)
+            return None
+
+
+def plan_key(overrides: Mapping[str, Any]) -> str:
+    """A plan's identity: its config overrides as sorted JSON."""
+    return json.dumps(dict(overrides), sort_keys=True)
+
+
+def planned_keys(study: optuna.Study) -> set[str]:
+    """Keys of the plans the study holds (waiting, running or finished; failed ones excluded)."""
+    return {t.user_attrs[PLAN_KEY_ATTR] for t in study.get_trials(deepcopy=False)
+            if PLAN_KEY_ATTR in t.user_attrs and t.state != TrialState.FAIL}
+
+
+def plan_overrides(trial: optuna.trial.Trial) -> dict[str, Any]:
+    """A rerouted trial's config overrides (``{}`` for other trials).
+
+    Raises ``optuna.TrialPruned`` (after setting ``reroute/duplicate_of``) when a lower-numbered
+    trial that did not fail holds the same plan: the plan runs once."""
+    plan = trial.user_attrs.get(PLAN_ATTR)
+    if not plan:
+        return {}
+    key = trial.user_attrs.get(PLAN_KEY_ATTR, plan_key(plan))
+    earlier = [t.number for t in trial.study.get_trials(deepcopy=False)
+               if t.number < trial.number and t.user_attrs.get(PLAN_KEY_ATTR) == key
+               and t.state != TrialState.FAIL and DUPLICATE_ATTR not in t.user_attrs]
+    if earlier:
+        trial.set_user_attr(DUPLICATE_ATTR, min(earlier))
+        raise optuna.TrialPruned(f"plan {key} is run by trial {min(earlier)}")
+    return dict(plan)
+
+
+def _best_lr(records: pd.DataFrame, target: str) -> float:
+    finished = TrialSet.from_records(records, target).finished()
+    if not finished:
+        raise ConfigError("no finished trial to take the planning lr from; pass lr=...")
+    return min(finished, key=lambda t: t.final_error).base_lr
+
+
+def _plain(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,105 @@
+"""``open_study``: join a study in a storage, or create it, from a storage URL or path.
+
+``tune-batchdyn sweep --backend optuna --storage URL`` calls it; so can any worker script. Each
+worker passes its own pruner and sampler (Optuna stores neither), opens the same study by name
+and runs ``study.optimize``; the storage is the only shared state, so workers may run on other
+machines, start late, or restart.
+
+Storage forms:
+
+- ``None``: in memory (one process; gone when it exits);
+- a database URL (``sqlite:///sweep.db``, ``postgresql://user:pass@host/db``,
+  ``mysql+pymysql://...``): Optuna's ``RDBStorage``, one code path for every database (tests
+  run SQLite; PostgreSQL or MySQL is what several machines should share). SQLite waits up to
+  ``sqlite_timeout`` seconds for a lock held by another process instead of failing at once;
+- any other string or path: a journal file (``JournalStorage(JournalFileBackend(path))``),
+  append-only, for processes on one machine or a shared file system without a database server;
+- an ``optuna.storages.BaseStorage``: used as it is.
+
+Kill and restart: a trial is written to storage as it runs (params, each epoch's record and
+value) and is finished by one write, so a killed process loses only its running trial; the
+completed ones, and the plans and records in them, stay, and ``study.optimize`` in a new process
+continues the study. With an RDB storage the killed trial, whose heartbeat (every
+``heartbeat_interval`` seconds) stops, is marked ``FAIL`` by the next worker after
+``grace_period`` (default twice the interval); the journal storage has no heartbeat, so there it
+stays ``RUNNING``. ``RetryFailedTrialCallback`` is not added: it copies the failed trial's user
+attributes, and so its partial records, into the retry.
+
+Example::
+
+    study = open_study("sqlite:///sweep.db", "digits-mlp", pruner=MeasurePruner())
+    study.optimize(make_objective("digits_mlp"), n_trials=20, callbacks=[RerouteCallback()])
+    print(decisions_line(study))
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from tune_batchdyn.errors import ConfigError, check_choice
+
+#: Seconds between a running trial's heartbeats in an RDB storage.
+HEARTBEAT_INTERVAL = 60
+#: Seconds a SQLite connection waits for another process's lock.
+SQLITE_TIMEOUT = 60.0
+
+
+def open_study(storage: str | os.PathLike | BaseStorage | None = None,
+               study_name: str | None = None, *, direction: str = "minimize",
+               pruner: BasePruner | None = None, sampler: BaseSampler | None = None,
+               heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+               grace_period: int | None = None,
+               sqlite_timeout: float = SQLITE_TIMEOUT) -> optuna.Study:
+    """The study ``study_name`` in ``storage``, created if it does not exist yet.
+
+    ``study_name`` is required for a persistent storage (without it every worker would create a
+    study of its own). ``heartbeat_interval`` / ``grace_period`` (seconds; ``None``: no
+    heartbeat) apply to RDB storages. A study found with the other direction is an error (Optuna
+    would load it silently)."""
+    check_choice("direction", direction, ("minimize", "maximize"))
+    if storage is not None and not study_name:
+        raise ConfigError(f"study_name={study_name!r} is not accepted with storage={storage!r}; "
+                          "name the study so that every worker joins the same one.")
+    study = optuna.create_study(
+        storage=make_storage(storage, heartbeat_interval=heartbeat_interval,
+                             grace_period=grace_period, sqlite_timeout=sqlite_timeout),
+        study_name=study_name, direction=direction, pruner=pruner, sampler=sampler,
+        load_if_exists=True)
+    stored = study.direction.name.lower()
+    if stored != direction:
+        raise ConfigError(f"direction={direction!r} is not accepted: study {study_name!r} in "
+                          f"{storage!r} was created to {stored}; pass direction={stored!r}.")
+    return study
+
+
+def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
+                 heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+                 grace_period: int | None = None,
+                 sqlite_timeout: float = SQLITE_TIMEOUT) -> BaseStorage | None:
+    """The Optuna storage for one of the forms in the module docstring (``None``: in memory)."""
+    if storage is None or isinstance(storage, BaseStorage):
+        return storage
+    if not isinstance(storage, (str, os.PathLike)) or not os.fspath(storage):
+        raise ConfigError(f"storage={storage!r} is not accepted; use a database URL "
+                          "(sqlite:///sweep.db, postgresql://...), a journal file path, or None.")
+    if heartbeat_interval is not None and (not isinstance(heartbeat_interval, int)
+                                           or heartbeat_interval < 1):
+        raise ConfigError(f"heartbeat_interval must be None or an integer >= 1 (seconds), but "
+                          f"got {heartbeat_interval=}.")
+    location = os.fspath(storage)
+    if "://" not in location:
+        return JournalStorage(JournalFileBackend(location))
+    engine_kwargs = ({"connect_args": {"timeout": float(sqlite_timeout)}}
+                     if location.startswith("sqlite") else {})
+    with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5; we rely on it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(location, engine_kwargs=engine_kwargs,
+                          heartbeat_interval=heartbeat_interval,
+                          grace_period=grace_period if heartbeat_interval is not None else None)
