@@ -1,0 +1,174 @@
+"""Truncated condition, noise scale and FisherTracker against explicit J (float64)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.measures import (
+    FisherTracker,
+    gradient_noise_scale,
+    per_sample_gram,
+    truncated_condition,
+)
+
+
+def jacobian_with_singular_values(values: list[float], params: int, batch: int,
+                                  seed: int) -> torch.Tensor:
+    """J (params × batch) with the given non-zero singular values (rank = len(values))."""
+    generator = torch.Generator().manual_seed(seed)
+    left = torch.linalg.qr(torch.randn(params, len(values), generator=generator,
+                                       dtype=torch.float64))[0]
+    right = torch.linalg.qr(torch.randn(batch, len(values), generator=generator,
+                                        dtype=torch.float64))[0]
+    return left @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ right.T
+
+
+@pytest.mark.parametrize("values,params,batch", [
+    ([5.0, 2.0, 0.5], 50, 3),  # full rank
+    ([3.0, 1.0, 1e-2, 1e-4], 50, 4),  # wide spread (c = 3e4), still full rank
+    ([4.0, 2.0, 1.0], 3, 10),  # B > rank = P: truncated
+    ([7.0, 0.7], 40, 16),  # B > rank < P: truncated
+])
+def test_truncated_condition_equals_singular_value_ratio(values, params, batch) -> None:
+    jacobian = jacobian_with_singular_values(values, params, batch, seed=len(values) + batch)
+    singular = torch.linalg.svdvals(jacobian)
+    kept = singular[singular > singular[0] * 1e-7]
+    assert len(kept) == len(values)
+    gram = jacobian.T @ jacobian
+    # λmin of JᵀJ carries an absolute error ~eps·λmax: c is accurate to ~eps·c² relative
+    assert truncated_condition(gram) == pytest.approx(float(kept[0] / kept[-1]), rel=1e-6)
+
+
+def test_truncated_condition_on_repeated_samples_and_zero_gram() -> None:
+    generator = torch.Generator().manual_seed(0)
+    columns = torch.randn(30, 3, generator=generator, dtype=torch.float64)
+    jacobian = torch.cat([columns, columns[:, :2]], dim=1)  # 5 samples, rank 3
+    singular = torch.linalg.svdvals(columns)
+    gram = jacobian.T @ jacobian
+    expected = float(torch.linalg.svdvals(jacobian)[0] / torch.linalg.svdvals(jacobian)[2])
+    assert truncated_condition(gram) == pytest.approx(expected, rel=1e-8)
+    assert singular.numel() == 3
+    assert math.isnan(truncated_condition(torch.zeros(4, 4, dtype=torch.float64)))
+    with pytest.raises(ConfigError, match="square"):
+        truncated_condition(torch.zeros(3, 4))
+
+
+def model_jacobian(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def loss(p: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, p, (xi[None],)), yi[None], reduction="sum")
+
+    grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    return torch.cat([g.reshape(len(x), -1) for g in grads.values()], dim=1)
+
+
+def test_condition_of_a_model_gram_equals_explicit_jacobian() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    x = torch.randn(12, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (12,))
+    singular = torch.linalg.svdvals(model_jacobian(model, x, y))
+    assert truncated_condition(per_sample_gram(model, x, y)) == pytest.approx(
+        float(singular[0] / singular[-1]), rel=1e-7)
+
+
+@pytest.mark.parametrize("batch,seed", [(2, 0), (9, 1), (32, 2)])
+def test_noise_scale_matches_per_sample_gradient_statistics(batch: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    per_sample = torch.randn(batch, 20, generator=generator, dtype=torch.float64) + 0.4
+    noise = gradient_noise_scale(per_sample @ per_sample.T)
+    trace_cov = float(per_sample.var(dim=0, correction=1).sum())
+    mean_sq = float((per_sample.mean(dim=0) ** 2).sum())
+    assert noise.trace_covariance == pytest.approx(trace_cov, rel=1e-10)
+    assert noise.gradient_sq_norm == pytest.approx(mean_sq - trace_cov / batch, rel=1e-10)
+    # McCandlish et al. (2018), App. A.1, with B_small = 1 and B_big = B
+    small = float((per_sample**2).sum(dim=1).mean())
+    big = mean_sq
+    g2 = (batch * big - small) / (batch - 1)
+    s = (small - big) / (1 - 1 / batch)
+    assert noise.gradient_sq_norm == pytest.approx(g2, rel=1e-10)
+    assert noise.b_simple == pytest.approx(s / g2, rel=1e-10)
+
+
+def test_noise_scale_edge_cases() -> None:
+    opposite = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64)  # mean gradient 0
+    assert gradient_noise_scale(opposite).b_simple == math.inf
+    with pytest.raises(ConfigError, match="at least 2"):
+        gradient_noise_scale(torch.ones(1, 1))
+
+
+def grams(count: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    out = []
+    for k in range(count):
+        per_sample = torch.randn(6 + k, 15, generator=generator, dtype=torch.float64) + 0.3 * k
+        out.append(per_sample @ per_sample.T)
+    out.append(torch.zeros(4, 4, dtype=torch.float64))  # c_k is NaN, l_k is 0
+    return out
+
+
+def test_fisher_tracker_running_measures() -> None:
+    tracker = FisherTracker(noise_ema=0.8)
+    assert math.isnan(tracker.ck_bar) and tracker.lk == 0.0 and math.isnan(tracker.noise_scale)
+    lrs = [0.1, 0.05, 0.2, 0.1]
+    cks, lks, ema_s, ema_g = [], [], None, None
+    for gram, lr in zip(grams(3), lrs, strict=True):
+        batch = gram.shape[0]
+        tracker.update(gram, lr, batch)
+        eigenvalues = torch.linalg.eigvalsh(gram)
+        kept = eigenvalues[eigenvalues > 1e-9 * eigenvalues[-1]]
+        if kept.numel():
+            cks.append(math.sqrt(float(kept[-1] / kept[0])))
+        lks.append(lr / batch * math.sqrt(float(gram.trace())))
+        s = batch / (batch - 1) * (float(gram.trace()) / batch - float(gram.sum()) / batch**2)
+        g = float(gram.sum()) / batch**2 - s / batch
+        ema_s = s if ema_s is None else 0.8 * ema_s + 0.2 * s
+        ema_g = g if ema_g is None else 0.8 * ema_g + 0.2 * g
+    assert tracker.updates == 4
+    assert tracker.ck_bar == pytest.approx(sum(cks) / len(cks), rel=1e-9)
+    assert tracker.lk == pytest.approx(sum(lks), rel=1e-12)
+    assert tracker.last_lk == 0.0 and math.isnan(tracker.last_ck)
+    assert tracker.noise_scale == pytest.approx(ema_s / ema_g, rel=1e-10)
+
+
+def test_fisher_tracker_state_dict_round_trip() -> None:
+    sequence = grams(3)
+    whole = FisherTracker()
+    for gram in sequence:
+        whole.update(gram, 0.1, gram.shape[0])
+    first = FisherTracker()
+    for gram in sequence[:2]:
+        first.update(gram, 0.1, gram.shape[0])
+    state = first.state_dict()
+    assert state["version"] == 1
+    resumed = FisherTracker(noise_ema=0.5)
+    resumed.load_state_dict(state)
+    assert resumed.noise_ema == first.noise_ema
+    for gram in sequence[2:]:
+        resumed.update(gram, 0.1, gram.shape[0])
+    for key, value in whole.state_dict()["state"].items():
+        other = resumed.state_dict()["state"][key]
+        assert (math.isnan(value) and math.isnan(other)) or other == pytest.approx(value)
+
+
+def test_fisher_tracker_rejects_bad_input() -> None:
+    tracker = FisherTracker()
+    gram = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(ConfigError, match="batch_size"):
+        tracker.update(gram, 0.1, 0)
+    with pytest.raises(ConfigError, match="lr"):
+        tracker.update(gram, float("nan"), 3)
+    with pytest.raises(ConfigError, match="version"):
+        tracker.load_state_dict({"version": 99})
+    with pytest.raises(ConfigError, match="lacks"):
+        tracker.load_state_dict({"version": 1, "settings": {"noise_ema": 0.9}, "state": {}})
+    with pytest.raises(ConfigError, match="noise_ema"):
+        FisherTracker(noise_ema=1.0)

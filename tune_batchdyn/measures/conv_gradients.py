@@ -1,0 +1,106 @@
+"""Per-sample gradients of a convolution, without im2col where the geometry allows.
+
+For a Conv2d call with padded input x (B, C, Hp, Wp), output gradient g (B, O, Ho, Wo), kernel
+(kh, kw), dilation (dh, dw), K groups and equal strides s, the weight gradient of sample i at
+kernel offset (a, b) is
+
+    ψ_i[o, c, a, b] = Σ_{u,v} g_i[o, u, v] · x_i[c, s·u + a·dh, s·v + b·dw].
+
+Padding g with zero columns to the input's width Wp, the positions (u, v) become one flat
+index n = u·Wp + v (up to the last output pixel, L = (Ho − 1)·Wp + Wo), and the input elements
+they meet become the flat slice x_flat[c, a·dh·Wp + b·dw + s·n]: a strided *view* of the
+input, within its bounds for every valid geometry. So each kernel offset costs one
+batched product (C × L)(L × O) with L = Ho·Wp and no unfolded copy of the input (im2col
+would write kh·kw copies); for s = 1 the view is contiguous along L. The offsets touch disjoint
+parameters, so their Gram shares simply add. Unequal strides fall back to the unfolded form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tune_batchdyn.measures.positions import Factor
+
+
+@dataclass(frozen=True)
+class ConvCall:
+    """One call of a Conv1d/Conv2d (Conv1d as height 1), with the padding already applied."""
+
+    padded_input: Tensor  #: (B, C, Hp, Wp)
+    output_grads: Tensor  #: (B, O, Ho, Wo)
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    weight: bool  #: the weight is trainable
+    bias: bool  #: there is a trainable bias
+
+    def sizes(self) -> tuple[int, int, int, int, int]:
+        """(B, K, T, p, q) of the positions form: p per group with the bias column."""
+        batch, channels = self.padded_input.shape[:2]
+        outputs, height, width = self.output_grads.shape[1:]
+        kernel = self.kernel_size[0] * self.kernel_size[1]
+        p = (channels // self.groups) * kernel * int(self.weight) + int(self.bias)
+        return batch, self.groups, height * width, p, outputs // self.groups
+
+    def factor(self) -> Factor:
+        """The positions form by im2col: A = unfolded patches, G = output gradient."""
+        batch = self.padded_input.shape[0]
+        patches = F.unfold(
+            self.padded_input, self.kernel_size, dilation=self.dilation, stride=self.stride
+        )  # (B, C·kh·kw, T)
+        positions = patches.shape[-1]
+        a = patches.view(batch, self.groups, -1, positions).transpose(2, 3)  # (B, K, T, p)
+        if not self.weight:
+            a = a[..., :0]
+        g = self.output_grads.reshape(batch, self.groups, -1, positions).transpose(2, 3)
+        return Factor(a, g, bias=self.bias)
+
+    def bias_gradients(self) -> Tensor:
+        """ψ of the bias: Σ over output pixels, (B, O)."""
+        return self.output_grads.sum(dim=(2, 3))
+
+    def weight_gradient_blocks(self) -> Iterator[Tensor]:
+        """ψ of the weight in blocks of disjoint parameters, each (B, P_block)."""
+        if self.stride[0] != self.stride[1]:
+            factor = self.factor()
+            psi = factor.output_grads.transpose(2, 3) @ factor.activations  # (B, K, q, p)
+            yield psi.reshape(psi.shape[0], -1)
+            return
+        yield from self._shifted_window_blocks()
+
+    def _shifted_window_blocks(self) -> Iterator[Tensor]:
+        x, g = self.padded_input, self.output_grads
+        batch, channels, height, width = x.shape
+        outputs, out_height, out_width = g.shape[1:]
+        groups, step = self.groups, self.stride[0]
+        per_group = outputs // groups
+        # flat positions n = u·Wp + v up to the last output pixel; g is zero for v >= Wo
+        length = (out_height - 1) * width + out_width
+        g_columns = g.new_zeros(batch * groups, out_height * width, per_group)
+        g_columns.view(batch * groups, out_height, width, per_group)[:, :, :out_width].copy_(
+            g.view(batch * groups, per_group, out_height, out_width).permute(0, 2, 3, 1)
+        )
+        g_columns = g_columns[:, :length]  # (B·K, L, O/K)
+        last_offset = (self.kernel_size[0] - 1) * self.dilation[0] * width + (
+            self.kernel_size[1] - 1
+        ) * self.dilation[1]
+        x_flat = x.reshape(batch, channels, height * width)
+        needed = last_offset + step * (length - 1) + 1
+        if needed > height * width:
+            x_flat = F.pad(x_flat, (0, needed - height * width))
+        x_flat = x_flat.contiguous()
+        span = x_flat.shape[-1]
+        size = (batch * groups, channels // groups, length)
+        strides = ((channels // groups) * span, span, step)
+        for a in range(self.kernel_size[0]):
+            for b in range(self.kernel_size[1]):
+                offset = a * self.dilation[0] * width + b * self.dilation[1]
+                window = x_flat.as_strided(size, strides, x_flat.storage_offset() + offset)
+                psi = torch.bmm(window, g_columns)  # (B·K, C/K, O/K)
+                yield psi.reshape(batch, -1)

@@ -1,0 +1,275 @@
+"""The per-sample gradient Gram matrix F̃ = JᵀJ (fisher-measures-dynamic-sampling, eq. 6).
+
+Column i of J is sample i's gradient contribution: for every layer, the parameter gradient
+built from sample i's own input and sample i's own output gradient of the *summed* per-sample
+losses (not of loss/|B|: the seed's code undoes the mean reduction). The B columns add up to
+the batch gradient. F̃ has the non-zero spectrum of the P×P Fisher JJᵀ and is accumulated
+layer by layer, F̃ = Σ_l J_lᵀJ_l, so no P×B matrix of the whole model is ever formed.
+
+Wiring (this module): forward hooks on the layers with trainable parameters record each call's
+input and output, one forward and one ``torch.autograd.grad`` for the output gradients (no
+parameter gradients are computed and ``.grad`` is never touched), then each layer's factor
+(`factors`) gives its share of F̃ (`gram_products`). Layers of other types raise a
+`ConfigError` naming them, or, with ``unsupported="torch.func"``, get their per-sample
+gradients from ``torch.func`` (vmap over a vjp of the layer on each sample's own input and
+output gradient; right only for layers that treat samples independently and deterministically).
+
+``exact=True`` instead takes the Jacobian of the per-sample loss vector by ``torch.func``
+(``jacrev`` over ``functional_call``): ∂ℓᵢ/∂θ exactly, also through batch-norm's batch
+statistics and tied weights, at the memory cost of B gradients at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, vjp, vmap
+
+from tune_batchdyn.errors import ConfigError, check_choice
+from tune_batchdyn.measures.factors import (
+    FactorBuilder,
+    LayerCall,
+    builder_for,
+    check_batch_first,
+    unsupported_reason,
+)
+from tune_batchdyn.measures.gram_products import gram_contribution
+from tune_batchdyn.measures.model_state import (
+    PerSampleLoss,
+    per_sample_losses,
+    preserved_state,
+)
+
+UNSUPPORTED_CHOICES = ("error", "torch.func")
+
+
+@dataclass
+class _Call:
+    """One forward call of a recorded layer: its inputs and (pre-hook) outputs."""
+
+    args: tuple
+    kwargs: dict
+    outputs: tuple[Tensor | None, ...]
+
+
+@dataclass
+class _Layer:
+    """A layer whose parameters enter J: maths by `builder`, or by torch.func if None."""
+
+    name: str
+    module: nn.Module
+    builder: FactorBuilder | None
+    calls: list[_Call] = field(default_factory=list)
+
+
+def _trainable_direct(module: nn.Module) -> list[Tensor]:
+    return [p for p in module.parameters(recurse=False) if p.requires_grad]
+
+
+def plan_layers(model: nn.Module, unsupported: str = "error") -> list[_Layer]:
+    """The layers carrying trainable parameters, each with the maths that handles it.
+
+    A module of an unsupported type that owns trainable parameters raises `ConfigError`, or
+    with ``unsupported="torch.func"`` is handled as a whole (its sub-modules included).
+    """
+    check_choice("unsupported", unsupported, UNSUPPORTED_CHOICES)
+    layers: list[_Layer] = []
+
+    def visit(name: str, module: nn.Module) -> None:
+        direct = _trainable_direct(module)
+        builder = builder_for(module)
+        reason = unsupported_reason(module) if builder is not None else None
+        if direct and builder is not None and reason is None:
+            layers.append(_Layer(name, module, builder))
+            return
+        if direct:
+            if unsupported == "error":
+                why = reason or "no per-sample rule for this module type"
+                raise ConfigError(
+                    f"per_sample_gram: module {name or '<model>'!r} of type "
+                    f"{type(module).__name__} owns trainable parameters but is not supported "
+                    f"({why}). Pass unsupported='torch.func' to compute its per-sample "
+                    "gradients with torch.func, or exact=True."
+                )
+            layers.append(_Layer(name, module, None))
+            return
+        for child_name, child in module.named_children():
+            visit(f"{name}.{child_name}" if name else child_name, child)
+
+    visit("", model)
+    _check_untied(layers)
+    return layers
+
+
+def _check_untied(layers: list[_Layer]) -> None:
+    """Tied parameters need cross terms between layers that per-layer products miss."""
+    owner: dict[int, str] = {}
+    for layer in layers:
+        recurse = layer.builder is None
+        for param in layer.module.parameters(recurse=recurse):
+            if param.requires_grad and id(param) in owner and owner[id(param)] != layer.name:
+                raise ConfigError(
+                    f"per_sample_gram: a parameter is shared by modules {owner[id(param)]!r} "
+                    f"and {layer.name!r} (tied weights); use exact=True for such models."
+                )
+            owner[id(param)] = layer.name
+
+
+def _as_tuple(output: object) -> tuple:
+    return output if isinstance(output, tuple) else (output,)
+
+
+def _clone_outputs(output: object) -> object:
+    """Return the outputs as fresh tensors so that later in-place operations leave ours intact."""
+    clones = tuple(t.clone() if isinstance(t, Tensor) else t for t in _as_tuple(output))
+    return clones if isinstance(output, tuple) else clones[0]
+
+
+def _record_hook(layer: _Layer):
+    def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> object:
+        detached = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+        outputs = tuple(t if isinstance(t, Tensor) else None for t in _as_tuple(output))
+        layer.calls.append(_Call(detached, kwargs, outputs))
+        return _clone_outputs(output)
+
+    return hook
+
+
+def _layer_call(layer: _Layer, call: _Call, grad: Tensor, batch_size: int) -> LayerCall:
+    (x,) = call.args[:1]
+    check_batch_first(layer.module, x, batch_size, "input")
+    check_batch_first(layer.module, grad, batch_size, "output")
+    return layer.builder(layer.module, x, grad)
+
+
+def _func_per_sample_grads(layer: _Layer, call: _Call, grads: tuple, batch: int) -> Tensor:
+    """ψ_i of a whole module by torch.func: vjp of the module on sample i's input alone."""
+    module = layer.module
+    params = {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
+    batched = tuple(
+        isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch for a in call.args
+    )
+    present = [i for i, t in enumerate(call.outputs) if t is not None]
+    for i in present:
+        check_batch_first(module, call.outputs[i], batch, "output")
+    cotangents = tuple(
+        grads[i] if grads[i] is not None else torch.zeros_like(call.outputs[i]) for i in present
+    )
+
+    def sample_grad(args: tuple, cotangent: tuple) -> dict:
+        sample_args = tuple(a.unsqueeze(0) if b else a for a, b in zip(args, batched, strict=True))
+
+        def outputs_of(p: dict) -> tuple:
+            out = _as_tuple(functional_call(module, p, sample_args, call.kwargs))
+            return tuple(out[i] for i in present)
+
+        _, pullback = vjp(outputs_of, params)
+        return pullback(tuple(c.unsqueeze(0) for c in cotangent))[0]
+
+    in_dims = (tuple(0 if b else None for b in batched), 0)
+    per_sample = vmap(sample_grad, in_dims=in_dims)(call.args, cotangents)
+    return torch.cat([g.reshape(batch, -1) for g in per_sample.values()], dim=1)
+
+
+def _layer_gram(layer: _Layer, grads: list, batch: int) -> Tensor | None:
+    """Sum over the layer's calls, then the layer's B×B share of F̃."""
+    live = [
+        (call, g)
+        for call, g in zip(layer.calls, grads, strict=True)
+        if any(x is not None for x in g)
+    ]
+    if not live:
+        return None
+    if layer.builder is None:
+        psi = sum(_func_per_sample_grads(layer, call, g, batch) for call, g in live)
+        psi = psi.to(torch.float64)
+        return psi @ psi.T
+    return gram_contribution([_layer_call(layer, call, g[0], batch) for call, g in live])
+
+
+def per_sample_gram(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    loss_fn: PerSampleLoss | None = None,
+    *,
+    exact: bool = False,
+    unsupported: str = "error",
+) -> Tensor:
+    """F̃ = JᵀJ ∈ R^{B×B} (float64) of the per-sample gradient contributions on one batch.
+
+    ``loss_fn(outputs, targets)`` returns one loss per sample (default: cross-entropy with
+    reduction "none"); J holds the gradients of those per-sample losses. The model's mode is
+    used as it is (training mode during training: batch-norm with batch statistics, see the
+    module docstring); modes, buffers (running statistics), RNG, hooks, ``requires_grad`` and
+    ``.grad`` are as before afterwards. ``unsupported``: "error" or "torch.func" for layers
+    without a per-sample rule; ``exact``: the exact ∂ℓᵢ/∂θ by torch.func.
+
+    Example::
+
+        gram = per_sample_gram(model, x, y)          # (B, B), float64
+        c_k = truncated_condition(gram)
+    """
+    check_choice("unsupported", unsupported, UNSUPPORTED_CHOICES)
+    batch = inputs.shape[0]
+    if exact:
+        return exact_gram(model, inputs, targets, loss_fn)
+    layers = plan_layers(model, unsupported)
+    gram = torch.zeros(batch, batch, dtype=torch.float64, device=inputs.device)
+    handles = [
+        layer.module.register_forward_hook(_record_hook(layer), with_kwargs=True)
+        for layer in layers
+    ]
+    try:
+        with preserved_state(model, inputs), torch.enable_grad():
+            losses = per_sample_losses(loss_fn, model(inputs), targets, batch)
+            grads = _output_gradients(layers, losses)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer in layers:
+        per_call = [tuple(grads.get(id(t)) for t in call.outputs) for call in layer.calls]
+        share = _layer_gram(layer, per_call, batch)
+        if share is not None:
+            gram += share
+    return gram
+
+
+def _output_gradients(layers: list[_Layer], losses: Tensor) -> dict[int, Tensor | None]:
+    """∂(Σᵢ ℓᵢ)/∂(each recorded output), keyed by the output's id; no parameter gradients."""
+    outputs = [
+        t
+        for layer in layers
+        for call in layer.calls
+        for t in call.outputs
+        if t is not None and t.requires_grad
+    ]
+    if not losses.requires_grad or not outputs:
+        return {}
+    found = torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
+    return {id(t): g for t, g in zip(outputs, found, strict=True)}
+
+
+def exact_gram(
+    model: nn.Module, inputs: Tensor, targets: Tensor, loss_fn: PerSampleLoss | None = None
+) -> Tensor:
+    """F̃ from the exact Jacobian ∂ℓᵢ/∂θ of the per-sample loss vector (torch.func.jacrev)."""
+    batch = inputs.shape[0]
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    # Buffers are arguments (clones) so that batch-norm may update its running statistics
+    # inside the transform; the originals are restored by preserved_state anyway.
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+
+    def losses_of(p: dict, b: dict) -> Tensor:
+        outputs = functional_call(model, (p, b), (inputs,))
+        return per_sample_losses(loss_fn, outputs, targets, batch)
+
+    with preserved_state(model, inputs), torch.enable_grad():
+        jacobian = jacrev(losses_of)(params, buffers)
+    gram = torch.zeros(batch, batch, dtype=torch.float64, device=inputs.device)
+    for block in jacobian.values():
+        rows = block.reshape(batch, -1).to(torch.float64)
+        gram.addmm_(rows, rows.T)
+    return gram

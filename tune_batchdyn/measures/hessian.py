@@ -1,0 +1,190 @@
+"""Top Hessian eigenvalue of the mini-batch loss (hessian-adaptive-batch-abs).
+
+λmax is the eigenvalue of largest magnitude of H = ∇²L (L the mean loss of the batch; with
+``params`` the block Hessian of those parameters only), found from Hessian-vector products
+(`hvp`) by Lanczos (default) or power iteration, both started from a seeded random vector:
+
+- power iteration: v ← Hv/‖Hv‖, θ = vᵀHv (PyHessian's method);
+- Lanczos with full re-orthogonalisation: θ = the Ritz value of largest magnitude of the
+  tridiagonal Tₖ, residual ‖Hx − θx‖ = βₖ|yₖ| read off Tₖ's eigenvector y.
+
+Stopping rule (both): the residual ‖Hx − θx‖ ≤ tol·|θ|. For a symmetric H this guarantees an
+eigenvalue within tol·|θ| of θ (Bauer–Fike). The seed's and PyHessian's rule, a relative change
+of θ below tol between iterations, can stop with errors far above tol when the top
+eigenvalues are close (benchmarks/measures.py shows both). Lanczos meets the rule in far fewer
+products than power iteration, hence the default.
+
+Mode: eval mode by default, as the seed's authors' code (PyHessian) takes it — batch-norm
+uses its running statistics and dropout is off, so L is a fixed function of θ (see `hvp`).
+
+A result that did not converge within ``max_iter`` products is still returned, with a
+`ConvergenceWarning`; ``return_info=True`` gives the full `EigenResult`. Lanczos keeps its k
+basis vectors (k·P float64 after k products); power iteration needs O(P).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from tune_batchdyn.errors import check_choice
+from tune_batchdyn.measures.checks import ConvergenceWarning, check_positive_int, check_tolerance
+from tune_batchdyn.measures.hvp import (
+    HessianVectorProduct,
+    hessian_operator,
+    select_parameters,
+)
+from tune_batchdyn.measures.model_state import PerSampleLoss
+
+METHOD_CHOICES = ("lanczos", "power")
+_DGKS = 1.0 / math.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    """Outcome of an eigenvalue iteration (SciPy's OptimizeResult habit)."""
+
+    eigenvalue: float
+    converged: bool
+    n_hvp: int
+    relative_residual: float  #: ‖Hx − θx‖ / |θ| at the returned θ
+    message: str
+
+
+def _start_vector(size: int, seed: int, device: torch.device) -> Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    vector = torch.randn(size, generator=generator, dtype=torch.float64)
+    return (vector / vector.norm()).to(device)
+
+
+def _relative(residual: float, value: float) -> float:
+    return residual / abs(value) if value != 0.0 else math.inf
+
+
+def power_iteration(
+    hvp: HessianVectorProduct, start: Tensor, *, tol: float, max_iter: int
+) -> EigenResult:
+    """Eigenvalue of largest magnitude by power iteration, residual stopping rule."""
+    vector = start
+    value, relative = math.nan, math.inf
+    for step in range(1, max_iter + 1):
+        product = hvp(vector)
+        value = float(vector @ product)
+        relative = _relative(float((product - value * vector).norm()), value)
+        if relative <= tol:
+            return EigenResult(value, True, step, relative, f"converged after {step} products")
+        norm = product.norm()
+        if norm == 0:
+            return EigenResult(0.0, True, step, 0.0, "H v = 0: the Hessian is zero on v")
+        vector = product / norm
+    return EigenResult(
+        value,
+        False,
+        max_iter,
+        relative,
+        f"not converged after {max_iter} products (relative residual {relative:.2e} > tol {tol:g})",
+    )
+
+
+def _orthogonalise_(w: Tensor, basis: Tensor) -> Tensor:
+    """Remove from w (in place) its projection on the rows of ``basis``; a second pass when
+    the first removed most of w (the DGKS criterion: "twice is enough")."""
+    norm = w.norm()
+    w.addmv_(basis.T, basis @ w, alpha=-1.0)
+    if w.norm() < _DGKS * norm:
+        w.addmv_(basis.T, basis @ w, alpha=-1.0)
+    return w
+
+
+def _tridiagonal(alphas: list[float], betas: list[float]) -> Tensor:
+    matrix = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas, dtype=torch.float64)
+        matrix += torch.diag(off, 1) + torch.diag(off, -1)
+    return matrix
+
+
+def lanczos(hvp: HessianVectorProduct, start: Tensor, *, tol: float, max_iter: int) -> EigenResult:
+    """Eigenvalue of largest magnitude by Lanczos with full re-orthogonalisation.
+
+    The basis is kept (k vectors of P float64 after k products), in a buffer that doubles.
+    """
+    basis = start.new_empty(min(max_iter, 16), start.numel())
+    basis[0] = start
+    alphas: list[float] = []
+    betas: list[float] = []
+    value, relative = math.nan, math.inf
+    for step in range(1, max_iter + 1):
+        w = hvp(basis[step - 1])
+        alphas.append(float(basis[step - 1] @ w))
+        w.add_(basis[step - 1], alpha=-alphas[-1])  # the three-term recurrence, then
+        if betas:  # full re-orthogonalisation against the whole basis
+            w.add_(basis[step - 2], alpha=-betas[-1])
+        _orthogonalise_(w, basis[:step])
+        beta = float(w.norm())
+        ritz_values, ritz_vectors = torch.linalg.eigh(_tridiagonal(alphas, betas))
+        top = int(ritz_values.abs().argmax())
+        value = float(ritz_values[top])
+        relative = _relative(beta * abs(float(ritz_vectors[-1, top])), value)
+        if relative <= tol:
+            return EigenResult(value, True, step, relative, f"converged after {step} products")
+        if beta <= torch.finfo(torch.float64).eps * max(abs(value), 1.0):
+            return EigenResult(
+                value, True, step, relative, f"invariant subspace found after {step} products"
+            )
+        if step == basis.shape[0]:
+            basis = torch.cat([basis, torch.empty_like(basis)])
+        betas.append(beta)
+        torch.div(w, beta, out=basis[step])
+    return EigenResult(
+        value,
+        False,
+        max_iter,
+        relative,
+        f"not converged after {max_iter} products (relative residual {relative:.2e} > tol {tol:g})",
+    )
+
+
+def hessian_top_eigenvalue(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    loss_fn: PerSampleLoss | None = None,
+    *,
+    tol: float = 1e-2,
+    max_iter: int = 100,
+    params: Iterable[Tensor] | None = None,
+    seed: int = 0,
+    method: str = "lanczos",
+    hvp: str = "double_backward",
+    train_mode: bool = False,
+    return_info: bool = False,
+) -> float | EigenResult:
+    """λmax of the Hessian of the batch's mean loss (block Hessian with ``params``).
+
+    ``tol``: relative residual ‖Hx − θx‖/|θ| to reach (1e-2 as the seed); ``max_iter``:
+    at most this many Hessian-vector products; ``method``: "lanczos" or "power"; ``hvp``:
+    "double_backward" or "forward_over_reverse" (see `hvp`); ``train_mode``: keep the model's
+    training mode instead of eval mode. Returns the eigenvalue, or with ``return_info`` an
+    `EigenResult`; warns (`ConvergenceWarning`) when ``max_iter`` was reached first.
+
+    Example::
+
+        lam = hessian_top_eigenvalue(model, x, y, params=list(model.fc.parameters()))
+    """
+    check_tolerance(tol)
+    check_positive_int("max_iter", max_iter)
+    check_choice("method", method, METHOD_CHOICES)
+    solver = lanczos if method == "lanczos" else power_iteration
+    chosen = select_parameters(model, params)
+    with hessian_operator(model, inputs, targets, loss_fn, chosen, hvp, train_mode) as product:
+        start = _start_vector(sum(p.numel() for p in chosen), seed, inputs.device)
+        result = solver(product, start, tol=tol, max_iter=max_iter)
+    if not result.converged:
+        warnings.warn(f"hessian_top_eigenvalue: {result.message}", ConvergenceWarning, stacklevel=2)
+    return result if return_info else result.eigenvalue

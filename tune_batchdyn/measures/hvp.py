@@ -1,0 +1,138 @@
+"""Hessian-vector products of a model's mean batch loss, on flat float64 vectors.
+
+H = ∇²_θ L(θ) with L = (1/B) Σᵢ ℓᵢ the mini-batch loss the seed (hessian-adaptive-batch-abs)
+differentiates, θ all trainable parameters or a chosen subset (its *block Hessian*: the
+rows and columns of those parameters). Two implementations:
+
+- "double_backward": ∇L built once with ``create_graph=True``, each product a backward pass
+  through that retained graph, Hv = ∂(∇L·v)/∂θ. Fastest on CPU in our probes (benchmarks/
+  measures.py measures it), at the memory cost of the retained double graph.
+- "forward_over_reverse": ``torch.func.jvp`` of ``torch.func.grad``; every product redoes the
+  forward and backward with dual numbers, keeping no graph between products (less memory).
+
+Vectors are float64 (the iterative methods keep their bases in float64); products run in the
+parameters' dtype. `hessian_operator` gives the product inside the measurement's context: eval
+mode by default, as the seed's authors' code (PyHessian) takes it, so batch-norm uses its
+running statistics, dropout is off and L is a fixed function of θ; ``train_mode=True`` keeps
+the model's mode (batch statistics; the running ones are restored afterwards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jvp
+
+from tune_batchdyn.errors import ConfigError, check_choice
+from tune_batchdyn.measures.model_state import PerSampleLoss, per_sample_losses, preserved_state
+
+HVP_CHOICES = ("double_backward", "forward_over_reverse")
+
+HessianVectorProduct = Callable[[Tensor], Tensor]
+
+
+def select_parameters(model: nn.Module, params: Iterable[Tensor] | None) -> list[Tensor]:
+    """The trainable parameters of ``model`` to differentiate: all, or the given subset."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if params is None:
+        return trainable
+    chosen = list(params)
+    known = {id(p) for p in trainable}
+    if not chosen or any(id(p) not in known for p in chosen):
+        raise ConfigError(
+            "params must be a non-empty subset of the model's trainable parameters "
+            "(e.g. list(model[-1].parameters())); got parameters outside it or none."
+        )
+    return chosen
+
+
+def _split(vector: Tensor, params: list[Tensor]) -> list[Tensor]:
+    pieces = torch.split(vector, [p.numel() for p in params])
+    return [piece.view_as(p).to(p.dtype) for piece, p in zip(pieces, params, strict=True)]
+
+
+def _flat(tensors: Iterable[Tensor | None], params: list[Tensor]) -> Tensor:
+    return torch.cat(
+        [
+            (t if t is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
+            for t, p in zip(tensors, params, strict=True)
+        ]
+    )
+
+
+def make_hvp(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    loss_fn: PerSampleLoss | None,
+    params: list[Tensor],
+    method: str = "double_backward",
+) -> HessianVectorProduct:
+    """v ↦ Hv for the mean loss of this batch at the model's current mode and parameters."""
+    check_choice("hvp", method, HVP_CHOICES)
+    batch = inputs.shape[0]
+    if method == "double_backward":
+        with torch.enable_grad():
+            loss = per_sample_losses(loss_fn, model(inputs), targets, batch).mean()
+            gradient = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        live = [
+            (g, p)
+            for g, p in zip(gradient, params, strict=True)
+            if g is not None and g.requires_grad
+        ]
+
+        def product(vector: Tensor) -> Tensor:
+            pieces = dict(zip(map(id, params), _split(vector, params), strict=True))
+            found = (
+                torch.autograd.grad(
+                    [g for g, _ in live],
+                    params,
+                    grad_outputs=[pieces[id(p)] for _, p in live],
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+                if live
+                else [None] * len(params)
+            )
+            return _flat(found, params)
+
+        return product
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    keys = [names[id(p)] for p in params]
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+
+    def mean_loss(chosen: dict) -> Tensor:
+        outputs = functional_call(model, (chosen, buffers), (inputs,))
+        return per_sample_losses(loss_fn, outputs, targets, batch).mean()
+
+    primal = {k: p.detach() for k, p in zip(keys, params, strict=True)}
+
+    def product(vector: Tensor) -> Tensor:
+        tangent = dict(zip(keys, _split(vector, params), strict=True))
+        with torch.enable_grad():
+            _, found = jvp(grad(mean_loss), (primal,), (tangent,))
+        return _flat((found[k] for k in keys), params)
+
+    return product
+
+
+@contextmanager
+def hessian_operator(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    loss_fn: PerSampleLoss | None,
+    params: list[Tensor],
+    method: str = "double_backward",
+    train_mode: bool = False,
+) -> Iterator[HessianVectorProduct]:
+    """v ↦ Hv inside the measurement's context: eval mode unless ``train_mode`` (batch-norm
+    on its running statistics, dropout off), and modes, buffers and RNG restored on exit."""
+    with preserved_state(model, inputs):
+        if not train_mode:
+            model.eval()
+        yield make_hvp(model, inputs, targets, loss_fn, params, method)
