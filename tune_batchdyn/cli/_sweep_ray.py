@@ -88,8 +88,18 @@ def scheduler_for(name: str, epochs: int, history: Any) -> FIFOScheduler:
 def run_ray(space: Space, overrides: dict[str, Any],
             args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    try:
+        return _sweep(space, overrides, args)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _sweep(space: Space, overrides: dict[str, Any],
+           args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
     param_space = {**space.to_ray(), **overrides}
     epochs = int(param_space.get("epochs", 20))
     metric = space.search.metric
