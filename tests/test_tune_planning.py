@@ -1,0 +1,79 @@
+"""Planner: the region, spawn plans and reroute options it builds on predict.plan_schedule."""
+
+import pytest
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.predict import OptimumRegion, plan_schedule
+from tune_batchdyn.predict.synthetic import synthetic_records
+from tune_batchdyn.tune import Planner
+from tune_batchdyn.tune.planning import current_course, lr_recipe
+
+EPOCHS = 10
+
+
+@pytest.fixture(scope="module")
+def records():
+    return synthetic_records(n_configs=18, n_seeds=2, epochs=EPOCHS, seed=2, diverging=0.0)
+
+
+def running(records, trial_id, epochs_done):
+    rows = records[records["trial_id"] == trial_id].iloc[:epochs_done]
+    config = {"strategy": "fixed", "lr": float(rows["config/lr"].iloc[0]),
+              "batch_size": int(rows["config/batch_size"].iloc[0]), "epochs": EPOCHS}
+    return rows, config
+
+
+def test_reroute_keeps_the_epochs_done_and_places_the_current_course_like_plan_schedule(
+        records):
+    planner = Planner()
+    trial_id = records["trial_id"].unique()[4]  # its other seed is a beacon for its course
+    finished = records[records["trial_id"] != trial_id]
+    region = planner.region(finished, "val_error")
+    rows, config = running(records, trial_id, 3)
+    option = planner.reroute(finished, region, rows, config)
+    done = rows["batch_size"].astype(int).tolist()
+    # every course starts with the epochs already trained
+    assert option.schedule == "fixed" or option.schedule.startswith(
+        "[" + ",".join(map(str, done)))
+    # the current course, planned alone, lands where the option says it does
+    alone = plan_schedule(finished, region, lr=config["lr"],
+                          candidates=[[config["batch_size"]] * EPOCHS])
+    assert option.current_point == pytest.approx(alone.point)
+    assert option.current_in_region == region.contains(alone.point)
+    assert option.planned_in_region == region.contains(option.planned_point)
+    assert option.worthwhile == (not option.current_in_region and option.planned_in_region)
+    assert option.planned_distance <= option.current_distance + planner.tie_tolerance
+
+
+def test_current_course_of_fixed_and_staged_trials():
+    assert current_course({"strategy": "fixed", "batch_size": 64}, 4, (0.5, 0.75)) == [64] * 4
+    assert current_course({"strategy": "s32-to-512", "batch_size": 32}, 10, (0.5, 0.75)) == [
+        32, 32, 64, 64, 128, 128, 256, 256, 512, 512]
+    with pytest.raises(ConfigError, match="not a staged schedule"):
+        current_course({"strategy": {"name": "abs"}, "batch_size": 32}, 10, (0.5, 0.75))
+
+
+def test_lr_recipe_is_read_from_the_configs(records):
+    assert lr_recipe(records) == ((0.5, 0.75), 10.0)
+    custom = records.assign(**{"config/lr_milestones": "[0.3, 0.6, 0.9]",
+                               "config/lr_decay_factor": 5.0})
+    assert lr_recipe(custom) == ((0.3, 0.6, 0.9), 5.0)
+
+
+def test_a_course_without_beacons_cannot_be_placed(records):
+    planner = Planner()
+    rows, config = running(records, records["trial_id"].unique()[4], 3)
+    twins = records[(records["config/lr"] == config["lr"])
+                    & (records["config/batch_size"] == config["batch_size"])]["trial_id"]
+    finished = records[~records["trial_id"].isin(set(twins))]
+    with pytest.raises(ConfigError, match="no candidate schedule|no beacon"):
+        planner.reroute(finished, planner.region(finished, "val_error"), rows, config)
+
+
+def test_region_and_plans_need_the_plane(records):
+    planner = Planner()
+    with pytest.raises(ConfigError, match="finite C̄K and LK"):
+        planner.region(records.assign(ck_bar=float("nan")), "val_error")
+    region = planner.region(records, "val_error")
+    assert isinstance(region, OptimumRegion)
+    assert region.threshold_ == pytest.approx(region.best_error_ + 0.01)

@@ -1,0 +1,293 @@
+"""``DynamicSamplingSearcher``: fixed-batch beacons first, then planned dynamic-sampling trials.
+
+The base search supplies the beacons: a list of configs, a param-space dict whose
+``tune.grid_search`` entries are expanded in order (the grid Ray's ``BasicVariantGenerator``
+would run; other sampling domains need a real searcher), or any Ray ``Searcher``. Once the base
+is exhausted, every further ``suggest`` asks the ``Planner`` for dynamic schedules toward the
+optimum region of the finished trials (``plan_schedule``, one per beacon learning rate) and
+suggests the best one not suggested before, as the best finished beacon's config with the
+plan's ``strategy``, ``batch_size`` and ``lr``. It returns ``None`` (Tune asks again later)
+while fewer than ``min_beacons`` beacons have finished and some are still running, and
+``Searcher.FINISHED`` once ``max_planned`` plans were suggested, or when no beacon is left
+running and the records allow no new plan (the reason is logged; NQM trials, which have no C̄K,
+never allow one). Tune's ``num_samples`` caps the total as usual: use ``num_samples=-1`` to let
+the searcher decide, or at least the grid's size plus ``max_planned``.
+
+The searcher owns the ``TrialHistory`` (``searcher.history``): every result is fed to it, and
+``save`` / ``restore`` / ``get_state`` / ``set_state`` carry it (and the base's own state),
+so ``Tuner.restore`` resumes with the beacons, plans and decisions of the interrupted run.
+Give the same history to ``MeasureScheduler(history=searcher.history)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.predict import SchedulePlan
+from tune_batchdyn.tune.decisions import SPAWNED
+from tune_batchdyn.tune.history import FINISHED, RUNNING, TrialHistory, config_from_result
+from tune_batchdyn.tune.planning import Planner
+
+log = logging.getLogger("tune_batchdyn.tune")
+
+#: Ranked when neither the searcher nor Tune names a metric (Tune tells searchers its metric
+#: only when the run has a param space).
+DEFAULT_METRIC = "val_error"
+BEACON = "beacon"
+PLANNED = "planned"
+#: State format of ``get_state``.
+STATE_VERSION = 1
+
+
+def expand_grid(space: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The configs of a param space whose ``{"grid_search": [...]}`` entries (at any depth) are
+    crossed, the last key varying fastest; other values are copied as they are."""
+    paths: list[tuple[str, ...]] = []
+    values: list[list[Any]] = []
+
+    def walk(node: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping) and set(value) == {"grid_search"}:
+                paths.append((*prefix, key))
+                values.append(list(value["grid_search"]))
+            elif isinstance(value, Mapping):
+                walk(value, (*prefix, key))
+            elif hasattr(value, "sample"):
+                raise ConfigError(f"param {'/'.join((*prefix, key))}={value!r} is a sampling "
+                                  "domain; the grid takes tune.grid_search values only. Pass "
+                                  "a Ray Searcher (e.g. OptunaSearch) as the base instead.")
+
+    walk(space, ())
+    configs = []
+    for combination in itertools.product(*values):
+        config = _deep_copy(space)
+        for path, value in zip(paths, combination, strict=True):
+            node = config
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = value
+        configs.append(config)
+    return configs
+
+
+class DynamicSamplingSearcher(Searcher):
+    """Beacons from a base search, then planned dynamic-sampling trials (module docstring).
+
+    Parameters: ``base`` (list of configs, grid param space, or a ``Searcher``), ``metric``
+    (default: Tune's, else ``val_error``) and ``mode`` (``"min"``: errors), ``max_planned``
+    (planned trials at most), ``min_beacons`` (finished beacons before planning while others
+    still run), ``planner`` (region and plan settings), ``history`` (a new one by default).
+    """
+
+    def __init__(self, base: Sequence[Mapping[str, Any]] | Mapping[str, Any] | Searcher, *,
+                 metric: str | None = None, mode: str | None = None, max_planned: int = 4,
+                 min_beacons: int = 5, planner: Planner | None = None,
+                 history: TrialHistory | None = None) -> None:
+        super().__init__(metric=metric or DEFAULT_METRIC, mode=mode or "min")
+        self._metric_given = metric is not None
+        if not (isinstance(max_planned, int) and max_planned >= 0):
+            raise ConfigError(f"max_planned={max_planned!r} is not accepted; use an integer >= 0.")
+        if not (isinstance(min_beacons, int) and min_beacons >= 1):
+            raise ConfigError(f"min_beacons={min_beacons!r} is not accepted; use an integer "
+                              ">= 1.")
+        if isinstance(base, Searcher):
+            self.base: Searcher | None = base
+            self._queue: list[dict[str, Any]] = []
+        elif isinstance(base, Mapping):
+            self.base, self._queue = None, expand_grid(base)
+        elif isinstance(base, Sequence) and all(isinstance(c, Mapping) for c in base):
+            self.base, self._queue = None, [_deep_copy(c) for c in base]
+        else:
+            raise ConfigError(f"base={type(base).__name__} is not accepted; use a list of "
+                              "configs, a param space with tune.grid_search values, or a Ray "
+                              "Searcher.")
+        self.max_planned = max_planned
+        self.min_beacons = min_beacons
+        self.planner = planner or Planner()
+        self.history = history if history is not None else TrialHistory()
+        self._position = 0
+        self._base_done = False
+        self._suggested: dict[str, dict[str, Any]] = {}
+        self._planned: list[dict[str, Any]] = []
+        self._plans: tuple[tuple[str, ...], list[SchedulePlan]] = ((), [])
+
+    # --- Ray's searcher interface -------------------------------------------------------------
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:
+        if self._metric_given and metric and metric != self._metric:
+            return False
+        self._metric = metric or self._metric
+        self._mode = mode or self._mode
+        if self._mode != "min":
+            raise ConfigError(f"mode={self._mode!r} is not accepted; the planner ranks final "
+                              "errors, which are minimised: use mode='min'.")
+        if self.base is not None:
+            return self.base.set_search_properties(metric, mode, config, **spec)
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if not self._base_done:
+            config = self._beacon(trial_id)
+            if config is not None or not self._base_done:
+                return config
+        return self._planned_config(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.history.observe(trial_id, config_from_result(result), result)
+        if self.base is not None and self.history.origin(trial_id) == BEACON:
+            self.base.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if result:
+            self.history.observe(trial_id, config_from_result(result), result)
+        if trial_id in self.history:
+            self.history.complete(trial_id)
+            if self.base is not None and self.history.origin(trial_id) == BEACON:
+                self.base.on_trial_complete(trial_id, result=result, error=error)
+
+    # --- beacons ------------------------------------------------------------------------------
+    def _beacon(self, trial_id: str) -> dict[str, Any] | None:
+        if self.base is not None:
+            config = self.base.suggest(trial_id)
+            if config == Searcher.FINISHED:
+                self._base_done = True
+                return None
+        elif self._position < len(self._queue):
+            config = _deep_copy(self._queue[self._position])
+            self._position += 1
+        else:
+            self._base_done = True
+            return None
+        if config is not None:
+            self._remember(trial_id, config, BEACON)
+        return config
+
+    # --- planned trials -----------------------------------------------------------------------
+    def _planned_config(self, trial_id: str) -> dict[str, Any] | str | None:
+        if len(self._planned) >= self.max_planned:
+            return Searcher.FINISHED
+        beacons_running = bool(self.history.ids(RUNNING, origin=BEACON))
+        finished = self.history.ids(FINISHED)
+        if len(self.history.ids(FINISHED, origin=BEACON)) < self.min_beacons and beacons_running:
+            return None
+        plan = self._next_plan(finished)
+        if plan is None:
+            return None if beacons_running else Searcher.FINISHED
+        config = {**self._template(finished), "strategy": plan.schedule,
+                  "batch_size": plan.batch_size, "lr": plan.lr}
+        self._planned.append({"schedule": plan.schedule, "lr": plan.lr,
+                              "batch_size": plan.batch_size})
+        self._remember(trial_id, config, PLANNED)
+        self.history.decisions.add(
+            SPAWNED, trial_id, f"{plan.schedule} at lr {plan.lr:.4g} is planned toward the "
+            "optimum region", predicted_error=plan.predicted_error, distance=plan.distance,
+            planned_ck=plan.point[0], planned_lk=plan.point[1], beacon_lr=plan.beacon_lr,
+            beacons=len(finished))
+        return config
+
+    def _next_plan(self, finished: list[str]) -> SchedulePlan | None:
+        """The best plan not suggested yet (plans are recomputed when trials finish)."""
+        key = tuple(finished)
+        if self._plans[0] != key:
+            table = self.history.table(finished, self._metric)
+            try:
+                region = self.planner.region(table, self._metric)
+                plans = self.planner.spawn_plans(table, region)
+            except ConfigError as err:
+                log.info("no plan from %d finished trials: %s", len(finished), err)
+                plans = []
+            self._plans = (key, plans)
+        done = {(p["schedule"], round(p["lr"], 12), p["batch_size"]) for p in self._planned}
+        for plan in self._plans[1]:
+            if (plan.schedule, round(plan.lr, 12), plan.batch_size) not in done:
+                return plan
+        return None
+
+    def _template(self, finished: list[str]) -> dict[str, Any]:
+        """The suggested config of the best finished beacon (the plan overrides its schedule,
+        batch size and lr; every other key, e.g. the seed, is kept)."""
+        beacons = [t for t in finished if t in self._suggested
+                   and self.history.origin(t) == BEACON]
+        if not beacons:
+            return {}
+
+        def final(trial_id: str) -> float:
+            value = (self.history.last(trial_id) or {}).get(self._metric, float("nan"))
+            return value if value == value else float("inf")
+
+        return _deep_copy(self._suggested[min(beacons, key=final)])
+
+    def _remember(self, trial_id: str, config: dict[str, Any], origin: str) -> None:
+        self._suggested[trial_id] = _deep_copy(config)
+        self.history.register(trial_id, config, origin)
+
+    # --- state --------------------------------------------------------------------------------
+    @property
+    def planned(self) -> list[dict[str, Any]]:
+        """The plans suggested so far (schedule, lr, batch size)."""
+        return [dict(p) for p in self._planned]
+
+    def get_state(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "history": self.history.get_state(),
+                "position": self._position, "base_done": self._base_done,
+                "suggested": _deep_copy(self._suggested), "planned": self.planned,
+                "metric": self._metric, "mode": self._mode}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.history.set_state(state["history"])
+        self._position = state["position"]
+        self._base_done = state["base_done"]
+        self._suggested = _deep_copy(state["suggested"])
+        self._planned = [dict(p) for p in state["planned"]]
+        self._metric = state["metric"]
+        self._mode = state["mode"]
+        self._plans = ((), [])
+
+    def save(self, checkpoint_path: str) -> None:
+        """Pickle ``get_state()`` (with the base searcher's own saved bytes) to a file."""
+        state = self.get_state()
+        state["base"] = self._base_bytes()
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(state, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        self.set_state(state)
+        if self.base is not None and state.get("base") is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder, "base.pkl")
+                path.write_bytes(state["base"])
+                self.base.restore(str(path))
+
+    def _base_bytes(self) -> bytes | None:
+        if self.base is None:
+            return None
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "base.pkl")
+            try:
+                self.base.save(path)
+            except NotImplementedError:
+                log.warning("base searcher %s cannot save its state; after Tuner.restore it "
+                            "starts afresh", type(self.base).__name__)
+                return None
+            return Path(path).read_bytes()
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
