@@ -12,6 +12,7 @@ from tune_batchdyn.predict import (
     parse_schedule,
     schedule_family,
 )
+from tune_batchdyn.predict.schedules import milestone_epochs
 
 
 @pytest.mark.parametrize("start,end,stages", [
@@ -81,7 +82,9 @@ def test_family_over_three_sizes():
 def test_sizes_agree_with_the_strategy(start, end):
     """The planner predicts what the strategy runs: same sizes, same spec strings."""
     strategies = pytest.importorskip("tune_batchdyn.strategies.dynamic_sampling")
-    assert list(geometric_stages(start, end)) == strategies.geometric_sizes(start, end)
+    from tune_batchdyn.strategies import parse_strategy
+
+    assert tuple(parse_strategy(f"s{start}-to-{end}").sizes) == geometric_stages(start, end)
     for spec in (f"s{start}-to-{end}", f"s{start}-to-{end}-MS", "[16,32,32,64]-MS"):
         assert strategies._RANGE.fullmatch(spec) or strategies._LIST.fullmatch(spec)
         assert parse_schedule(spec).spec in (spec, "fixed")
@@ -91,9 +94,8 @@ def test_sizes_agree_with_the_strategy(start, end):
 @pytest.mark.parametrize("multi_step", [False, True])
 def test_epochs_agree_with_the_strategy(epochs, multi_step):
     strategies = pytest.importorskip("tune_batchdyn.strategies.dynamic_sampling")
-    base = pytest.importorskip("tune_batchdyn.strategies.base")
     stages = (1, 2, 3, 4, 5)
-    milestones = base.milestone_epochs(epochs, (0.5, 0.75))
+    milestones = milestone_epochs(epochs, (0.5, 0.75))
     expected = [stages[strategies.stage_index(epoch=e, epochs=epochs, stages=5,
                                               milestones=milestones, multistep=multi_step)]
                 for e in range(epochs)]

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import pytest
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.predict.schedules import geometric_stages, milestone_epochs
 from tune_batchdyn.strategies import parse_strategy
-from tune_batchdyn.strategies.base import milestone_epochs
-from tune_batchdyn.strategies.dynamic_sampling import geometric_sizes, stage_index
+from tune_batchdyn.strategies.dynamic_sampling import stage_index
 from tune_batchdyn.strategies.fb import fb_scale
 from tune_batchdyn.strategies.gg import gg_schedule
 from tune_batchdyn.train import TrialConfig, run_trial
@@ -54,8 +54,8 @@ def test_spec_strings_give_the_seeds_stage_sizes(spec, sizes):
 
 
 def test_geometric_sizes_for_other_stage_counts_and_ratios():
-    assert geometric_sizes(32, 512, 3) == [32, 128, 512]
-    assert geometric_sizes(32, 100) == [32, 32, 32, 64, 100]  # rounded down, ends at b
+    assert list(geometric_stages(32, 512, 3)) == [32, 128, 512]
+    assert list(geometric_stages(32, 100)) == [32, 32, 32, 64, 100]  # rounded down, ends at b
     assert parse_strategy({"name": "s32-to-512", "stages": 3}).sizes == [32, 128, 512]
 
 

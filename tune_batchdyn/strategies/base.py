@@ -13,7 +13,6 @@ Settings live in the constructor, everything that changes during training in ``s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -131,11 +130,6 @@ def step_decay_lr(run: RunView, base_lr: float | None = None) -> float:
     """The seed's schedule: ``base_lr`` divided by the decay factor at each milestone reached."""
     reached = sum(run.epoch >= m for m in run.lr_milestones)
     return (run.base_lr if base_lr is None else base_lr) / run.lr_decay_factor ** reached
-
-
-def milestone_epochs(epochs: int, fractions: tuple[float, ...]) -> tuple[int, ...]:
-    """Epoch indices at which decays happen: ``round(fraction * epochs)``, at least epoch 1."""
-    return tuple(max(1, min(epochs, int(math.floor(f * epochs + 0.5)))) for f in fractions)
 
 
 class Fixed(Strategy):

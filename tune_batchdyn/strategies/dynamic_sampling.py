@@ -18,12 +18,12 @@ The learning rate stays the base rate with the step decay, as in the seed.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.predict.schedules import geometric_stages
 from tune_batchdyn.strategies.base import RunView, Strategy
 from tune_batchdyn.strategies.registry import accepted_forms, register, register_pattern
 
@@ -32,15 +32,6 @@ RANGE_FORM = "s{a}-to-{b}[-MS] (e.g. s32-to-512, s32-to-512-MS)"
 LIST_FORM = "[b1,b2,...][-MS] (e.g. [32,64,64,128,256])"
 _RANGE = re.compile(r"s(\d+)-to-(\d+)(-ms)?", re.IGNORECASE)
 _LIST = re.compile(r"\[(.*)\](-ms)?", re.IGNORECASE | re.DOTALL)
-
-
-def geometric_sizes(first: int, last: int, stages: int = STAGES) -> list[int]:
-    """The seed's stage sizes: b_k = a·2^⌊k·log2(b/a)/(S−1)⌋ for k < S−1, then b."""
-    if stages == 1:
-        return [last]
-    step = math.log2(last / first) / (stages - 1)
-    sizes = [first * 2 ** math.floor(k * step + 1e-9) for k in range(stages - 1)]
-    return [int(round(s)) for s in sizes] + [last]
 
 
 def stage_index(*, epoch: int, epochs: int, stages: int, milestones: Sequence[int] = (),
@@ -143,7 +134,8 @@ def _from_range(name: str, options: dict[str, Any]) -> Strategy | None:
         raise _spec_error(name, "batch sizes must be >= 1")
     if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
         raise _spec_error(name, f"stages={stages!r}; use an integer >= 1")
-    return DynamicSampling(geometric_sizes(first, last, stages), multistep=multistep, spec=name)
+    return DynamicSampling(list(geometric_stages(first, last, stages)), multistep=multistep,
+                           spec=name)
 
 
 def _from_list(name: str, options: dict[str, Any]) -> Strategy | None:

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tune_batchdyn.predict.schedules import milestone_epochs
 from tune_batchdyn.records.schema import RECORD_COLUMNS, empty_record
 from tune_batchdyn.strategies import Strategy, parse_strategy
-from tune_batchdyn.strategies.base import milestone_epochs
 from tune_batchdyn.train.augment import augment
 from tune_batchdyn.train.checkpoint import load_checkpoint, save_checkpoint
 from tune_batchdyn.train.config import TrialConfig

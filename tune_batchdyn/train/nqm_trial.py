@@ -22,9 +22,9 @@ import pandas as pd
 
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.nqm import NQM, nqm_trial_records
+from tune_batchdyn.predict.schedules import milestone_epochs
 from tune_batchdyn.records.schema import RECORD_COLUMNS, empty_record
 from tune_batchdyn.strategies import parse_strategy
-from tune_batchdyn.strategies.base import milestone_epochs
 from tune_batchdyn.train.config import TrialConfig
 
 TRIAL_OPTIONS = {"optimizer": "sgd", "coefficient": None, "samples_per_epoch": 50_000,
