@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.measures.eigen import eigvalsh
 
 
 def check_gram(gram: Tensor) -> None:
@@ -26,7 +27,7 @@ def check_gram(gram: Tensor) -> None:
 def nonzero_eigenvalues(gram: Tensor) -> Tensor:
     """The eigenvalues of the symmetric PSD ``gram`` above eps·B·λmax (float64, ascending)."""
     check_gram(gram)
-    eigenvalues = torch.linalg.eigvalsh(gram.to(torch.float64))
+    eigenvalues = eigvalsh(gram.to(torch.float64))
     if eigenvalues.numel() == 0:
         return eigenvalues
     largest = eigenvalues[-1]

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.measures.eigen import eigh, eigvalsh
 
 #: τ̄ / √α of Nakajima et al. (the root of their Ψ(τ) = 0), as in the reference code.
 TAU_BAR_FACTOR = 2.5129
@@ -163,10 +164,10 @@ def evbmf_batched(matrices: Tensor, *, compute_vectors: bool = False) -> EVBMFBa
     rows, cols = y.shape[1], y.shape[2]  # rows <= cols
     gram = y @ y.transpose(1, 2)
     if compute_vectors:
-        eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+        eigenvalues, eigenvectors = eigh(gram)
         eigenvectors = eigenvectors.flip(-1)
     else:
-        eigenvalues = torch.linalg.eigvalsh(gram)
+        eigenvalues = eigvalsh(gram)
     gamma_sq = torch.clamp(eigenvalues.flip(-1), min=0.0)  # descending
     gamma = torch.sqrt(gamma_sq)
     sigma2 = minimise_free_energy(gamma_sq, rows, cols)
