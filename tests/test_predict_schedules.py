@@ -77,6 +77,14 @@ def test_family_over_three_sizes():
     assert "s16-to-64-MS" in specs and "s64-to-32" in specs and specs.count("fixed") == 3
 
 
+def test_family_over_sparse_sizes_uses_ladders_of_the_allowed_sizes():
+    family = schedule_family([8, 32, 128])
+    specs = {s.spec for s in family}
+    assert len(family) == 3 + 6 * 2
+    assert all(set(s.stages) <= {8, 32, 128} for s in family)
+    assert {"[8,32]", "[8,32,128]-MS", "[128,32,8]", "[128,32]-MS"} <= specs
+
+
 @pytest.mark.parametrize("start,end", [(a, b) for a in (8, 16, 24, 32, 512)
                                        for b in (16, 32, 100, 128, 512) if a != b])
 def test_sizes_agree_with_the_strategy(start, end):

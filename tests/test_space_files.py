@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -16,6 +17,7 @@ from tune_batchdyn.space import (
     shipped_spaces,
     suggest,
 )
+from tune_batchdyn.space.files import resolve_space_path
 from tune_batchdyn.strategies import parse_strategy
 from tune_batchdyn.strategies.dynamic_sampling import DynamicSampling
 from tune_batchdyn.train import TrialConfig
@@ -48,6 +50,13 @@ NAMES = sorted(GRID_SIZES)
 def test_the_shipped_files_are_the_listed_ones():
     assert sorted(shipped_spaces()) == NAMES
     assert all(p.parent == SEARCHSPACES_DIR for p in shipped_spaces().values())
+
+
+def test_the_loader_finds_every_source_file_by_name():
+    source = sorted((Path(__file__).resolve().parents[1] / "searchspaces").glob("*.toml"))
+    assert [p.stem for p in source] == sorted(shipped_spaces())
+    for path in source:
+        assert resolve_space_path(path.stem).read_bytes() == path.read_bytes()
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -250,3 +250,23 @@ def test_debug_string_and_the_records_kept():
     assert list(table.columns[:len(RECORD_COLUMNS)]) == list(RECORD_COLUMNS)
     assert table["budget_fraction"].tolist() == [e / EPOCHS for e in range(1, EPOCHS + 1)]
     assert isinstance(scheduler.decisions, pd.DataFrame)
+
+
+def test_a_protected_beacon_is_never_stopped_by_prediction_only_by_divergence(scheduler):
+    runner = controller()
+    finish(scheduler, runner, [0.10, 0.20, 0.30, 0.40])
+    fixed_prediction(scheduler, mean=0.95, std=0.0)  # hopeless
+    beacon, other = make_trial(), make_trial()
+    for trial in (beacon, other):
+        scheduler.on_trial_add(runner, trial)
+    scheduler.history.register(beacon.trial_id, beacon.config, "beacon")
+    assert scheduler.on_trial_result(runner, beacon, result(4, 0.9)) == CONTINUE
+    assert scheduler.on_trial_result(runner, other, result(4, 0.9)) == STOP
+    assert scheduler.on_trial_result(runner, beacon, result(5, 0.9, diverged=True)) == STOP
+    unprotected = MeasureScheduler(metric="val_error", mode="min", grace_fraction=0.25,
+                                   min_finished=2, reroute=False, protect_beacons=False)
+    finish(unprotected, runner, [0.10, 0.20, 0.30, 0.40])
+    fixed_prediction(unprotected, mean=0.95, std=0.0)
+    unprotected.on_trial_add(runner, beacon)
+    unprotected.history.register(beacon.trial_id, beacon.config, "beacon")
+    assert unprotected.on_trial_result(runner, beacon, result(4, 0.9)) == STOP

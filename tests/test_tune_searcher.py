@@ -170,3 +170,20 @@ def test_planner_spawn_plans_are_dynamic_and_ordered(records):
     assert plans and all(p.schedule != "fixed" for p in plans)
     errors = [p.predicted_error for p in plans]
     assert errors == sorted(errors)
+
+
+def test_beacons_run_first_and_are_tagged_the_rest_is_grid():
+    grid = expand_grid({"lr": tune.grid_search([0.05, 0.1]), "batch_size": tune.grid_search(
+        [8, 32, 128]), "strategy": "fixed", "epochs": 4})
+    searcher = DynamicSamplingSearcher(grid, beacon_lr=0.1, beacon_sizes=[8, 128])
+    suggested = [searcher.suggest(f"t{i}") for i in range(len(grid))]
+    assert [(c["lr"], c["batch_size"]) for c in suggested] == [
+        (0.1, 8), (0.1, 128), (0.05, 8), (0.05, 32), (0.05, 128), (0.1, 32)]
+    assert [searcher.history.origin(f"t{i}") for i in range(len(grid))] == (
+        ["beacon"] * 2 + ["grid"] * 4)
+    everything = DynamicSamplingSearcher(grid)  # no beacons named: none protected
+    assert not any(everything.is_beacon(c) for c in grid)
+    with pytest.raises(ConfigError, match="beacon_lr=0 is not accepted"):
+        DynamicSamplingSearcher(grid, beacon_lr=0)
+    with pytest.raises(ConfigError, match="beacon_sizes="):
+        DynamicSamplingSearcher(grid, beacon_sizes=[8.5])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import time
@@ -21,18 +22,23 @@ from ray.tune.schedulers import (
 from tune_batchdyn.records import records_from_ray_dir
 from tune_batchdyn.space import Space
 from tune_batchdyn.tune import (
+    DecisionLog,
     DecisionsCallback,
     DynamicSamplingSearcher,
     MeasureScheduler,
     make_trainable,
 )
+from tune_batchdyn.tune.decisions import REROUTED, SPAWNED, STOPPED
 
 
 class Progress(tune.Callback):
-    """A status line at most every ``every`` seconds: trials by state and the best so far."""
+    """A status line at most every ``every`` seconds: trials by state (finished trials split
+    into stopped early and run to the end, with the scheduler's ``decisions``), reroutes and
+    spawns, and the best so far."""
 
-    def __init__(self, metric: str, every: float = 5.0) -> None:
-        self.metric, self.every = metric, every
+    def __init__(self, metric: str, every: float = 5.0,
+                 decisions: DecisionLog | None = None) -> None:
+        self.metric, self.every, self.decisions = metric, every, decisions
         self.best: tuple[float, str] | None = None
         self.epochs = 0
         self._last = 0.0
@@ -52,11 +58,21 @@ class Progress(tune.Callback):
         self.print(trials)
 
     def print(self, trials: list) -> None:
-        states = pd.Series([t.status for t in trials]).value_counts().to_dict()
+        states = pd.Series([t.status.lower() for t in trials]).value_counts().to_dict()
+        acted = ""
+        if self.decisions is not None:
+            log = self.decisions.frame()
+            stopped = set(log.loc[log["action"] == STOPPED, "trial_id"])
+            ended = states.pop("terminated", 0)
+            states["stopped"] = sum(t.trial_id in stopped for t in trials
+                                    if t.status == "TERMINATED")
+            states["finished"] = ended - states["stopped"]
+            counts = self.decisions.counts()
+            acted = f"; rerouted {counts[REROUTED]}, spawned {counts[SPAWNED]}"
         best = "-" if self.best is None else f"{self.best[0]:.4f} ({self.best[1]})"
-        print(f"[trials {len(trials)}: " + ", ".join(f"{k.lower()} {v}" for k, v in
-                                                     sorted(states.items()))
-              + f"] {self.epochs} trial-epochs, best {self.metric} {best}", flush=True)
+        print(f"[trials {len(trials)}: " + ", ".join(f"{k} {v}" for k, v in
+                                                     sorted(states.items()) if v)
+              + f"{acted}] {self.epochs} trial-epochs, best {self.metric} {best}", flush=True)
 
 
 class EpochBudget(tune.Stopper):
@@ -88,6 +104,8 @@ def scheduler_for(name: str, epochs: int, history: Any) -> FIFOScheduler:
 def run_ray(space: Space, overrides: dict[str, Any],
             args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # TensorBoard logs every epoch; measures are NaN until first measured (not an error)
+    logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
@@ -107,11 +125,15 @@ def _sweep(space: Space, overrides: dict[str, Any],
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     searcher = None
     if args.scheduler == "measure":
-        searcher = DynamicSamplingSearcher(param_space, max_planned=args.max_planned)
+        search = space.search
+        beacons = ({"beacon_lr": search.beacon_lr, "beacon_sizes": search.beacons or None}
+                   if search.beacon_lr is not None else {})
+        searcher = DynamicSamplingSearcher(param_space, max_planned=args.max_planned, **beacons)
     scheduler = scheduler_for(args.scheduler, epochs, searcher.history if searcher else None)
     storage_path = os.path.abspath(args.storage_path or tempfile.mkdtemp(prefix="tbd-ray-"))
     name = args.name or (space.path.stem if space.path else "sweep")
-    callbacks: list[tune.Callback] = [Progress(metric)]
+    callbacks: list[tune.Callback] = [
+        Progress(metric, decisions=searcher.history.decisions if searcher else None)]
     if isinstance(scheduler, MeasureScheduler):
         callbacks.append(DecisionsCallback(scheduler, echo=lambda line: None))
     tuner = tune.Tuner(
@@ -120,7 +142,10 @@ def _sweep(space: Space, overrides: dict[str, Any],
         tune_config=tune.TuneConfig(metric=metric, mode=space.search.mode, search_alg=searcher,
                                     scheduler=scheduler,
                                     num_samples=-1 if searcher else space.search.num_samples,
-                                    max_concurrent_trials=args.max_concurrent),
+                                    max_concurrent_trials=args.max_concurrent,
+                                    # one worker process serves many trials: torch is
+                                    # imported once, not once per trial (seconds each)
+                                    reuse_actors=True),
         run_config=tune.RunConfig(storage_path=storage_path, name=name, verbose=0,
                                   callbacks=callbacks,
                                   stop=EpochBudget(args.budget) if args.budget else None,
@@ -130,10 +155,10 @@ def _sweep(space: Space, overrides: dict[str, Any],
     print(f"Ray results in {experiment}")
     records = records_from_ray_dir(experiment)
     if isinstance(scheduler, MeasureScheduler):
-        log = scheduler.history.decisions.frame()
-        if len(log):
-            print("\ndecision log:")
-            print(log.to_string(index=False))
+        lines = scheduler.history.decisions.lines()
+        if lines:
+            print("\ndecision log (also decisions.csv in the results folder):")
+            print("\n".join(f"  {line}" for line in lines))
         return records, scheduler.history.decisions.summary()
     ended = records.groupby("trial_id")["epoch"].max() if len(records) else pd.Series(dtype=int)
     return records, f"decisions: stopped={int((ended < epochs).sum())} rerouted=0 spawned=0"

@@ -115,12 +115,18 @@ def epoch_batch_sizes(schedule: Schedule, epochs: int,
 
 def schedule_family(sizes: Sequence[int]) -> list[Schedule]:
     """Every ``s{a}-to-{b}`` and ``s{a}-to-{b}-MS`` over ``sizes`` (a != b), plus each size
-    fixed."""
+    fixed. Where ``s{a}-to-{b}`` needs a size outside ``sizes`` (beacons at 8, 32, 128, 512
+    have no 16 or 64), the ladder of the allowed sizes from a to b (one stage each) stands in
+    for it, so every pair of sizes has a schedule that can be composed from the beacons."""
     sizes = sorted({int(b) for b in sizes})
     family = [Schedule((b,)) for b in sizes]
     for start in sizes:
         for end in sizes:
             if start != end:
                 stages = geometric_stages(start, end)
+                if not set(stages) <= set(sizes):
+                    low, high = sorted((start, end))
+                    ladder = [b for b in sizes if low <= b <= high]
+                    stages = tuple(ladder if start < end else ladder[::-1])
                 family += [Schedule(stages), Schedule(stages, multi_step=True)]
     return family

@@ -1,5 +1,9 @@
 """Finding and reading search-space files (``searchspaces/*.toml``).
 
+The top-level ``searchspaces/`` folder is installed as package data of
+``tune_batchdyn.searchspaces`` (``[tool.setuptools] package-dir`` in pyproject.toml), so a wheel
+install carries it; a source checkout or an editable install reads the folder itself.
+
 TOML is read with the standard library's ``tomllib``, which exists from Python 3.11 on. The
 package supports Python 3.10 for everything else; reading a space there raises ``ConfigError``
 saying so (no third-party TOML reader is among the project's dependencies).
@@ -7,6 +11,7 @@ saying so (no third-party TOML reader is among the project's dependencies).
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +22,28 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     tomllib = None
 
-#: The shipped spaces: ``searchspaces/`` at the root of the source tree.
-SEARCHSPACES_DIR = Path(__file__).resolve().parents[2] / "searchspaces"
+#: The package the shipped spaces are installed as (data only: the folder has no __init__.py).
+SEARCHSPACES_PACKAGE = "tune_batchdyn.searchspaces"
+_SOURCE_TREE_DIR = Path(__file__).resolve().parents[2] / "searchspaces"
+
+
+def _installed_dir() -> Path | None:
+    """The folder of the installed ``tune_batchdyn.searchspaces`` package data, if importable.
+
+    Without an ``__init__.py`` the folder imports as a namespace package, whose
+    ``resources.files`` is a ``MultiplexedPath`` (one folder here) listing plain paths.
+    """
+    try:
+        root = resources.files(SEARCHSPACES_PACKAGE)
+    except ModuleNotFoundError:
+        return None
+    if isinstance(root, Path):
+        return root
+    return next((entry.parent for entry in root.iterdir() if isinstance(entry, Path)), None)
+
+
+#: The shipped spaces: the installed package data, else ``searchspaces/`` of the source tree.
+SEARCHSPACES_DIR = _installed_dir() or _SOURCE_TREE_DIR
 
 
 def shipped_spaces() -> dict[str, Path]:

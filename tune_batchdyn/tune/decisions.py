@@ -63,6 +63,10 @@ class DecisionLog:
         extra = [c for c in frame.columns if c not in COLUMNS]
         return frame.loc[:, [*COLUMNS, *extra]]
 
+    def lines(self) -> list[str]:
+        """The actions as the log lines ``add`` wrote, for printing after a run."""
+        return [format_decision(row) for row in self._rows]
+
     def counts(self) -> dict[str, int]:
         return {action: sum(r["action"] == action for r in self._rows) for action in ACTIONS}
 

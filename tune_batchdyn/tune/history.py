@@ -34,6 +34,12 @@ from tune_batchdyn.tune.decisions import DecisionLog
 RUNNING = "running"
 FINISHED = "finished"
 STOPPED = "stopped"
+#: Origins of a trial (``register``): a protected beacon, another trial of the searcher's base
+#: search, a planned dynamic-sampling trial.
+BEACON = "beacon"
+GRID = "grid"
+PLANNED = "planned"
+BASE_ORIGINS = (BEACON, GRID)
 #: State format of ``get_state``.
 STATE_VERSION = 1
 #: Tables kept (the scheduler and the searcher ask for a few different selections in turn).

@@ -101,14 +101,23 @@ class Planner:
                              target=target_column(metric)).fit(finished)
 
     def spawn_plans(self, finished: pd.DataFrame, region: OptimumRegion) -> list[SchedulePlan]:
-        """Dynamic schedules toward the region, best first (predicted error, then distance)."""
+        """Dynamic schedules toward the region, best first (predicted error, then distance).
+
+        Fixed schedules are no candidates (the beacons are those already), so each lr gives
+        the dynamic schedule that ends nearest the region, even when a beacon ends nearer."""
         table = beacon_table(finished)
         beacons = beacons_from_records(table)
         milestones, decay = lr_recipe(table)
-        plans = [plan_schedule(beacons, region, lr=lr, candidates=self.candidates,
-                               lr_milestones=milestones, lr_decay_factor=decay,
-                               tie_tolerance=self.tie_tolerance) for lr in self.lrs or beacons.lrs]
-        plans = [p for p in plans if p.schedule != "fixed"]
+        plans = []
+        for lr in self.lrs or beacons.lrs:
+            nearest = min(beacons.lrs, key=lambda rate, lr=lr: abs(math.log(rate / lr)))
+            family = ([parse_schedule(c) for c in self.candidates] if self.candidates is not None
+                      else schedule_family(sorted(beacons.at_lr(nearest))))
+            dynamic = [s.spec for s in family if s.spec != "fixed"]
+            if dynamic:
+                plans.append(plan_schedule(beacons, region, lr=lr, candidates=dynamic,
+                                           lr_milestones=milestones, lr_decay_factor=decay,
+                                           tie_tolerance=self.tie_tolerance))
         return sorted(plans, key=lambda p: (_nan_last(p.predicted_error), p.distance))
 
     def reroute(self, finished: pd.DataFrame, region: OptimumRegion, rows: pd.DataFrame,

@@ -48,7 +48,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.predict import FEATURES, FinalErrorPredictor, OptimumRegion, Prediction
 from tune_batchdyn.tune.decisions import REROUTED, STOPPED
-from tune_batchdyn.tune.history import FINISHED, RUNNING, TrialHistory, target_column
+from tune_batchdyn.tune.history import BEACON, FINISHED, RUNNING, TrialHistory, target_column
 from tune_batchdyn.tune.planning import Planner, RerouteOption
 
 if TYPE_CHECKING:
@@ -66,19 +66,21 @@ class MeasureScheduler(FIFOScheduler):
 
     Parameters: ``metric`` / ``mode`` (or from ``tune.run`` / ``TuneConfig``; the metric is an
     error, so ``mode="min"``), ``history`` (the searcher's, to survive ``Tuner.restore``),
-    ``grace_fraction`` (no stop before this budget fraction), ``top_k`` and ``confidence``
-    (the stop rule), ``min_finished`` (finished trials before the predictor's regression and
-    the region are used), ``refit_growth`` (refit when the finished trials grew by this share),
+    ``grace_fraction`` (no stop before this budget fraction), ``top_k`` and ``confidence`` (the
+    stop rule), ``min_finished`` (finished trials before the predictor's regression and the
+    region are used), ``refit_growth`` (refit when the finished trials grew by this share),
     ``reroute`` / ``reroute_fraction`` / ``planner`` (rerouting; default fraction: the grace
-    fraction), ``features`` (the predictor's). Defaults: grace 0.1, top 3, one standard
-    deviation (half a deviation stopped the best trial of a planted grid: the regression's
-    spread is too narrow for that), chosen on the grids of ``benchmarks/schedulers.py``.
-    """
+    fraction), ``protect_beacons`` (never stop the searcher's beacons unless they diverge: the
+    planner needs their whole paths), ``features`` (the predictor's). Defaults: grace 0.1, top
+    3, one standard deviation (half a deviation stopped the best trial of a planted grid: the
+    regression's spread is too narrow for that), chosen on the grids of
+    ``benchmarks/schedulers.py``. """
 
     def __init__(self, metric: str | None = None, mode: str | None = None, *,
                  history: TrialHistory | None = None, grace_fraction: float = 0.1,
                  top_k: int = 3, confidence: float = 1.0, min_finished: int = 5,
                  refit_growth: float = 0.1, reroute: bool = True,
+                 protect_beacons: bool = True,
                  reroute_fraction: float | None = None, planner: Planner | None = None,
                  features: Sequence[str] = FEATURES) -> None:
         super().__init__()
@@ -103,6 +105,7 @@ class MeasureScheduler(FIFOScheduler):
         self.min_finished = int(min_finished)
         self.refit_growth = float(refit_growth)
         self.reroute = bool(reroute)
+        self.protect_beacons = bool(protect_beacons)
         self.reroute_fraction = float(grace_fraction if reroute_fraction is None
                                       else reroute_fraction)
         self.planner = planner or Planner()
@@ -199,22 +202,25 @@ class MeasureScheduler(FIFOScheduler):
     # --- the rules ----------------------------------------------------------------------------
     def _stop_reason(self, trial_id: str, rows: pd.DataFrame) -> tuple[str, dict] | None:
         """Stop a diverged trial; after the grace fraction, once ``min_finished`` trials have
-        finished, stop one whose predicted final metric minus ``confidence`` std is above the
-        k-th best (finished or predicted)."""
+        finished, stop one that is not a protected beacon and whose predicted final metric
+        minus ``confidence`` std is above the k-th best (finished or predicted)."""
         last = rows.iloc[-1]
         fraction = float(last["budget_fraction"])
         if bool(last["diverged"]):
             return "diverged", {self._metric: float(last[self._metric])}
         if fraction < self.grace_fraction or fraction >= 1.0:
             return None
+        if self.protect_beacons and self.history.origin(trial_id) == BEACON:
+            return None  # the planner composes its schedules from the beacons' paths
         if len(self.history.ids(FINISHED)) < self.min_finished:
             return None  # the predictor's cold start compares early errors with final ones
         guess = self._prediction(rows)
         self._predicted[trial_id] = guess.mean
         rival = self._kth_best(excluding=trial_id)
         lower = guess.mean - self.confidence * guess.std
-        numbers = {"predicted_mean": guess.mean, "predicted_std": guess.std,
-                   "prediction_mode": guess.mode, "lower_bound": lower, "rival": rival}
+        numbers = {self._metric: float(last[self._metric]), "predicted_mean": guess.mean,
+                   "predicted_std": guess.std, "prediction_mode": guess.mode,
+                   "lower_bound": lower, "rival": rival}
         if math.isfinite(lower) and math.isfinite(rival) and lower > rival:
             return (f"predicted final {self._metric} is confidently worse than the "
                     f"{_ordinal(self.top_k)} best", numbers)

@@ -1,17 +1,22 @@
 """``DynamicSamplingSearcher``: fixed-batch beacons first, then planned dynamic-sampling trials.
 
-The base search supplies the beacons: a list of configs, a param-space dict whose
+The base search supplies the grid: a list of configs, a param-space dict whose
 ``tune.grid_search`` entries are expanded in order (the grid Ray's ``BasicVariantGenerator``
-would run; other sampling domains need a real searcher), or any Ray ``Searcher``. Once the base
-is exhausted, every further ``suggest`` asks the ``Planner`` for dynamic schedules toward the
-optimum region of the finished trials (``plan_schedule``, one per beacon learning rate) and
-suggests the best one not suggested before, as the best finished beacon's config with the
-plan's ``strategy``, ``batch_size`` and ``lr``. It returns ``None`` (Tune asks again later)
-while fewer than ``min_beacons`` beacons have finished and some are still running, and
-``Searcher.FINISHED`` once ``max_planned`` plans were suggested, or when no beacon is left
-running and the records allow no new plan (the reason is logged; NQM trials, which have no C̄K,
-never allow one). Tune's ``num_samples`` caps the total as usual: use ``num_samples=-1`` to let
-the searcher decide, or at least the grid's size plus ``max_planned``.
+would run; other sampling domains need a real searcher), or any Ray ``Searcher``. Its
+fixed-batch trials at ``beacon_lr`` with a batch size in ``beacon_sizes`` are the *beacons*
+(fisher-measures-dynamic-sampling §4.3: the fixed runs a dynamic schedule is composed from):
+they run first and ``MeasureScheduler`` stops them only when they diverge, because every plan is
+made of their trajectories. Without ``beacon_lr`` and ``beacon_sizes`` every base trial is a
+beacon for planning and none is protected. Once the base is exhausted, every further ``suggest``
+asks the ``Planner`` for dynamic schedules toward the optimum region of the finished trials
+(``plan_schedule``, one per beacon learning rate) and suggests the best one not suggested
+before, as the best finished beacon's config with the plan's ``strategy``, ``batch_size`` and
+``lr``. It returns ``None`` (Tune asks again later) while fewer than ``min_beacons`` base trials
+have finished and some are still running, and ``Searcher.FINISHED`` once ``max_planned`` plans
+were suggested, or when no beacon is left running and the records allow no new plan (the reason
+is logged; NQM trials, which have no C̄K, never allow one). Tune's ``num_samples`` caps the
+total as usual: use ``num_samples=-1`` to let the searcher decide, or at least the grid's size
+plus ``max_planned``.
 
 The searcher owns the ``TrialHistory`` (``searcher.history``): every result is fed to it, and
 ``save`` / ``restore`` / ``get_state`` / ``set_state`` carry it (and the base's own state),
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import pickle
 import tempfile
@@ -35,7 +41,16 @@ from ray.tune.search import Searcher
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.predict import SchedulePlan
 from tune_batchdyn.tune.decisions import SPAWNED
-from tune_batchdyn.tune.history import FINISHED, RUNNING, TrialHistory, config_from_result
+from tune_batchdyn.tune.history import (
+    BASE_ORIGINS,
+    BEACON,
+    FINISHED,
+    GRID,
+    PLANNED,
+    RUNNING,
+    TrialHistory,
+    config_from_result,
+)
 from tune_batchdyn.tune.planning import Planner
 
 log = logging.getLogger("tune_batchdyn.tune")
@@ -43,8 +58,6 @@ log = logging.getLogger("tune_batchdyn.tune")
 #: Ranked when neither the searcher nor Tune names a metric (Tune tells searchers its metric
 #: only when the run has a param space).
 DEFAULT_METRIC = "val_error"
-BEACON = "beacon"
-PLANNED = "planned"
 #: State format of ``get_state``.
 STATE_VERSION = 1
 
@@ -85,13 +98,16 @@ class DynamicSamplingSearcher(Searcher):
 
     Parameters: ``base`` (list of configs, grid param space, or a ``Searcher``), ``metric``
     (default: Tune's, else ``val_error``) and ``mode`` (``"min"``: errors), ``max_planned``
-    (planned trials at most), ``min_beacons`` (finished beacons before planning while others
-    still run), ``planner`` (region and plan settings), ``history`` (a new one by default).
+    (planned trials at most), ``min_beacons`` (finished base trials before planning while
+    others still run), ``beacon_lr`` and ``beacon_sizes`` (which base trials are protected
+    beacons; either alone selects on that field), ``planner`` (region and plan settings),
+    ``history`` (a new one by default).
     """
 
     def __init__(self, base: Sequence[Mapping[str, Any]] | Mapping[str, Any] | Searcher, *,
                  metric: str | None = None, mode: str | None = None, max_planned: int = 4,
-                 min_beacons: int = 5, planner: Planner | None = None,
+                 min_beacons: int = 5, beacon_lr: float | None = None,
+                 beacon_sizes: Sequence[int] | None = None, planner: Planner | None = None,
                  history: TrialHistory | None = None) -> None:
         super().__init__(metric=metric or DEFAULT_METRIC, mode=mode or "min")
         self._metric_given = metric is not None
@@ -100,6 +116,16 @@ class DynamicSamplingSearcher(Searcher):
         if not (isinstance(min_beacons, int) and min_beacons >= 1):
             raise ConfigError(f"min_beacons={min_beacons!r} is not accepted; use an integer "
                               ">= 1.")
+        if beacon_lr is not None and not (isinstance(beacon_lr, (int, float))
+                                          and beacon_lr > 0):
+            raise ConfigError(f"beacon_lr={beacon_lr!r} is not accepted; use a learning rate "
+                              "> 0 or None.")
+        if beacon_sizes is not None and not all(isinstance(b, int) and b >= 1
+                                                for b in beacon_sizes):
+            raise ConfigError(f"beacon_sizes={beacon_sizes!r} is not accepted; use batch sizes "
+                              "(integers >= 1) or None.")
+        self.beacon_lr = None if beacon_lr is None else float(beacon_lr)
+        self.beacon_sizes = None if beacon_sizes is None else tuple(beacon_sizes)
         if isinstance(base, Searcher):
             self.base: Searcher | None = base
             self._queue: list[dict[str, Any]] = []
@@ -111,6 +137,7 @@ class DynamicSamplingSearcher(Searcher):
             raise ConfigError(f"base={type(base).__name__} is not accepted; use a list of "
                               "configs, a param space with tune.grid_search values, or a Ray "
                               "Searcher.")
+        self._queue.sort(key=lambda config: not self.is_beacon(config))  # stable: grid order
         self.max_planned = max_planned
         self.min_beacons = min_beacons
         self.planner = planner or Planner()
@@ -120,6 +147,16 @@ class DynamicSamplingSearcher(Searcher):
         self._suggested: dict[str, dict[str, Any]] = {}
         self._planned: list[dict[str, Any]] = []
         self._plans: tuple[tuple[str, ...], list[SchedulePlan]] = ((), [])
+
+    def is_beacon(self, config: Mapping[str, Any]) -> bool:
+        """A fixed-batch config at the beacon lr and a beacon size (when those are given)."""
+        if self.beacon_lr is None and self.beacon_sizes is None:
+            return False
+        lr, batch_size = config.get("lr"), config.get("batch_size")
+        return (config.get("strategy", "fixed") == "fixed"
+                and (self.beacon_lr is None or (isinstance(lr, (int, float))
+                                                and math.isclose(lr, self.beacon_lr)))
+                and (self.beacon_sizes is None or batch_size in self.beacon_sizes))
 
     # --- Ray's searcher interface -------------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
@@ -144,7 +181,7 @@ class DynamicSamplingSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.history.observe(trial_id, config_from_result(result), result)
-        if self.base is not None and self.history.origin(trial_id) == BEACON:
+        if self.base is not None and self.history.origin(trial_id) in BASE_ORIGINS:
             self.base.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
@@ -153,7 +190,7 @@ class DynamicSamplingSearcher(Searcher):
             self.history.observe(trial_id, config_from_result(result), result)
         if trial_id in self.history:
             self.history.complete(trial_id)
-            if self.base is not None and self.history.origin(trial_id) == BEACON:
+            if self.base is not None and self.history.origin(trial_id) in BASE_ORIGINS:
                 self.base.on_trial_complete(trial_id, result=result, error=error)
 
     # --- beacons ------------------------------------------------------------------------------
@@ -170,16 +207,17 @@ class DynamicSamplingSearcher(Searcher):
             self._base_done = True
             return None
         if config is not None:
-            self._remember(trial_id, config, BEACON)
+            self._remember(trial_id, config, BEACON if self.is_beacon(config) else GRID)
         return config
 
     # --- planned trials -----------------------------------------------------------------------
     def _planned_config(self, trial_id: str) -> dict[str, Any] | str | None:
         if len(self._planned) >= self.max_planned:
             return Searcher.FINISHED
-        beacons_running = bool(self.history.ids(RUNNING, origin=BEACON))
+        beacons_running = any(self.history.ids(RUNNING, origin=o) for o in BASE_ORIGINS)
         finished = self.history.ids(FINISHED)
-        if len(self.history.ids(FINISHED, origin=BEACON)) < self.min_beacons and beacons_running:
+        base_finished = sum(len(self.history.ids(FINISHED, origin=o)) for o in BASE_ORIGINS)
+        if base_finished < self.min_beacons and beacons_running:
             return None
         plan = self._next_plan(finished)
         if plan is None:
@@ -218,7 +256,7 @@ class DynamicSamplingSearcher(Searcher):
         """The suggested config of the best finished beacon (the plan overrides its schedule,
         batch size and lr; every other key, e.g. the seed, is kept)."""
         beacons = [t for t in finished if t in self._suggested
-                   and self.history.origin(t) == BEACON]
+                   and self.history.origin(t) in BASE_ORIGINS]
         if not beacons:
             return {}
 
