@@ -78,6 +78,8 @@ METHODS: dict[str, Callable[[], object]] = {
     "ours-no-lk": lambda: FinalErrorPredictor(features=_without("lk")),
     "ours-no-q-hessian": lambda: FinalErrorPredictor(features=_without("curvature")),
     "ours-no-val-curve": lambda: FinalErrorPredictor(features=_without("val_curve")),
+    "ours-no-measures": lambda: FinalErrorPredictor(
+        features=_without("ck_bar", "lk", "curvature")),
 }
 
 

@@ -70,7 +70,8 @@ def main() -> None:
         num_samples=-1, storage_path=args.storage_path, name=args.name,
         verbose=0 if args.smoke else 1,
         callbacks=[DecisionsCallback(scheduler, echo=logging.getLogger(__name__).info)],
-        max_failures=2, raise_on_failed_trial=False)
+        max_failures=2, raise_on_failed_trial=False,
+        reuse_actors=True)  # one worker process per slot: torch imported once
     best = analysis.get_best_trial(metric="val_error", mode="min", scope="last")
     if best is not None:
         print(f"best: strategy={best.config.get('strategy', 'fixed')} lr={best.config['lr']} "

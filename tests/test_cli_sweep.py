@@ -16,6 +16,8 @@ SMALL_NQM = ["--set", "epochs=4", "--set",
         (["--gpus-per-trial", "-1"], "--gpus-per-trial -1.0 is not accepted"),
         (["--budget", "0"], "--budget 0 is not accepted"),
         (["--out", "r.xlsx"], "has extension '.xlsx'"),
+        (["--storage-path", "s3://bucket/runs"], "--storage-path s3://bucket/runs is not "
+                                                 "accepted"),
     ],
 )
 def test_bad_sweep_arguments_exit_2_naming_the_flag(argv, message, capsys):

@@ -1,9 +1,10 @@
 """The Optuna side of ``tune-batchdyn sweep`` (imported only when ``--backend optuna``).
 
 A grid space is enqueued whole, its fixed-batch beacons (``[search] beacons`` at
-``beacon_lr``) first, once per study even when more workers join (a range space is sampled by
-TPE); the pruner stops trials and ``RerouteCallback`` enqueues planned dynamic-sampling trials
-after them.
+``beacon_lr``) first, once per study even when more workers join; the pruner stops trials and
+``RerouteCallback`` enqueues planned dynamic-sampling trials after them, and each worker stops
+when the queue is empty. A range space is sampled by TPE, ``grid_size * num_samples`` trials
+per study.
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ class Budget:
             study.stop()
 
 
+class QueueDrained:
+    """Study callback for grid spaces: stop once no enqueued trial is waiting (the grid and the
+    planned trials have all been taken), so the sampler never adds trials of its own. Each
+    worker of a shared study stops on its own the same way."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            study.stop()
+
+
+def waiting(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
 def grid_order(space: Space) -> list[dict[str, Any]]:
     """Every grid point of the space, the beacons (fixed batch at the beacon lr) first."""
     from tune_batchdyn.space import grid_search_space
@@ -86,7 +101,8 @@ def run_optuna(space: Space, overrides: dict[str, Any],
     study = open_study(args.storage, name if args.storage else None,
                        pruner=pruner_for(args.pruner),
                        sampler=optuna.samplers.TPESampler(seed=0))
-    for params in grid_order(space):
+    grid = grid_order(space)
+    for params in grid:
         study.enqueue_trial(params, skip_if_exists=True)
     search = space.search
     callbacks: list[Any] = []
@@ -98,10 +114,16 @@ def run_optuna(space: Space, overrides: dict[str, Any],
     objective = make_objective(space, metric=search.metric, **overrides)
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=ended))
-    remaining = space.grid_size * search.num_samples + args.max_planned - done
+    if grid:  # the queue is the plan: run it (and what RerouteCallback adds), then stop
+        remaining = waiting(study)
+        callbacks.append(QueueDrained())
+        n_trials = None
+    else:  # a range space: the sampler draws the trials
+        remaining = space.grid_size * search.num_samples - done
+        n_trials = remaining
     if remaining <= 0:
         print(f"study {study.study_name!r} already holds {done} finished trials: nothing to run")
     else:
-        study.optimize(objective, n_trials=remaining, n_jobs=args.max_concurrent or 1,
+        study.optimize(objective, n_trials=n_trials, n_jobs=args.max_concurrent or 1,
                        callbacks=callbacks)
     return records_from_optuna(study), decisions_line(study)

@@ -67,6 +67,10 @@ def check_args(args: argparse.Namespace) -> None:
     if args.max_planned < 0:
         raise ConfigError(f"--max-planned {args.max_planned} is not accepted; use an integer "
                           ">= 0.")
+    if args.storage_path and "://" in args.storage_path:
+        raise ConfigError(f"--storage-path {args.storage_path} is not accepted; the sweep reads "
+                          "its results back from a folder, so use one every node sees (NFS), "
+                          "e.g. /shared/ray_results.")
     if args.out:
         from tune_batchdyn.records import records_format
 
