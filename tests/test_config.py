@@ -41,3 +41,12 @@ def test_from_dict_round_trip_and_unknown_keys():
     assert TrialConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match=r"unknown TrialConfig field\(s\) \['batchsize'\]"):
         TrialConfig.from_dict({"batchsize": 32})
+
+
+def test_from_dict_takes_numpy_scalars_as_the_numbers_they_hold():
+    import numpy as np
+
+    config = TrialConfig.from_dict({"epochs": np.int64(20), "batch_size": np.int32(64),
+                                    "lr": np.float32(0.5)})
+    assert (config.epochs, config.batch_size, config.lr) == (20, 64, 0.5)
+    assert type(config.epochs) is int

@@ -13,6 +13,8 @@ from tune_batchdyn.predict.trials import TrialSet
 
 #: How many of the best configurations get a label.
 LABELLED = 5
+#: The colour scale ends at this percentile of the trials' final errors.
+COLOUR_PERCENTILE = 60
 
 
 def plot_plane(trials: TrialSet, region: OptimumRegion) -> Figure:
@@ -22,13 +24,20 @@ def plot_plane(trials: TrialSet, region: OptimumRegion) -> Figure:
     ck_axis, lk_axis, error, support = region.grid_
     x, y = np.meshgrid(np.exp(ck_axis), np.exp(lk_axis))
     error = np.where(support, error, np.nan)  # only where the trials say something
-    filled = axes.contourf(x, y, error, levels=12, cmap="viridis", alpha=0.85)
-    figure.colorbar(filled, ax=axes, label=f"final error, mean of {region.k} nearest trials")
+    # colours resolve the better half of the trials; worse ones (diverged: chance level)
+    # saturate, else they would squeeze the differences that matter into one colour
+    low = float(np.nanmin(error))
+    high = max(float(np.nanpercentile(region.errors_, COLOUR_PERCENTILE)), low + 1e-6)
+    levels = np.linspace(low, high, 13)
+    filled = axes.contourf(x, y, np.clip(error, low, high), levels=levels, cmap="viridis",
+                           alpha=0.85)
+    figure.colorbar(filled, ax=axes, extend="max",
+                    label=f"final error, mean of {region.k} nearest trials")
     axes.contour(x, y, error, levels=[region.threshold_ + 1e-9], colors="white",
                  linewidths=2.0)
     points = np.exp(region.points_)
     axes.scatter(points[:, 0], points[:, 1], c=region.errors_, cmap="viridis", edgecolors="k",
-                 vmin=np.nanmin(error), vmax=np.nanmax(error), s=28, zorder=3)
+                 vmin=low, vmax=high, s=28, zorder=3)
     axes.plot(*region.centre_, marker="X", color="red", markersize=12, zorder=4,
               linestyle="none", label="optimum region centre (white: boundary)")
     ranked = sorted(configurations(trials.finished()),

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tune_batchdyn.errors import ConfigError, check_choice
 from tune_batchdyn.strategies import parse_strategy
 
@@ -109,7 +111,8 @@ class TrialConfig:
             raise ConfigError(
                 f"unknown TrialConfig field(s) {unknown}; accepted fields: {sorted(known)}."
             )
-        values = dict(values)
+        # numpy scalars (a pandas row, a numpy grid) count as the Python numbers they hold
+        values = {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
         for name in ("lr_milestones", "measures"):
             if name in values and isinstance(values[name], list):
                 values[name] = tuple(values[name])
