@@ -22,7 +22,6 @@ seeds of one fixed configuration (what a perfect planner could not beat). The la
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _grids import grid_settings  # benchmarks/ is the script's folder
 
 from tune_batchdyn.predict import OptimumRegion, plan_schedule, schedule_family
 from tune_batchdyn.predict.beacons import beacons_from_records
@@ -37,23 +37,6 @@ from tune_batchdyn.records import CONFIG_PREFIX, read_records, trial_table, writ
 from tune_batchdyn.train import TrialConfig, run_trial
 
 DEFAULT_RECORDS = Path(__file__).parent / "data" / "digits_mlp.parquet"
-#: Config fields of the grid that a planned trial keeps.
-KEPT = ("dataset", "model", "epochs", "momentum", "weight_decay", "lr_milestones",
-        "lr_decay_factor", "measure_every", "measures", "hessian_every", "hessian_samples",
-        "data_seed")
-
-
-def grid_settings(records: pd.DataFrame) -> dict:
-    """The fixed settings every trial of the grid shares (the first trial's)."""
-    first = records.iloc[0]
-    settings = {}
-    for key in KEPT:
-        value = first.get(f"{CONFIG_PREFIX}{key}")
-        if isinstance(value, str) and value[:1] in "[{":
-            value = json.loads(value)
-        if value is not None and not (isinstance(value, float) and np.isnan(value)):
-            settings[key] = value.tolist() if isinstance(value, np.ndarray) else value
-    return settings
 
 
 def seed_spread(records: pd.DataFrame) -> tuple[float, float]:

@@ -20,10 +20,11 @@ per epoch run). Best: the lowest final test error among trials that ran their wh
 (not diverged); the gap is in points (x100) to the grid's best (the best fixed-batch trial).
 A run that exceeds ``--time-budget`` seconds is stopped by Tune and flagged ``timed_out``
 (synchronous HyperBand can wait forever for a bracket that a finished search never fills).
-A planned trial replays the records of its schedule (any seed of it) when the grid holds them;
-on an NQM grid it is computed with ``run_trial`` (milliseconds); on a recorded grid without
-them the planner is restricted to the schedules recorded there, and rerouting (whose courses are
-never recorded) is off.
+A planned or rerouted trial replays the records of its schedule (any seed of it) when the grid
+holds them; otherwise it is trained for real with ``run_trial`` and the grid's settings (NQM:
+milliseconds; a recorded digits or synthetic grid: seconds to a minute) and kept under
+``benchmarks/data/planned/<grid>/``, so later runs replay it. On the planted ``--synthetic``
+table the planner is restricted to the schedules recorded there and rerouting is off.
 
 Grids: ``--records`` files (default ``benchmarks/data/*.parquet``; one grid per file and
 (dataset, model)), ``--nqm`` (batch 8..512 x lr 0.3, 1.0, 1.9 x 3 seeds, 12 epochs, generated
@@ -54,6 +55,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import ray  # noqa: E402
+from _grids import grid_settings  # noqa: E402  (benchmarks/ is the script's folder)
 from ray import tune  # noqa: E402
 from ray.tune.schedulers import (  # noqa: E402
     AsyncHyperBandScheduler,
@@ -75,6 +77,9 @@ from tune_batchdyn.tune import (  # noqa: E402
 )
 from tune_batchdyn.tune.replay import canonical_strategy, replay_key  # noqa: E402
 
+#: Trials trained for the recorded grids (planned and rerouted ones the records lack), one
+#: folder per grid; replayed from there by later runs.
+PLANNED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "planned")
 METHODS = ("ours", "asha", "asha-tuned", "hyperband", "median", "fifo")
 NQM_DEFAULTS = dict(dataset="nqm", model="nqm", epochs=12,
                     dataset_options={"samples_per_epoch": 6400, "dim": 1000, "bins": 20})
@@ -90,6 +95,8 @@ class Grid:
     runner: Callable[[Mapping[str, Any]], pd.DataFrame] | None
     planner: Planner
     reroute: bool
+    #: Where trials computed for this grid are kept (None: a temporary folder).
+    cache: str | None = None
 
     @property
     def epochs(self) -> int:
@@ -122,11 +129,18 @@ def nqm_grid() -> Grid:
 def synthetic_grid() -> Grid:
     dynamic = [s.spec for s in schedule_family(BATCH_SIZES) if len(set(s.stages)) > 1]
     records = synthetic_records(n_configs=36, n_seeds=2, epochs=12, seed=11, dynamic=dynamic)
-    return recorded_grid("synthetic", records)
+    return recorded_grid("synthetic", records, run_missing=False)
 
 
-def recorded_grid(name: str, records: pd.DataFrame) -> Grid:
-    """A recorded grid: planned trials only among the dynamic schedules it recorded."""
+def recorded_grid(name: str, records: pd.DataFrame, run_missing: bool = True) -> Grid:
+    """A recorded grid. With ``run_missing`` (files of real trials), a planned or rerouted
+    trial the records lack is trained for real with the grid's settings (``run_trial``) and
+    kept in ``PLANNED_DIR`` (replayed from there next time); otherwise (the planted table)
+    planned trials are only the dynamic schedules it recorded, and nothing is rerouted."""
+    if run_missing:
+        runner = seedless_runner(records, trial_runner(**grid_settings(records)))
+        return Grid(name, records, runner, Planner(), reroute=True,
+                    cache=os.path.join(PLANNED_DIR, _folder(name)))
     first = records.groupby("trial_id").first()
     dynamic = first[first["config/strategy"].map(canonical_strategy) != "fixed"]
     planner = Planner(candidates=sorted(set(dynamic["config/strategy"])) or ["fixed"],
@@ -134,8 +148,14 @@ def recorded_grid(name: str, records: pd.DataFrame) -> Grid:
     return Grid(name, records, seedless_runner(records), planner, reroute=False)
 
 
-def seedless_runner(records: pd.DataFrame) -> Callable[[Mapping[str, Any]], pd.DataFrame]:
-    """A planned trial's records from any recorded seed of its schedule, lr and batch size."""
+def _folder(name: str) -> str:
+    return name.replace("/", "_").replace(":", "_")
+
+
+def seedless_runner(records: pd.DataFrame, fallback: Callable[[Mapping[str, Any]], pd.DataFrame]
+                    | None = None) -> Callable[[Mapping[str, Any]], pd.DataFrame]:
+    """A planned trial's records from any recorded seed of its schedule, lr and batch size;
+    else from ``fallback`` (a real run) when given."""
     by_schedule: dict[tuple, pd.DataFrame] = {}
     for _, rows in records.groupby("trial_id"):
         strategy, lr, batch, _ = replay_key({k[len("config/"):]: v for k, v in
@@ -144,6 +164,8 @@ def seedless_runner(records: pd.DataFrame) -> Callable[[Mapping[str, Any]], pd.D
 
     def run(config: Mapping[str, Any]) -> pd.DataFrame:
         strategy, lr, batch, seed = replay_key(config)
+        if (strategy, lr, batch) not in by_schedule and fallback is not None:
+            return fallback(config)
         if (strategy, lr, batch) not in by_schedule:
             raise ConfigError(f"grid has no recording of {strategy} at lr={lr}, batch={batch}")
         return by_schedule[(strategy, lr, batch)].assign(**{"config/seed": seed})
@@ -242,7 +264,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-schedulers-") as storage:
         for grid in grids:
             configs = grid.configs()
-            cache = os.path.join(storage, f"cache-{grid.name.replace('/', '_')}")
+            cache = grid.cache or os.path.join(storage, f"cache-{_folder(grid.name)}")
             trainable = make_replay_trainable(grid.records, runner=grid.runner,
                                               cache_dir=cache)
             best = grid.grid_best()
