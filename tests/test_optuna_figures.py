@@ -72,3 +72,19 @@ def test_study_to_records_to_our_figures(replayed, tmp_path):
     assert sorted(p.name for p in paths) == ["measures.png", "plane.png", "travel.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
     plt.close("all")
+
+
+def test_plot_command_reads_a_study_from_its_storage(replayed, tmp_path, capsys):
+    from tune_batchdyn.cli import main
+
+    _, study = replayed
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage,
+                      to_storage=url, to_study_name="digits")
+    assert main(["plot", "--storage", url, "--study", "digits", "--out",
+                 str(tmp_path / "fig")]) == 0
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
+        "measures.png", "plane.png", "travel.png"]
+    assert main(["plot", "--storage", url, "--study", "other", "--out", str(tmp_path)]) == 2
+    assert "--study 'other' is not in" in capsys.readouterr().err
+    plt.close("all")

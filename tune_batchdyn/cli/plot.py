@@ -1,5 +1,8 @@
 """``tune-batchdyn plot RECORDS... --out DIR``: the figures of a records table, as PNG files.
 
+``--storage URL --study NAME`` reads an Optuna study instead (its trials' user attributes), so
+a study written by ``tune-batchdyn sweep --backend optuna`` plots without an export step.
+
 Writes ``plane.png`` (the (C̄K, LK) plane with the 5-nearest error contours and the optimum
 region), ``travel.png`` (dynamic-sampling paths over their beacons) and ``measures.png`` (C̄K,
 LK against the epoch), and prints their paths, one per line.
@@ -15,7 +18,10 @@ from tune_batchdyn.errors import ConfigError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("plot", help="draw the (C̄K, LK) plane, travelling paths and "
                                    "measures of a records file", description=__doc__)
-    parser.add_argument("records", nargs="+", help="records files (.parquet or .csv)")
+    parser.add_argument("records", nargs="*", help="records files (.parquet or .csv)")
+    parser.add_argument("--storage", default=None,
+                        help="an Optuna storage URL to read a study from instead")
+    parser.add_argument("--study", default=None, help="the study's name (with --storage)")
     parser.add_argument("--out", required=True, help="directory for the PNG files")
     parser.add_argument("--fraction", type=float, default=1.0,
                         help="budget fraction at which to draw the plane (default 1.0: the end)")
@@ -28,6 +34,28 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.fraction <= 1:
         raise ConfigError(f"--fraction={args.fraction} is not accepted; use a number in (0, 1].")
-    for path in write_figures(read_records(args.records), args.out, fraction=args.fraction):
+    if bool(args.records) == bool(args.storage):
+        raise ConfigError("give records files or --storage URL --study NAME (one of the two).")
+    if args.storage:
+        records = study_records(args.storage, args.study)
+    else:
+        records = read_records(args.records)
+    for path in write_figures(records, args.out, fraction=args.fraction):
         print(path)
     return 0
+
+
+def study_records(storage: str, study: str | None):
+    """The records table of an existing Optuna study (``ConfigError`` when it is not there)."""
+    import optuna
+
+    from tune_batchdyn.records import records_from_optuna
+
+    if not study:
+        raise ConfigError(f"--storage {storage} needs --study NAME; the studies there: "
+                          f"{optuna.get_all_study_names(storage)}.")
+    try:
+        return records_from_optuna(optuna.load_study(study_name=study, storage=storage))
+    except KeyError as err:
+        raise ConfigError(f"--study {study!r} is not in {storage}; the studies there: "
+                          f"{optuna.get_all_study_names(storage)}.") from err
