@@ -94,14 +94,11 @@ def workers(tmp_path_factory):
             process.wait()
 
 
-@pytest.mark.slow  # out of the default run: see the note below
 def test_two_processes_share_one_study(workers):
     """Two workers pop the queued replays of a beacon grid (each exactly once), prune with
-    MeasurePruner and reroute: every plan trains at most once, and counts once.
-
-    Kept out of the default run until a race is understood: once, on a heavily loaded 2-core
-    machine, a worker failed with optuna's "Cannot tell a COMPLETE trial" (two workers ran one
-    queued trial). Run it with ``pytest -m slow tests/test_optuna_storage.py``."""
+    MeasurePruner and reroute: every plan trains at most once, and counts once. (Before
+    ``immediate_transactions`` two SQLite workers could take one queued trial: Optuna's
+    "Cannot tell a COMPLETE trial" in the slower one, seen on a loaded 2-core machine.)"""
     assert [p.wait(timeout=300) for p in workers["shared_workers"]] == [0, 0]
     study = open_study(workers["shared"], "shared", heartbeat_interval=None)
     trials = study.get_trials()
@@ -209,3 +206,21 @@ def test_two_processes_share_one_journal(tmp_path):
     study = open_study(path, "journal")
     assert sorted(t.number for t in study.trials) == list(range(6))
     assert all(t.state in (State.COMPLETE, State.PRUNED) for t in study.trials)
+
+
+def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path):
+    """A second connection cannot begin while the first holds a transaction: the read-then-
+    write of a queued trial cannot interleave with another process's."""
+    import sqlite3
+
+    from tune_batchdyn.optuna.storage import make_storage
+
+    path = tmp_path / "lock.db"
+    storage = make_storage(f"sqlite:///{path}", heartbeat_interval=None)
+    with storage.engine.connect() as connection:
+        with connection.begin():
+            connection.exec_driver_sql("SELECT 1")  # a read only: immediate mode still locks
+            other = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            other.close()

@@ -11,7 +11,9 @@ Storage forms:
 - a database URL (``sqlite:///sweep.db``, ``postgresql://user:pass@host/db``,
   ``mysql+pymysql://...``): Optuna's ``RDBStorage``, one code path for every database (tests
   run SQLite; PostgreSQL or MySQL is what several machines should share). SQLite waits up to
-  ``sqlite_timeout`` seconds for a lock held by another process instead of failing at once;
+  ``sqlite_timeout`` seconds for a lock held by another process instead of failing at once,
+  and its transactions take the write lock when they begin (``immediate_transactions``), so
+  two workers never take the same queued trial;
 - any other string or path: a journal file (``JournalStorage(JournalFileBackend(path))``),
   append-only, for processes on one machine or a shared file system without a database server;
 - an ``optuna.storages.BaseStorage``: used as it is.
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import optuna
 from optuna.pruners import BasePruner
@@ -96,10 +99,31 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
     location = os.fspath(storage)
     if "://" not in location:
         return JournalStorage(JournalFileBackend(location))
-    engine_kwargs = ({"connect_args": {"timeout": float(sqlite_timeout)}}
-                     if location.startswith("sqlite") else {})
+    sqlite = location.startswith("sqlite")
+    # SQLite: the driver's own transaction handling off, so that ``immediate_transactions``
+    # decides how each transaction begins
+    engine_kwargs = ({"connect_args": {"timeout": float(sqlite_timeout), "isolation_level": None}}
+                     if sqlite else {})
     with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5; we rely on it
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(location, engine_kwargs=engine_kwargs,
-                          heartbeat_interval=heartbeat_interval,
-                          grace_period=grace_period if heartbeat_interval is not None else None)
+        rdb = RDBStorage(location, engine_kwargs=engine_kwargs,
+                         heartbeat_interval=heartbeat_interval,
+                         grace_period=grace_period if heartbeat_interval is not None else None)
+    if sqlite:
+        immediate_transactions(rdb.engine)
+    return rdb
+
+
+def immediate_transactions(engine: Any) -> None:
+    """Begin every SQLite transaction with ``BEGIN IMMEDIATE`` (the write lock at once).
+
+    Optuna takes a queued trial by reading that it is WAITING and writing RUNNING in one
+    transaction with ``SELECT ... FOR UPDATE``, which SQLite ignores; with the driver's deferred
+    ``BEGIN`` two processes could both read WAITING and both run the trial ("Cannot tell a
+    COMPLETE trial" in the slower one). Taking the lock at ``BEGIN`` makes that read-and-write
+    atomic across processes (SQLAlchemy's recipe for serializable pysqlite transactions)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
