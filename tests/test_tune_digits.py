@@ -2,7 +2,6 @@
 ``tune.run`` and ``tune.Tuner`` with MeasureScheduler + DynamicSamplingSearcher stop at least
 one trial and spawn a planned dynamic-sampling trial that really trains its schedule."""
 
-import os
 
 import pytest
 
@@ -23,13 +22,7 @@ GRID = {"lr": tune.grid_search([0.05, 0.1, 0.8]), "batch_size": tune.grid_search
         "epochs": EPOCHS, "measure_every": 5, "measures": ["fisher"], "seed": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_session")  # tests/conftest.py
 
 
 def components(lines):

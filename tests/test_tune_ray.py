@@ -3,7 +3,6 @@ Tuner stop trials and spawn planned ones; a rerouted trial resumes under its new
 failed trial is retried from its checkpoint; Tuner.restore resumes an interrupted experiment."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -35,13 +34,7 @@ NQM = dict(dataset="nqm", model="nqm", epochs=8, lr=0.5,
            dataset_options={"samples_per_epoch": 6400, "dim": 1000, "bins": 20})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_session")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
