@@ -22,6 +22,7 @@ import os
 import pandas as pd
 import ray
 from ray import tune
+from tune_run_scheduler import sweep  # the same grid as the tune.run example (this folder)
 
 from tune_batchdyn.tune import (
     DECISIONS_FILE,
@@ -30,20 +31,6 @@ from tune_batchdyn.tune import (
     MeasureScheduler,
     make_trainable,
 )
-
-
-def sweep(smoke: bool) -> tuple[dict, dict]:
-    """The grid (fixed settings included, so the searcher and scheduler see them) and the
-    searcher's settings."""
-    if smoke:
-        settings = {"epochs": 5, "measure_every": 5, "measures": ["fisher"], "seed": 0}
-        grid = {"lr": tune.grid_search([0.05]),
-                "batch_size": tune.grid_search([64, 128, 256]), **settings}
-        return grid, {"max_planned": 1, "min_beacons": 2}
-    settings = {"epochs": 20, "measure_every": 10, "seed": 0}
-    grid = {"lr": tune.grid_search([0.01, 0.03, 0.1]),
-            "batch_size": tune.grid_search([16, 32, 64, 128, 256, 512]), **settings}
-    return grid, {"max_planned": 4, "min_beacons": 6}
 
 
 def main() -> None:

@@ -82,13 +82,7 @@ def power_iteration(
         if norm == 0:
             return EigenResult(0.0, True, step, 0.0, "H v = 0: the Hessian is zero on v")
         vector = product / norm
-    return EigenResult(
-        value,
-        False,
-        max_iter,
-        relative,
-        f"not converged after {max_iter} products (relative residual {relative:.2e} > tol {tol:g})",
-    )
+    return _not_converged(value, max_iter, relative, tol)
 
 
 def _orthogonalise_(w: Tensor, basis: Tensor) -> Tensor:
@@ -141,13 +135,12 @@ def lanczos(hvp: HessianVectorProduct, start: Tensor, *, tol: float, max_iter: i
             basis = torch.cat([basis, torch.empty_like(basis)])
         betas.append(beta)
         torch.div(w, beta, out=basis[step])
-    return EigenResult(
-        value,
-        False,
-        max_iter,
-        relative,
-        f"not converged after {max_iter} products (relative residual {relative:.2e} > tol {tol:g})",
-    )
+    return _not_converged(value, max_iter, relative, tol)
+
+
+def _not_converged(value: float, max_iter: int, relative: float, tol: float) -> EigenResult:
+    return EigenResult(value, False, max_iter, relative, f"not converged after {max_iter} "
+                       f"products (relative residual {relative:.2e} > tol {tol:g})")
 
 
 def hessian_top_eigenvalue(
