@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", default="32,128,512")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__}")
     print(f"{'case':<16}{'batch':>6}{'ours s/epoch':>14}{'DataLoader s/epoch':>20}{'ratio':>8}")

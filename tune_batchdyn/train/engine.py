@@ -145,6 +145,7 @@ class Trial:
         self.strategy.begin_epoch(self)
         order = torch.randperm(self.n_train, generator=self.generator).to(self.device)
         step_losses: list[torch.Tensor] = []  # summed once per epoch: no per-step host sync
+        step_sizes: list[int] = []
         step_wrong: list[torch.Tensor] = []
         seen, cursor, steps, diverged = 0, 0, 0, False
         plan = None
@@ -164,14 +165,16 @@ class Trial:
             self.samples_seen += len(y)
             seen += len(y)
             steps += 1
-            step_losses.append(loss * len(y))
+            step_losses.append(loss)
+            step_sizes.append(len(y))
             step_wrong.append(wrong)
             self.strategy.after_step(self, loss)
             if steps % CHECK_EVERY == 0 or cursor >= self.n_train:
                 diverged = self._diverged(float(loss))
                 if diverged:
                     break
-        loss_sum = float(torch.stack(step_losses).sum()) if step_losses else math.nan
+        loss_sum = (float(torch.stack(step_losses).double() @ torch.tensor(
+            step_sizes, dtype=torch.float64, device=self.device)) if step_losses else math.nan)
         wrong_sum = int(torch.stack(step_wrong).sum()) if step_wrong else 0
         record = empty_record()
         record.update(
