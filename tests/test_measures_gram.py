@@ -207,9 +207,10 @@ def test_ghost_and_materialised_products_agree(groups, positions, p, q, bias, bl
 
 CONV_SETTINGS = [  # (channels, outputs, size, kernel, stride, dilation, groups, bias)
     (3, 4, (7, 7), (3, 3), (1, 1), (1, 1), 1, True),
-    (4, 6, (9, 8), (3, 2), (2, 2), (1, 1), 2, False),
+    (4, 6, (9, 8), (3, 2), (2, 2), (1, 1), 2, False),  # strided: the grouped convolution
     (2, 3, (10, 9), (3, 3), (1, 1), (2, 2), 1, True),
-    (4, 4, (9, 9), (3, 3), (2, 1), (1, 2), 4, True),  # unequal strides: the unfolded path
+    (4, 4, (9, 9), (3, 3), (2, 1), (1, 2), 4, True),  # unequal strides, dilated, grouped
+    (4, 6, (11, 10), (3, 3), (3, 3), (2, 1), 2, True),
     (3, 5, (1, 12), (1, 3), (1, 2), (1, 1), 1, True),  # a Conv1d as height 1
 ]
 

@@ -18,6 +18,7 @@ from tune_batchdyn.measures import (
     hessian_top_eigenvalue,
     hessian_trace,
 )
+from tune_batchdyn.measures.hessian import random_start_vector, lanczos, warmrandom_start_vector
 from tune_batchdyn.measures.hvp import make_hvp
 
 
@@ -156,11 +157,49 @@ def test_not_converged_warns_and_says_so() -> None:
         assert isinstance(hessian_top_eigenvalue(model, x, y, tol=1e-9, max_iter=2), float)
 
 
-def test_seeded_start_vector_is_reproducible() -> None:
+def test_seededrandom_start_vector_is_reproducible() -> None:
     model, x, y = prepared("mlp")
     first = hessian_top_eigenvalue(model, x, y, seed=3, return_info=True)
     again = hessian_top_eigenvalue(model, x, y, seed=3, return_info=True)
     assert first == again
+
+
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_result_vector_is_the_top_eigenvector(method: str) -> None:
+    model, x, y = prepared("mlp")
+    eigenvalues, eigenvectors = torch.linalg.eigh(reference_hessian("mlp"))
+    top = int(eigenvalues.abs().argmax())
+    result = hessian_top_eigenvalue(model, x, y, tol=1e-8, max_iter=500, method=method,
+                                    return_info=True)
+    assert float(result.vector.norm()) == pytest.approx(1.0, abs=1e-10)
+    assert abs(float(result.vector @ eigenvectors[:, top])) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_warm_start_halves_the_products_and_still_finds_the_top() -> None:
+    """A diagonal H of 2000 (known spectrum, top 1.3, next 1.1): started near the top
+    eigenvector Lanczos needs about half the products of a random start; started on the
+    second eigenvector (the top one changed places since the last measurement) it still
+    finds the top, because the warm start keeps a random half."""
+    diagonal = torch.linspace(0.01, 1.0, 2000, dtype=torch.float64)
+    diagonal[-2:] = torch.tensor([1.1, 1.3], dtype=torch.float64)
+    product = diagonal.mul
+    cold = lanczos(product, random_start_vector(2000, 0, torch.device("cpu")), tol=1e-2, max_iter=200)
+    top, second = torch.eye(2000, dtype=torch.float64)[[-1, -2]]
+    noise = torch.randn(2000, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    warm = lanczos(product, warmrandom_start_vector(top + 1e-3 * noise, 0), tol=1e-2, max_iter=200)
+    moved = lanczos(product, warmrandom_start_vector(second, 0), tol=1e-2, max_iter=200)
+    assert cold.eigenvalue == pytest.approx(1.3, rel=1e-2) and cold.n_hvp == 10
+    assert warm.eigenvalue == pytest.approx(1.3, rel=1e-2) and warm.n_hvp == 5
+    assert moved.eigenvalue == pytest.approx(1.3, rel=1e-2)
+
+
+def test_warm_start_through_the_public_function() -> None:
+    model, x, y = prepared("mlp")
+    expected = top_eigenvalue(reference_hessian("mlp"))
+    first = hessian_top_eigenvalue(model, x, y, tol=1e-6, max_iter=500, return_info=True)
+    again = hessian_top_eigenvalue(model, x, y, tol=1e-6, max_iter=500, start=first.vector,
+                                   return_info=True)
+    assert again.eigenvalue == pytest.approx(expected, rel=1e-6)
 
 
 def test_state_is_restored() -> None:
@@ -197,6 +236,8 @@ def test_bad_arguments() -> None:
         hessian_top_eigenvalue(model, x, y, method="arnoldi")
     with pytest.raises(ConfigError, match="hvp"):
         hessian_top_eigenvalue(model, x, y, hvp="finite_differences")
+    with pytest.raises(ConfigError, match="start must be a non-zero vector of 51"):
+        hessian_top_eigenvalue(model, x, y, start=torch.ones(7))
     with pytest.raises(ConfigError, match="params"):
         hessian_top_eigenvalue(model, x, y, params=[torch.zeros(3, requires_grad=True)])
     with pytest.raises(ConfigError, match="min_samples"):

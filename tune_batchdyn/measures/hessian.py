@@ -27,12 +27,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from tune_batchdyn.errors import check_choice
+from tune_batchdyn.errors import ConfigError, check_choice
 from tune_batchdyn.measures.checks import ConvergenceWarning, check_positive_int, check_tolerance
 from tune_batchdyn.measures.hvp import (
     HessianVectorProduct,
@@ -54,9 +54,11 @@ class EigenResult:
     n_hvp: int
     relative_residual: float  #: ‖Hx − θx‖ / |θ| at the returned θ
     message: str
+    #: the unit eigenvector estimate x (float64), to warm-start the next measurement
+    vector: Tensor | None = field(default=None, repr=False, compare=False)
 
 
-def _start_vector(size: int, seed: int, device: torch.device) -> Tensor:
+def random_start_vector(size: int, seed: int, device: torch.device) -> Tensor:
     generator = torch.Generator().manual_seed(seed)
     vector = torch.randn(size, generator=generator, dtype=torch.float64)
     return (vector / vector.norm()).to(device)
@@ -77,12 +79,13 @@ def power_iteration(
         value = float(vector @ product)
         relative = _relative(float((product - value * vector).norm()), value)
         if relative <= tol:
-            return EigenResult(value, True, step, relative, f"converged after {step} products")
+            return EigenResult(value, True, step, relative, f"converged after {step} products",
+                               vector)
         norm = product.norm()
         if norm == 0:
-            return EigenResult(0.0, True, step, 0.0, "H v = 0: the Hessian is zero on v")
+            return EigenResult(0.0, True, step, 0.0, "H v = 0: the Hessian is zero on v", vector)
         vector = product / norm
-    return _not_converged(value, max_iter, relative, tol)
+    return _not_converged(value, max_iter, relative, tol, vector)
 
 
 def _orthogonalise_(w: Tensor, basis: Tensor) -> Tensor:
@@ -125,22 +128,39 @@ def lanczos(hvp: HessianVectorProduct, start: Tensor, *, tol: float, max_iter: i
         top = int(ritz_values.abs().argmax())
         value = float(ritz_values[top])
         relative = _relative(beta * abs(float(ritz_vectors[-1, top])), value)
+        ritz = ritz_vectors[:, top].to(basis)
         if relative <= tol:
-            return EigenResult(value, True, step, relative, f"converged after {step} products")
+            return EigenResult(value, True, step, relative, f"converged after {step} products",
+                               basis[:step].T @ ritz)
         if beta <= torch.finfo(torch.float64).eps * max(abs(value), 1.0):
-            return EigenResult(
-                value, True, step, relative, f"invariant subspace found after {step} products"
-            )
+            return EigenResult(value, True, step, relative,
+                               f"invariant subspace found after {step} products",
+                               basis[:step].T @ ritz)
         if step == basis.shape[0]:
             basis = torch.cat([basis, torch.empty_like(basis)])
         betas.append(beta)
         torch.div(w, beta, out=basis[step])
-    return _not_converged(value, max_iter, relative, tol)
+    return _not_converged(value, max_iter, relative, tol, basis[:max_iter].T @ ritz)
 
 
-def _not_converged(value: float, max_iter: int, relative: float, tol: float) -> EigenResult:
+def _not_converged(value: float, max_iter: int, relative: float, tol: float,
+                   vector: Tensor) -> EigenResult:
     return EigenResult(value, False, max_iter, relative, f"not converged after {max_iter} "
-                       f"products (relative residual {relative:.2e} > tol {tol:g})")
+                       f"products (relative residual {relative:.2e} > tol {tol:g})", vector)
+
+
+def warmrandom_start_vector(previous: Tensor, seed: int) -> Tensor:
+    """A start vector half the previous eigenvector, half a seeded random direction.
+
+    The previous measurement's eigenvector is close to the new one when the Hessian changed
+    little (Lanczos then needs about half the products: benchmarks/measures.py); the random
+    half keeps every direction in the Krylov space, so a top eigenvector that changed places
+    with another is still found, and the residual rule cannot be met by the old pair alone.
+    """
+    previous = previous.to(torch.float64)
+    random = random_start_vector(previous.numel(), seed, previous.device)
+    mixed = previous / previous.norm() + random
+    return mixed / mixed.norm()
 
 
 def hessian_top_eigenvalue(
@@ -156,6 +176,7 @@ def hessian_top_eigenvalue(
     method: str = "lanczos",
     hvp: str = "double_backward",
     train_mode: bool = False,
+    start: Tensor | None = None,
     return_info: bool = False,
 ) -> float | EigenResult:
     """λmax of the Hessian of the batch's mean loss (block Hessian with ``params``).
@@ -163,8 +184,11 @@ def hessian_top_eigenvalue(
     ``tol``: relative residual ‖Hx − θx‖/|θ| to reach (1e-2 as the seed); ``max_iter``:
     at most this many Hessian-vector products; ``method``: "lanczos" or "power"; ``hvp``:
     "double_backward" or "forward_over_reverse" (see `hvp`); ``train_mode``: keep the model's
-    training mode instead of eval mode. Returns the eigenvalue, or with ``return_info`` an
-    `EigenResult`; warns (`ConvergenceWarning`) when ``max_iter`` was reached first.
+    training mode instead of eval mode; ``start``: the eigenvector estimate of an earlier
+    measurement (``EigenResult.vector``) to warm-start from (`warmrandom_start_vector`), else a
+    seeded random vector. Returns the eigenvalue, or with ``return_info`` an `EigenResult`
+    (its ``vector`` warm-starts the next call); warns (`ConvergenceWarning`) when
+    ``max_iter`` was reached first.
 
     Example::
 
@@ -175,9 +199,14 @@ def hessian_top_eigenvalue(
     check_choice("method", method, METHOD_CHOICES)
     solver = lanczos if method == "lanczos" else power_iteration
     chosen = select_parameters(model, params)
+    size = sum(p.numel() for p in chosen)
+    if start is not None and (start.numel() != size or not bool(start.norm() > 0)):
+        raise ConfigError(f"start must be a non-zero vector of {size} elements (one per "
+                          f"differentiated parameter), got shape {tuple(start.shape)}.")
     with hessian_operator(model, inputs, targets, loss_fn, chosen, hvp, train_mode) as product:
-        start = _start_vector(sum(p.numel() for p in chosen), seed, inputs.device)
-        result = solver(product, start, tol=tol, max_iter=max_iter)
+        vector = (random_start_vector(size, seed, inputs.device) if start is None
+                  else warmrandom_start_vector(start.reshape(-1).to(inputs.device), seed))
+        result = solver(product, vector, tol=tol, max_iter=max_iter)
     if not result.converged:
         warnings.warn(f"hessian_top_eigenvalue: {result.message}", ConvergenceWarning, stacklevel=2)
     return result if return_info else result.eigenvalue

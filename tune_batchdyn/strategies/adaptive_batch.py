@@ -124,6 +124,7 @@ class AdaptiveBatch(Strategy):
         self.checks_without_fall = 0
         self.checks = 0
         self.eigenvalue = math.nan
+        self.eigenvector: torch.Tensor | None = None  #: warm start of the next λmax
         self.measure_indices: torch.Tensor | None = None
 
     def _check(self, value: Any, field: str, ok: Callable[[float], bool], accepted: str,
@@ -192,7 +193,8 @@ class AdaptiveBatch(Strategy):
                       if p.requires_grad]
         result = hessian_top_eigenvalue(run.model, run.train_x[indices], run.train_y[indices],
                                         run.loss_fn, tol=self.tol, params=params,
-                                        return_info=True)
+                                        start=self.eigenvector, return_info=True)
+        self.eigenvector = result.vector.cpu()
         if not result.converged:
             self.log(f"λmax at epoch {run.epoch + 1}: {result.message}")
         return result.eigenvalue
@@ -206,7 +208,7 @@ class AdaptiveBatch(Strategy):
         return {**super().state_dict(), "batch": self.batch, "gamma": self.gamma,
                 "reference": self.reference, "checks_without_fall": self.checks_without_fall,
                 "checks": self.checks, "eigenvalue": self.eigenvalue,
-                "measure_indices": self.measure_indices}
+                "measure_indices": self.measure_indices, "eigenvector": self.eigenvector}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -217,6 +219,7 @@ class AdaptiveBatch(Strategy):
         self.checks = int(state["checks"])
         self.eigenvalue = float(state.get("eigenvalue", math.nan))
         self.measure_indices = state["measure_indices"]
+        self.eigenvector = state.get("eigenvector")
 
 
 class AdaptiveBatchAdversarial(AdaptiveBatch):

@@ -8,7 +8,8 @@ The engine calls ``before_step`` with every training mini-batch (before its upda
   The lr in LK is the first parameter group's (RMSGD's per-layer rates: its first layer's).
 - ``quality``: the stable-rank quality Q of the weights after each epoch (no data needed).
 - ``hessian``: λmax of the loss on a fixed measurement batch of ``hessian_samples`` training
-  samples (eval-mode batch-norm, as the seed), every ``hessian_every`` epochs and at the last.
+  samples (eval-mode batch-norm, as the seed), every ``hessian_every`` epochs and at the last,
+  warm-started from the previous measurement's eigenvector (kept in checkpoints).
   ``hessian_every=None`` picks the interval that keeps its cost near 10% of training: one λmax
   costs about ``HESSIAN_COST_STEPS`` training steps of the base batch size.
 
@@ -59,6 +60,7 @@ class Monitor:
         self.fisher = FisherTracker() if "fisher" in config.measures else None
         self.hessian_every = hessian_interval(config, n_train)
         self._hessian_batch: torch.Tensor | None = None
+        self._hessian_vector: torch.Tensor | None = None  # warm start of the next λmax
         self._n_train = n_train
 
     def before_step(self, run: Any, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -93,7 +95,8 @@ class Monitor:
             warnings.simplefilter("ignore", ConvergenceWarning)
             result = hessian_top_eigenvalue(run.model, run.train_x[idx], run.train_y[idx],
                                             run.loss_fn, seed=self.config.seed,
-                                            return_info=True)
+                                            start=self._hessian_vector, return_info=True)
+        self._hessian_vector = result.vector.cpu()
         if not result.converged:
             log.info("λmax not converged at epoch %d (%s): reported as NaN", run.epoch + 1,
                      result.message)
@@ -101,8 +104,10 @@ class Monitor:
         return float(result.eigenvalue)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"version": 1, "fisher": None if self.fisher is None else self.fisher.state_dict()}
+        return {"version": 1, "fisher": None if self.fisher is None else self.fisher.state_dict(),
+                "hessian_vector": self._hessian_vector}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.fisher is not None and state.get("fisher") is not None:
             self.fisher.load_state_dict(state["fisher"])
+        self._hessian_vector = state.get("hessian_vector")
