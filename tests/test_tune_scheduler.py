@@ -225,6 +225,26 @@ def test_no_reroute_when_the_planned_course_is_no_better():
     assert len(scheduler.decisions) == 0
 
 
+def test_reroute_is_checked_again_when_the_region_changes_until_half_the_budget():
+    planner = StubPlanner(worthwhile=False)
+    scheduler = MeasureScheduler(metric="val_error", mode="min", planner=planner,
+                                 min_finished=2)
+    runner = controller()
+    finish(scheduler, runner, [0.10, 0.20])
+    fixed_prediction(scheduler, mean=0.2, std=0.1)
+    trial = make_trial()
+    scheduler.on_trial_add(runner, trial)
+    checks = []
+    for epoch in (1, 2, 3, 4):  # budget 8 epochs: the window is [0.1, 0.5)
+        if epoch in (3, 4):
+            finish(scheduler, runner, [0.15])  # another trial finished: a new region
+            fixed_prediction(scheduler, mean=0.2, std=0.1)
+        before = planner.calls
+        assert scheduler.on_trial_result(runner, trial, result(epoch, 0.3)) == CONTINUE
+        checks.append(planner.calls - before)
+    assert checks == [1, 0, 1, 0]  # same region: no new check; epoch 4 = half the budget
+
+
 def test_metric_and_mode_checks():
     with pytest.raises(ConfigError, match="mode='max' is not accepted"):
         MeasureScheduler(metric="val_error", mode="max")
@@ -232,6 +252,8 @@ def test_metric_and_mode_checks():
         MeasureScheduler(grace_fraction=1.5)
     with pytest.raises(ConfigError, match="top_k=0"):
         MeasureScheduler(top_k=0)
+    with pytest.raises(ConfigError, match=r"reroute_until=0.1 .* in \(0.1, 1\]"):
+        MeasureScheduler(reroute_until=0.1)
     scheduler = MeasureScheduler()
     with pytest.raises(ConfigError, match="has no metric"):
         scheduler.on_trial_add(controller(), make_trial())

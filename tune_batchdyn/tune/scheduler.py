@@ -10,9 +10,11 @@ decides, in this order:
    value among the finished trials and the latest predictions of the other running trials.
    Predictions come from ``FinalErrorPredictor`` fitted on the finished trials (refitted as
    they accumulate).
-2. **reroute** (``_reroute_option``): once per trial, from ``reroute_fraction`` of its budget on,
-   when the optimum region is known: if the trial's course ends outside the region but a course
-   planned from its current position (``Planner.reroute``) ends inside, return ``PAUSE``; while
+2. **reroute** (``_reroute_option``): between ``reroute_fraction`` and ``reroute_until`` of its
+   budget, when the optimum region is known, checked again each time the region changes (another
+   trial finished), at most one reroute per trial: if the trial's course ends outside the region
+   but a course planned from its current position (``Planner.reroute``) ends inside, return
+   ``PAUSE``; while
    the trial is paused, ``choose_trial_to_run`` writes the new schedule into its config
    (``trial.set_config``, the pattern of Ray's ``ResourceChangingScheduler``) and resumes it
    first; it restarts from its own checkpoint and the engine trains the remaining epochs under
@@ -69,24 +71,30 @@ class MeasureScheduler(FIFOScheduler):
     ``grace_fraction`` (no stop before this budget fraction), ``top_k`` and ``confidence`` (the
     stop rule), ``min_finished`` (finished trials before the predictor's regression and the
     region are used), ``refit_growth`` (refit when the finished trials grew by this share),
-    ``reroute`` / ``reroute_fraction`` / ``planner`` (rerouting; default fraction: the grace
-    fraction), ``protect_beacons`` (never stop the searcher's beacons unless they diverge: the
-    planner needs their whole paths), ``features`` (the predictor's). Defaults: grace 0.1, top
-    3, one standard deviation (half a deviation stopped the best trial of a planted grid: the
-    regression's spread is too narrow for that), chosen on the grids of
-    ``benchmarks/schedulers.py``. """
+    ``reroute`` / ``reroute_fraction`` / ``reroute_until`` / ``planner`` (rerouting; default
+    window: from the grace fraction to half the budget), ``protect_beacons`` (never stop the
+    searcher's beacons unless they diverge: the planner needs their whole paths), ``features``
+    (the predictor's). Defaults: grace 0.1, top 3, one standard deviation (half a deviation
+    stopped the best trial of a planted grid: the regression's spread is too narrow for that),
+    chosen on the grids of ``benchmarks/schedulers.py``.
+    """
 
     def __init__(self, metric: str | None = None, mode: str | None = None, *,
                  history: TrialHistory | None = None, grace_fraction: float = 0.1,
                  top_k: int = 3, confidence: float = 1.0, min_finished: int = 5,
                  refit_growth: float = 0.1, reroute: bool = True,
                  protect_beacons: bool = True,
-                 reroute_fraction: float | None = None, planner: Planner | None = None,
-                 features: Sequence[str] = FEATURES) -> None:
+                 reroute_fraction: float | None = None, reroute_until: float = 0.5,
+                 planner: Planner | None = None, features: Sequence[str] = FEATURES) -> None:
         super().__init__()
         _check_fraction("grace_fraction", grace_fraction)
         if reroute_fraction is not None:
             _check_fraction("reroute_fraction", reroute_fraction)
+        start = grace_fraction if reroute_fraction is None else reroute_fraction
+        if not (isinstance(reroute_until, (int, float)) and start < reroute_until <= 1):
+            raise ConfigError(f"reroute_until={reroute_until!r} is not accepted; use a budget "
+                              f"fraction in ({start}, 1]: above reroute_fraction (the grace "
+                              "fraction by default).")
         _check_int("top_k", top_k, 1)
         _check_int("min_finished", min_finished, 2)
         if not (isinstance(confidence, (int, float)) and confidence >= 0):
@@ -108,13 +116,15 @@ class MeasureScheduler(FIFOScheduler):
         self.protect_beacons = bool(protect_beacons)
         self.reroute_fraction = float(grace_fraction if reroute_fraction is None
                                       else reroute_fraction)
+        self.reroute_until = float(reroute_until)
         self.planner = planner or Planner()
         self.features = tuple(features)
         # transient state, rebuilt from results (Ray does not restore it)
         self._predicted: dict[str, float] = {}
         self._reroutes: dict[str, dict[str, Any]] = {}
         self._resume_first: list[str] = []
-        self._reroute_checked: set[str] = set()
+        self._reroute_checked: dict[str, tuple[str, ...]] = {}  # trial: region it was checked in
+        self._rerouted: set[str] = set()
         self._predictor: FinalErrorPredictor | None = None
         self._predictor_fitted_on = -1
         self._region: tuple[tuple[str, ...], OptimumRegion | None] = ((), None)
@@ -157,6 +167,7 @@ class MeasureScheduler(FIFOScheduler):
             return STOP
         option = self._reroute_option(trial, rows)
         if option is not None:
+            self._rerouted.add(trial.trial_id)
             self._reroutes[trial.trial_id] = {"strategy": option.schedule,
                                               "batch_size": option.batch_size}
             self.history.decisions.add(
@@ -228,15 +239,15 @@ class MeasureScheduler(FIFOScheduler):
         return None
 
     def _reroute_option(self, trial: Trial, rows: pd.DataFrame) -> RerouteOption | None:
-        """A better course for a trial past ``reroute_fraction``, checked once per trial."""
+        """A better course for a trial inside the reroute window, checked once per region."""
         fraction = float(rows["budget_fraction"].iloc[-1])
-        if (not self.reroute or trial.trial_id in self._reroute_checked
-                or not self.reroute_fraction <= fraction < 1.0):
+        if (not self.reroute or trial.trial_id in self._rerouted
+                or not self.reroute_fraction <= fraction < self.reroute_until):
             return None
         finished, region = self._current_region()
-        if region is None:
+        if region is None or self._reroute_checked.get(trial.trial_id) == self._region[0]:
             return None
-        self._reroute_checked.add(trial.trial_id)
+        self._reroute_checked[trial.trial_id] = self._region[0]
         try:
             option = self.planner.reroute(finished, region, rows, trial.config)
         except ConfigError as err:
