@@ -18,7 +18,7 @@ from tune_batchdyn.measures import (
     hessian_top_eigenvalue,
     hessian_trace,
 )
-from tune_batchdyn.measures.hessian import random_start_vector, lanczos, warmrandom_start_vector
+from tune_batchdyn.measures.hessian import random_start_vector, lanczos, warm_start_vector
 from tune_batchdyn.measures.hvp import make_hvp
 
 
@@ -186,8 +186,8 @@ def test_warm_start_halves_the_products_and_still_finds_the_top() -> None:
     cold = lanczos(product, random_start_vector(2000, 0, torch.device("cpu")), tol=1e-2, max_iter=200)
     top, second = torch.eye(2000, dtype=torch.float64)[[-1, -2]]
     noise = torch.randn(2000, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    warm = lanczos(product, warmrandom_start_vector(top + 1e-3 * noise, 0), tol=1e-2, max_iter=200)
-    moved = lanczos(product, warmrandom_start_vector(second, 0), tol=1e-2, max_iter=200)
+    warm = lanczos(product, warm_start_vector(top + 1e-3 * noise, 0), tol=1e-2, max_iter=200)
+    moved = lanczos(product, warm_start_vector(second, 0), tol=1e-2, max_iter=200)
     assert cold.eigenvalue == pytest.approx(1.3, rel=1e-2) and cold.n_hvp == 10
     assert warm.eigenvalue == pytest.approx(1.3, rel=1e-2) and warm.n_hvp == 5
     assert moved.eigenvalue == pytest.approx(1.3, rel=1e-2)

@@ -2,7 +2,8 @@
 
 λmax is the eigenvalue of largest magnitude of H = ∇²L (L the mean loss of the batch; with
 ``params`` the block Hessian of those parameters only), found from Hessian-vector products
-(`hvp`) by Lanczos (default) or power iteration, both started from a seeded random vector:
+(`hvp`) by Lanczos (default) or power iteration, both started from a seeded random vector or
+warm-started from an earlier measurement's eigenvector (`warm_start_vector`):
 
 - power iteration: v ← Hv/‖Hv‖, θ = vᵀHv (PyHessian's method);
 - Lanczos with full re-orthogonalisation: θ = the Ritz value of largest magnitude of the
@@ -149,7 +150,7 @@ def _not_converged(value: float, max_iter: int, relative: float, tol: float,
                        f"products (relative residual {relative:.2e} > tol {tol:g})", vector)
 
 
-def warmrandom_start_vector(previous: Tensor, seed: int) -> Tensor:
+def warm_start_vector(previous: Tensor, seed: int) -> Tensor:
     """A start vector half the previous eigenvector, half a seeded random direction.
 
     The previous measurement's eigenvector is close to the new one when the Hessian changed
@@ -185,7 +186,7 @@ def hessian_top_eigenvalue(
     at most this many Hessian-vector products; ``method``: "lanczos" or "power"; ``hvp``:
     "double_backward" or "forward_over_reverse" (see `hvp`); ``train_mode``: keep the model's
     training mode instead of eval mode; ``start``: the eigenvector estimate of an earlier
-    measurement (``EigenResult.vector``) to warm-start from (`warmrandom_start_vector`), else a
+    measurement (``EigenResult.vector``) to warm-start from (`warm_start_vector`), else a
     seeded random vector. Returns the eigenvalue, or with ``return_info`` an `EigenResult`
     (its ``vector`` warm-starts the next call); warns (`ConvergenceWarning`) when
     ``max_iter`` was reached first.
@@ -205,7 +206,7 @@ def hessian_top_eigenvalue(
                           f"differentiated parameter), got shape {tuple(start.shape)}.")
     with hessian_operator(model, inputs, targets, loss_fn, chosen, hvp, train_mode) as product:
         vector = (random_start_vector(size, seed, inputs.device) if start is None
-                  else warmrandom_start_vector(start.reshape(-1).to(inputs.device), seed))
+                  else warm_start_vector(start.reshape(-1).to(inputs.device), seed))
         result = solver(product, vector, tol=tol, max_iter=max_iter)
     if not result.converged:
         warnings.warn(f"hessian_top_eigenvalue: {result.message}", ConvergenceWarning, stacklevel=2)
