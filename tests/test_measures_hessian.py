@@ -18,7 +18,7 @@ from tune_batchdyn.measures import (
     hessian_top_eigenvalue,
     hessian_trace,
 )
-from tune_batchdyn.measures.hessian import random_start_vector, lanczos, warm_start_vector
+from tune_batchdyn.measures.hessian import lanczos, random_start_vector, warm_start_vector
 from tune_batchdyn.measures.hvp import make_hvp
 
 
@@ -183,7 +183,8 @@ def test_warm_start_halves_the_products_and_still_finds_the_top() -> None:
     diagonal = torch.linspace(0.01, 1.0, 2000, dtype=torch.float64)
     diagonal[-2:] = torch.tensor([1.1, 1.3], dtype=torch.float64)
     product = diagonal.mul
-    cold = lanczos(product, random_start_vector(2000, 0, torch.device("cpu")), tol=1e-2, max_iter=200)
+    cold = lanczos(product, random_start_vector(2000, 0, torch.device("cpu")), tol=1e-2,
+                   max_iter=200)
     top, second = torch.eye(2000, dtype=torch.float64)[[-1, -2]]
     noise = torch.randn(2000, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     warm = lanczos(product, warm_start_vector(top + 1e-3 * noise, 0), tol=1e-2, max_iter=200)

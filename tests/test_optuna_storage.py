@@ -1,5 +1,6 @@
-"""Storage and scale: open_study's forms, worker processes sharing one SQLite study (with the
-pruner and the reroute callback), and a worker killed mid-study, then the study resumed.
+"""Storage and scale: open_study's forms, worker processes sharing one SQLite study and one
+PostgreSQL study (with the pruner and the reroute callback), and a worker killed mid-study,
+then the study resumed.
 
 The worker processes start together in one module fixture, so their imports overlap."""
 
@@ -12,6 +13,7 @@ import time
 
 import optuna
 import pytest
+from _postgres import postgres_server
 
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.optuna import (
@@ -100,7 +102,28 @@ def test_two_processes_share_one_study(workers):
     ``immediate_transactions`` two SQLite workers could take one queued trial: Optuna's
     "Cannot tell a COMPLETE trial" in the slower one, seen on a loaded 2-core machine.)"""
     assert [p.wait(timeout=300) for p in workers["shared_workers"]] == [0, 0]
-    study = open_study(workers["shared"], "shared", heartbeat_interval=None)
+    check_shared_study(workers["shared"])
+
+
+def test_two_processes_share_one_postgresql_study():
+    """The same two workers on a PostgreSQL server (Optuna's RDB storage over psycopg2), where
+    SELECT ... FOR UPDATE takes the queued trial; skipped where no server can be started."""
+    with postgres_server() as url:
+        enqueue_replay(open_study(url, "shared", heartbeat_interval=None),
+                       synthetic_records(**BEACONS))
+        processes = [subprocess.Popen([sys.executable, "-c", SHARED_WORKER, url, str(seed)])
+                     for seed in (1, 2)]
+        try:
+            assert [p.wait(timeout=300) for p in processes] == [0, 0]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+        check_shared_study(url)
+
+
+def check_shared_study(storage: str) -> None:
+    study = open_study(storage, "shared", heartbeat_interval=None)
     trials = study.get_trials()
     finished = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED)]
     assert len(finished) == 16  # 8 per worker
