@@ -274,6 +274,28 @@ def test_debug_string_and_the_records_kept():
     assert isinstance(scheduler.decisions, pd.DataFrame)
 
 
+def test_planned_and_rerouted_trials_are_stopped_only_by_divergence(scheduler):
+    runner = controller()
+    finish(scheduler, runner, [0.10, 0.20, 0.30, 0.40])
+    fixed_prediction(scheduler, mean=0.95, std=0.0)  # hopeless
+    planned, rerouted, other = make_trial(), make_trial(), make_trial()
+    for trial in (planned, rerouted, other):
+        scheduler.on_trial_add(runner, trial)
+    scheduler.history.register(planned.trial_id, planned.config, "planned")
+    scheduler.history.decisions.add("reroute", rerouted.trial_id, "planned course")
+    assert scheduler.on_trial_result(runner, planned, result(4, 0.9)) == CONTINUE
+    assert scheduler.on_trial_result(runner, rerouted, result(4, 0.9)) == CONTINUE
+    assert scheduler.on_trial_result(runner, other, result(4, 0.9)) == STOP
+    assert scheduler.on_trial_result(runner, planned, result(5, 0.9, diverged=True)) == STOP
+    unprotected = MeasureScheduler(metric="val_error", mode="min", grace_fraction=0.25,
+                                   min_finished=2, reroute=False, protect_plans=False)
+    finish(unprotected, runner, [0.10, 0.20, 0.30, 0.40])
+    fixed_prediction(unprotected, mean=0.95, std=0.0)
+    unprotected.on_trial_add(runner, planned)
+    unprotected.history.register(planned.trial_id, planned.config, "planned")
+    assert unprotected.on_trial_result(runner, planned, result(4, 0.9)) == STOP
+
+
 def test_a_protected_beacon_is_never_stopped_by_prediction_only_by_divergence(scheduler):
     runner = controller()
     finish(scheduler, runner, [0.10, 0.20, 0.30, 0.40])

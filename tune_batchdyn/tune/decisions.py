@@ -67,6 +67,10 @@ class DecisionLog:
         """The actions as the log lines ``add`` wrote, for printing after a run."""
         return [format_decision(row) for row in self._rows]
 
+    def trial_ids(self, action: str) -> set[str]:
+        """The trials this action was taken on."""
+        return {r["trial_id"] for r in self._rows if r["action"] == action}
+
     def counts(self) -> dict[str, int]:
         return {action: sum(r["action"] == action for r in self._rows) for action in ACTIONS}
 

@@ -9,7 +9,10 @@ decides, in this order:
    ``confidence`` predictive standard deviations, is still above the ``top_k``-th best final
    value among the finished trials and the latest predictions of the other running trials.
    Predictions come from ``FinalErrorPredictor`` fitted on the finished trials (refitted as
-   they accumulate).
+   they accumulate). Beacons and trials that run a plan (spawned by the searcher's planner, or
+   rerouted) are stopped only when they diverge: the planner needs the beacons' whole paths,
+   and a plan's early epochs run other batch sizes than its end, which the prediction cannot
+   know (each plan runs once, as the planner's test; ``MeasurePruner`` does the same).
 2. **reroute** (``_reroute_option``): between ``reroute_fraction`` and ``reroute_until`` of its
    budget, when the optimum region is known, checked again each time the region changes (another
    trial finished), at most one reroute per trial: if the trial's course ends outside the region
@@ -50,7 +53,14 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.predict import FEATURES, FinalErrorPredictor, OptimumRegion, Prediction
 from tune_batchdyn.tune.decisions import REROUTED, STOPPED
-from tune_batchdyn.tune.history import BEACON, FINISHED, RUNNING, TrialHistory, target_column
+from tune_batchdyn.tune.history import (
+    BEACON,
+    FINISHED,
+    PLANNED,
+    RUNNING,
+    TrialHistory,
+    target_column,
+)
 from tune_batchdyn.tune.planning import Planner, RerouteOption
 
 if TYPE_CHECKING:
@@ -73,7 +83,8 @@ class MeasureScheduler(FIFOScheduler):
     region are used), ``refit_growth`` (refit when the finished trials grew by this share),
     ``reroute`` / ``reroute_fraction`` / ``reroute_until`` / ``planner`` (rerouting; default
     window: from the grace fraction to half the budget), ``protect_beacons`` (never stop the
-    searcher's beacons unless they diverge: the planner needs their whole paths), ``features``
+    searcher's beacons unless they diverge: the planner needs their whole paths),
+    ``protect_plans`` (likewise for planned and rerouted trials), ``features``
     (the predictor's). Defaults: grace 0.1, top 3, one standard deviation (half a deviation
     stopped the best trial of a planted grid: the regression's spread is too narrow for that),
     chosen on the grids of ``benchmarks/schedulers.py``.
@@ -83,7 +94,7 @@ class MeasureScheduler(FIFOScheduler):
                  history: TrialHistory | None = None, grace_fraction: float = 0.1,
                  top_k: int = 3, confidence: float = 1.0, min_finished: int = 5,
                  refit_growth: float = 0.1, reroute: bool = True,
-                 protect_beacons: bool = True,
+                 protect_beacons: bool = True, protect_plans: bool = True,
                  reroute_fraction: float | None = None, reroute_until: float = 0.5,
                  planner: Planner | None = None, features: Sequence[str] = FEATURES) -> None:
         super().__init__()
@@ -114,6 +125,7 @@ class MeasureScheduler(FIFOScheduler):
         self.refit_growth = float(refit_growth)
         self.reroute = bool(reroute)
         self.protect_beacons = bool(protect_beacons)
+        self.protect_plans = bool(protect_plans)
         self.reroute_fraction = float(grace_fraction if reroute_fraction is None
                                       else reroute_fraction)
         self.reroute_until = float(reroute_until)
@@ -124,7 +136,6 @@ class MeasureScheduler(FIFOScheduler):
         self._reroutes: dict[str, dict[str, Any]] = {}
         self._resume_first: list[str] = []
         self._reroute_checked: dict[str, tuple[str, ...]] = {}  # trial: region it was checked in
-        self._rerouted: set[str] = set()
         self._predictor: FinalErrorPredictor | None = None
         self._predictor_fitted_on = -1
         self._region: tuple[tuple[str, ...], OptimumRegion | None] = ((), None)
@@ -167,7 +178,6 @@ class MeasureScheduler(FIFOScheduler):
             return STOP
         option = self._reroute_option(trial, rows)
         if option is not None:
-            self._rerouted.add(trial.trial_id)
             self._reroutes[trial.trial_id] = {"strategy": option.schedule,
                                               "batch_size": option.batch_size}
             self.history.decisions.add(
@@ -223,6 +233,8 @@ class MeasureScheduler(FIFOScheduler):
             return None
         if self.protect_beacons and self.history.origin(trial_id) == BEACON:
             return None  # the planner composes its schedules from the beacons' paths
+        if self.protect_plans and self._runs_a_plan(trial_id):
+            return None  # early epochs at other batch sizes than the end: no fair prediction
         if len(self.history.ids(FINISHED)) < self.min_finished:
             return None  # the predictor's cold start compares early errors with final ones
         guess = self._prediction(rows)
@@ -238,10 +250,15 @@ class MeasureScheduler(FIFOScheduler):
         log.debug("continue %s at fraction %.3g: %s", trial_id, fraction, numbers)
         return None
 
+    def _runs_a_plan(self, trial_id: str) -> bool:
+        """Spawned by the searcher's planner, or rerouted by this scheduler."""
+        return (self.history.origin(trial_id) == PLANNED
+                or trial_id in self.history.decisions.trial_ids(REROUTED))
+
     def _reroute_option(self, trial: Trial, rows: pd.DataFrame) -> RerouteOption | None:
         """A better course for a trial inside the reroute window, checked once per region."""
         fraction = float(rows["budget_fraction"].iloc[-1])
-        if (not self.reroute or trial.trial_id in self._rerouted
+        if (not self.reroute or trial.trial_id in self.history.decisions.trial_ids(REROUTED)
                 or not self.reroute_fraction <= fraction < self.reroute_until):
             return None
         finished, region = self._current_region()
