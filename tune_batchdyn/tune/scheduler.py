@@ -17,12 +17,11 @@ decides, in this order:
    budget, when the optimum region is known, checked again each time the region changes (another
    trial finished), at most one reroute per trial: if the trial's course ends outside the region
    but a course planned from its current position (``Planner.reroute``) ends inside, return
-   ``PAUSE``; while
-   the trial is paused, ``choose_trial_to_run`` writes the new schedule into its config
-   (``trial.set_config``, the pattern of Ray's ``ResourceChangingScheduler``) and resumes it
-   first; it restarts from its own checkpoint and the engine trains the remaining epochs under
-   the new schedule. Needs checkpoints every epoch (``TrialConfig.checkpoint_every=1``, the
-   default) and ``reuse_actors`` either way.
+   ``PAUSE``; while the trial is paused, ``choose_trial_to_run`` writes the new schedule into
+   its config (``trial.set_config``, the pattern of Ray's ``ResourceChangingScheduler``) and
+   resumes it first; it restarts from its own checkpoint and the engine trains the remaining
+   epochs under the new schedule. Needs checkpoints every epoch
+   (``TrialConfig.checkpoint_every=1``, the default) and ``reuse_actors`` either way.
 3. otherwise **continue**. A result without the metric (or with NaN) continues.
 
 Every stop and reroute is one line on the ``tune_batchdyn.tune`` logger and a row of
