@@ -274,43 +274,36 @@ def test_debug_string_and_the_records_kept():
     assert isinstance(scheduler.decisions, pd.DataFrame)
 
 
-def test_planned_and_rerouted_trials_are_stopped_only_by_divergence(scheduler):
-    runner = controller()
+def hopeless(runner, **protection):
+    """A scheduler with four finished trials that predicts every running trial hopeless."""
+    scheduler = MeasureScheduler(metric="val_error", mode="min", grace_fraction=0.25,
+                                 min_finished=2, reroute=False, **protection)
     finish(scheduler, runner, [0.10, 0.20, 0.30, 0.40])
-    fixed_prediction(scheduler, mean=0.95, std=0.0)  # hopeless
-    planned, rerouted, other = make_trial(), make_trial(), make_trial()
-    for trial in (planned, rerouted, other):
-        scheduler.on_trial_add(runner, trial)
-    scheduler.history.register(planned.trial_id, planned.config, "planned")
-    scheduler.history.decisions.add("reroute", rerouted.trial_id, "planned course")
-    assert scheduler.on_trial_result(runner, planned, result(4, 0.9)) == CONTINUE
-    assert scheduler.on_trial_result(runner, rerouted, result(4, 0.9)) == CONTINUE
-    assert scheduler.on_trial_result(runner, other, result(4, 0.9)) == STOP
-    assert scheduler.on_trial_result(runner, planned, result(5, 0.9, diverged=True)) == STOP
-    unprotected = MeasureScheduler(metric="val_error", mode="min", grace_fraction=0.25,
-                                   min_finished=2, reroute=False, protect_plans=False)
-    finish(unprotected, runner, [0.10, 0.20, 0.30, 0.40])
-    fixed_prediction(unprotected, mean=0.95, std=0.0)
-    unprotected.on_trial_add(runner, planned)
-    unprotected.history.register(planned.trial_id, planned.config, "planned")
-    assert unprotected.on_trial_result(runner, planned, result(4, 0.9)) == STOP
+    fixed_prediction(scheduler, mean=0.95, std=0.0)
+    return scheduler
 
 
-def test_a_protected_beacon_is_never_stopped_by_prediction_only_by_divergence(scheduler):
+def mark(scheduler, trial, origin):
+    """Make ``trial`` a beacon, a planned trial, or one this scheduler rerouted."""
+    if origin == "rerouted":
+        scheduler.history.decisions.add("reroute", trial.trial_id, "planned course")
+    else:
+        scheduler.history.register(trial.trial_id, trial.config, origin)
+
+
+@pytest.mark.parametrize(("origin", "flag"), [
+    ("beacon", "protect_beacons"), ("planned", "protect_plans"), ("rerouted", "protect_plans")])
+def test_protected_trials_are_never_stopped_by_prediction_only_by_divergence(origin, flag):
     runner = controller()
-    finish(scheduler, runner, [0.10, 0.20, 0.30, 0.40])
-    fixed_prediction(scheduler, mean=0.95, std=0.0)  # hopeless
-    beacon, other = make_trial(), make_trial()
-    for trial in (beacon, other):
+    scheduler = hopeless(runner)
+    protected, other = make_trial(), make_trial()
+    for trial in (protected, other):
         scheduler.on_trial_add(runner, trial)
-    scheduler.history.register(beacon.trial_id, beacon.config, "beacon")
-    assert scheduler.on_trial_result(runner, beacon, result(4, 0.9)) == CONTINUE
+    mark(scheduler, protected, origin)
+    assert scheduler.on_trial_result(runner, protected, result(4, 0.9)) == CONTINUE
     assert scheduler.on_trial_result(runner, other, result(4, 0.9)) == STOP
-    assert scheduler.on_trial_result(runner, beacon, result(5, 0.9, diverged=True)) == STOP
-    unprotected = MeasureScheduler(metric="val_error", mode="min", grace_fraction=0.25,
-                                   min_finished=2, reroute=False, protect_beacons=False)
-    finish(unprotected, runner, [0.10, 0.20, 0.30, 0.40])
-    fixed_prediction(unprotected, mean=0.95, std=0.0)
-    unprotected.on_trial_add(runner, beacon)
-    unprotected.history.register(beacon.trial_id, beacon.config, "beacon")
-    assert unprotected.on_trial_result(runner, beacon, result(4, 0.9)) == STOP
+    assert scheduler.on_trial_result(runner, protected, result(5, 0.9, diverged=True)) == STOP
+    unprotected = hopeless(runner, **{flag: False})
+    unprotected.on_trial_add(runner, protected)
+    mark(unprotected, protected, origin)
+    assert unprotected.on_trial_result(runner, protected, result(4, 0.9)) == STOP
