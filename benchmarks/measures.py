@@ -229,7 +229,7 @@ def last_layer(model: nn.Module) -> nn.Module:
     return [m for m in model.modules() if list(m.parameters(recurse=False))][-1]
 
 
-def rows_vector(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def eigenvector_estimate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The eigenvector estimate a trial keeps from its last λmax (tol 1e-2)."""
     return hessian_top_eigenvalue(model, x, y, return_info=True).vector
 
@@ -294,7 +294,7 @@ def hessian_table(repeats: int) -> None:
               f"{1e3 * elapsed:8.0f} {elapsed / step:6.1f}")
         print(f"{'':<20} PyHessian-style power needs "
               f"{accurate_at if accurate_at is not None else '> 40'} HVPs to be within 1e-2")
-        later_rows(label, model, x, y, step, rows_vector(model, x, y))
+        later_rows(label, model, x, y, step, eigenvector_estimate(model, x, y))
         double = hvp_ms(model, x, y, "double_backward", repeats)
         forward = hvp_ms(model, x, y, "forward_over_reverse", max(1, repeats // 2))
         print(f"{'':<20} ms per HVP: double backward {double:.1f}, "

@@ -321,6 +321,7 @@ class MeasureScheduler(FIFOScheduler):
     def _forget(self, trial_id: str) -> None:
         self._predicted.pop(trial_id, None)
         self._reroutes.pop(trial_id, None)
+        self._reroute_checked.pop(trial_id, None)
 
     def _check_mode(self) -> None:
         if self._mode not in (None, "min"):
