@@ -179,7 +179,8 @@ def test_warm_start_halves_the_products_and_still_finds_the_top() -> None:
     """A diagonal H of 2000 (known spectrum, top 1.3, next 1.1): started near the top
     eigenvector Lanczos needs about half the products of a random start; started on the
     second eigenvector (the top one changed places since the last measurement) it still
-    finds the top, because the warm start keeps a random half."""
+    finds the top for most seeds (84 of 100), because the warm start keeps a random half; the
+    others stop on the second eigenvalue, whose residual meets the rule first."""
     diagonal = torch.linspace(0.01, 1.0, 2000, dtype=torch.float64)
     diagonal[-2:] = torch.tensor([1.1, 1.3], dtype=torch.float64)
     product = diagonal.mul
@@ -189,9 +190,12 @@ def test_warm_start_halves_the_products_and_still_finds_the_top() -> None:
     noise = torch.randn(2000, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     warm = lanczos(product, warm_start_vector(top + 1e-3 * noise, 0), tol=1e-2, max_iter=200)
     moved = lanczos(product, warm_start_vector(second, 0), tol=1e-2, max_iter=200)
-    assert cold.eigenvalue == pytest.approx(1.3, rel=1e-2) and cold.n_hvp == 10
+    assert cold.eigenvalue == pytest.approx(1.3, rel=1e-2) and cold.n_hvp == 9
     assert warm.eigenvalue == pytest.approx(1.3, rel=1e-2) and warm.n_hvp == 5
     assert moved.eigenvalue == pytest.approx(1.3, rel=1e-2)
+    found = sum(lanczos(product, warm_start_vector(second, seed), tol=1e-2,
+                        max_iter=200).eigenvalue > 1.2 for seed in range(100))
+    assert found == 84
 
 
 def test_warm_start_through_the_public_function() -> None:

@@ -6,7 +6,6 @@ study; expected decisions are recomputed from the table itself, without Optuna."
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 import optuna
 import pandas as pd
@@ -61,12 +60,12 @@ def _rows(table: pd.DataFrame, trial_id: str, epochs: int) -> pd.DataFrame:
 
 def _expected(table: pd.DataFrame, finished: list[str], rows: pd.DataFrame, k: int,
               confidence: float) -> tuple[bool, float]:
-    """The rule recomputed from the table: (decision, its margin)."""
+    """The rule recomputed from the table: (decision, its margin; NaN: the fallback's)."""
     reference = table[table["trial_id"].isin(finished)]
-    guess = FinalErrorPredictor(target="final_val_error").fit(reference).predict(
-        rows.assign(trial_id="running"))
+    bound = FinalErrorPredictor(target="final_val_error").fit(reference).lower_bound(
+        rows.assign(trial_id="running"), confidence)
     finals = sorted(reference.groupby("trial_id")["final_val_error"].last())
-    margin = guess.mean - NormalDist().inv_cdf(confidence) * guess.std - finals[k - 1]
+    margin = bound - finals[k - 1]
     return margin > 0, margin
 
 
@@ -90,17 +89,17 @@ def test_a_fresh_pruner_decides_like_a_long_lived_one(table):
     """Workers rebuild the same decision from storage: the memo never changes an answer."""
     ids = _ids(table)
     long_lived = MeasurePruner()
-    study = _study(long_lived, table, ids[:8])
+    study = _study(long_lived, table, ids[:10])
     rows = _rows(table, ids[20], 4)
     first = _running(study, rows).should_prune()
-    enqueue_replay(study, table, ids[8:18])
+    enqueue_replay(study, table, ids[10:18])
     study.pruner = optuna.pruners.NopPruner()
-    study.optimize(replay_objective(table), n_trials=10)
+    study.optimize(replay_objective(table), n_trials=8)
     trial = _running(study, rows)
     for pruner in (long_lived, MeasurePruner()):
         study.pruner = pruner
         assert trial.should_prune() is _expected(table, ids[:18], rows, 1, 0.9)[0]
-    assert first is _expected(table, ids[:8], rows, 1, 0.9)[0]
+    assert first is _expected(table, ids[:10], rows, 1, 0.9)[0]
 
 
 def test_startup_delegates_to_the_fallback(table):
@@ -111,6 +110,23 @@ def test_startup_delegates_to_the_fallback(table):
     assert _running(study, hopeless).should_prune() is True
     study.pruner = MeasurePruner(n_startup_trials=5, fallback=optuna.pruners.NopPruner())
     assert _running(study, hopeless).should_prune() is False
+
+
+def test_too_few_completed_trials_for_the_confidence_go_to_the_fallback(table):
+    """Eight completed trials cannot vouch for 0.9 (the conformal rank 9 exceeds 8): the
+    fallback decides; nine can, and the bound decides."""
+    ids = _ids(table)
+    hopeless = _rows(table, ids[-1], 3)
+    never = optuna.pruners.NopPruner()
+    assert math.isnan(_expected(table, ids[:8], hopeless, 1, 0.9)[1])
+    study = _study(MeasurePruner(fallback=never), table, ids[:8])
+    assert _running(study, hopeless).should_prune() is False
+    study.pruner = MeasurePruner(fallback=optuna.pruners.ThresholdPruner(upper=0.0))
+    assert _running(study, hopeless).should_prune() is True
+    decision, margin = _expected(table, ids[:9], hopeless, 1, 0.9)
+    assert decision is True and margin > 1e-3
+    nine = _study(MeasurePruner(fallback=never), table, ids[:9])
+    assert _running(nine, hopeless).should_prune() is True
 
 
 def test_default_fallback_is_the_median_rule_before_startup():
@@ -162,7 +178,8 @@ def test_diverged_trial_is_predicted_at_chance_and_pruned(table):
 
 def test_nan_values_are_filled_not_pruned_for(table):
     """A NaN val error is filled by the finished trials' median: the decision equals the
-    independent predictor's on the same rows, and a NaN prediction continues."""
+    independent predictor's on the same rows; where the predictor cannot bound the trial
+    (its cold start) the fallback decides, with its own NaN rule."""
     ids = _ids(table)
     study = _study(MeasurePruner(), table, ids[:18])
     for trial_id in ids[18:24]:
@@ -170,10 +187,13 @@ def test_nan_values_are_filled_not_pruned_for(table):
         expected, margin = _expected(table, ids[:18], rows, 1, 0.9)
         if abs(margin) > 1e-6:
             assert _running(study, rows).should_prune() is expected
-    # cold-start predictor (fewer finished trials than its min_finished) and no val error: NaN
-    few = _study(MeasurePruner(n_startup_trials=2), table, ids[:3])
+    # cold-start predictor (fewer finished trials than its min_finished) and no val error
     rows = _rows(table, ids[20], 3).assign(val_error=math.nan)
+    few = _study(MeasurePruner(n_startup_trials=2, fallback=optuna.pruners.NopPruner()), table,
+                 ids[:3])
     assert _running(few, rows).should_prune() is False
+    few.pruner = MeasurePruner(n_startup_trials=2)  # MedianPruner: all values NaN, pruned
+    assert _running(few, rows).should_prune() is True
 
 
 def test_trial_without_records_goes_to_the_fallback(table):

@@ -168,3 +168,56 @@ def test_finished_trials_are_read_at_the_running_fraction():
     assert at[0] == pytest.approx(math.log(math.sqrt(2.0)))
     assert at[1] == pytest.approx(0.7)
     assert at[2] == pytest.approx(0.7 - 0.8)  # val at 0.1875 clamps to the first epoch
+
+
+def test_loo_scores_equal_explicit_leave_one_out_refits():
+    """The closed-form leave-one-out scores equal refitting the GP without each point, at the
+    same hyperparameters: (μ₋ᵢ − yᵢ) / σ₋ᵢ by explicit solves."""
+    from tune_batchdyn.predict.gp import fit_gp, loo_scores
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 3))
+    y = x[:, 0] - 0.5 * x[:, 1] ** 2 + 0.1 * rng.normal(size=12)
+    fit = fit_gp(x, y)
+    d = fit.x_train.shape[1]
+    xs, ys = fit.x_train, (y - fit.y_mean) / fit.y_scale
+    sq = ((xs[:, None, :] - xs[None, :, :]) ** 2).sum(axis=-1)
+    kernel = np.exp(-sq / (2 * fit.length_scale ** 2 * d)) + fit.linear_weight * xs @ xs.T / d
+    expected = []
+    for i in range(12):
+        keep = np.arange(12) != i
+        system = kernel[np.ix_(keep, keep)] + fit.noise_ratio * np.eye(11)
+        cross = kernel[i, keep]
+        mean = cross @ np.linalg.solve(system, ys[keep])
+        variance = fit.scale * (kernel[i, i] + fit.noise_ratio
+                                - cross @ np.linalg.solve(system, cross))
+        expected.append((mean - ys[i]) / math.sqrt(variance))
+    np.testing.assert_allclose(loo_scores(fit), expected, rtol=1e-8, atol=1e-10)
+
+
+def test_lower_bound_is_the_conformal_quantile():
+    """The bound is sigmoid(μ − q·σ) on the logit scale with q the ⌈(n+1)c⌉-th smallest
+    leave-one-out score (at least 0); NaN when n trials cannot vouch for c; a diverged
+    trial's own error; a ConfigError for a confidence outside (0, 1)."""
+    from tune_batchdyn.predict.gp import loo_scores
+
+    train, test = _split()
+    model = FinalErrorPredictor().fit(train)
+    n = model.n_finished_
+    rows = next(iter(test.groupby("trial_id")))[1]
+    rows = rows[rows["budget_fraction"] <= 0.2 + 1e-9]
+    fit, mean, std = model._gp_at(model._running(rows, None))
+    scores = np.sort(loo_scores(fit))
+    for confidence in (0.5, 0.9):
+        q = max(scores[math.ceil((n + 1) * confidence) - 1], 0.0)
+        expected = 1.0 / (1.0 + math.exp(-(mean - q * std)))
+        assert model.lower_bound(rows, confidence) == pytest.approx(expected, rel=1e-12)
+    assert model.lower_bound(rows, 0.5) <= model.predict(rows).mean
+    assert math.isnan(model.lower_bound(rows, n / (n + 1) + 1e-6))
+    diverged = rows.copy()
+    diverged.loc[diverged.index[-1], "diverged"] = True
+    assert model.lower_bound(diverged, 0.9) == model.predict(diverged).mean
+    few = FinalErrorPredictor().fit(train[train["trial_id"].isin(train["trial_id"].unique()[:3])])
+    assert math.isnan(few.lower_bound(rows, 0.9))
+    with pytest.raises(ConfigError, match="confidence=1.5"):
+        model.lower_bound(rows, 1.5)

@@ -55,12 +55,15 @@ def _split(vector: Tensor, params: list[Tensor]) -> list[Tensor]:
 
 
 def _flat(tensors: Iterable[Tensor | None], params: list[Tensor]) -> Tensor:
-    return torch.cat(
-        [
-            (t if t is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
-            for t, p in zip(tensors, params, strict=True)
-        ]
-    )
+    """The pieces, widened to float64, written into one new flat vector (no per-piece copy)."""
+    flat = torch.empty(sum(p.numel() for p in params), dtype=torch.float64,
+                       device=params[0].device)
+    for piece, t in zip(torch.split(flat, [p.numel() for p in params]), tensors, strict=True):
+        if t is None:
+            piece.zero_()
+        else:
+            piece.copy_(t.reshape(-1))
+    return flat
 
 
 def make_hvp(

@@ -1,28 +1,35 @@
-"""``MeasurePruner``: prune a trial whose predicted final error is confidently worse than the
-k-th best finished trial's.
+"""``MeasurePruner``: prune a trial whose final error is confidently worse than the k-th best
+finished trial's.
 
 Rule, for a running trial at step (epoch) t with records stored by ``TrialReporter``:
 
-    prune  ⇔  μ − z·σ > v₍k₎
+    prune  ⇔  b > v₍k₎
 
-where (μ, σ) is ``FinalErrorPredictor``'s prediction of the trial's final error (fitted on the
-study's completed trials' records, read at the running trial's budget fraction), z = Φ⁻¹
-(``confidence``), and v₍k₎ is the k-th lowest value among the completed trials. Guards, in
-order (each returns "continue"): no step reported; t < ``n_warmup_steps``; the trial runs a
-plan of ``RerouteCallback`` (unless ``prune_plans``: a plan's early epochs run other batch sizes
-than its end, which the prediction cannot know, and each plan runs once, as the planner's
-test); fewer than ``n_startup_trials`` completed trials, or no records on the running trial:
-the ``fallback`` pruner decides (default ``MedianPruner`` with two startup trials and the same
-warm-up); a prediction whose mean or std is NaN.
+where b is ``FinalErrorPredictor.lower_bound`` at ``confidence`` (fitted on the study's
+completed trials' records, read at the running trial's budget fraction): the error the trial
+ends below with probability at most 1 − ``confidence``, calibrated by how far the completed
+trials ended from their own leave-one-out predictions (conformal), and v₍k₎ is the k-th
+lowest value among the completed trials. Guards, in order (each returns "continue"): no step
+reported; t < ``n_warmup_steps``; the trial runs a plan of ``RerouteCallback`` (unless
+``prune_plans``: a plan's early epochs run other batch sizes than its end, which the
+prediction cannot know, and each plan runs once, as the planner's test); fewer than
+``n_startup_trials`` completed trials, no records on the running trial, or a bound that
+cannot be given (too few completed trials to vouch for ``confidence``: 9 at 0.9): the
+``fallback`` pruner decides (default ``MedianPruner`` with two startup trials and the same
+warm-up).
+
+Why conformal, not the prediction's normal quantile μ − z·σ: σ is fitted on the completed
+trials, few early in a study and all survivors of the pruner itself, and the normal quantile
+trusted it. Replaying the recorded grids (benchmarks/pruners.py) it pruned the best
+configuration, a slow starter at the grid's lowest learning rate, in several trial orders;
+the conformal bound widens exactly when the completed trials were predicted badly.
 
 NaN: a NaN reported value does not prune by itself; the decision reads the records. A
-diverged trial is predicted at its own error (chance level when NaN, as
-``FinalErrorPredictor`` does) with no uncertainty, so it is pruned when that is worse than
-v₍k₎ (``objective`` never asks: diverged trials end on their own). NaN measures and val errors
-are filled by the finished trials' median at that fraction; before the predictor has
-``min_finished`` finished trials (its cold-start rule), a trial without any val error gets a
-NaN prediction and continues. A trial without records is left to the fallback and its NaN
-rule (``MedianPruner`` prunes a trial whose reported values are all NaN).
+diverged trial's bound is its own error (chance level when NaN, as ``FinalErrorPredictor``
+does), so it is pruned when that is worse than v₍k₎ (``objective`` never asks: diverged
+trials end on their own). NaN measures and val errors are filled by the finished trials'
+median at that fraction. A trial without records is left to the fallback and its NaN rule
+(``MedianPruner`` prunes a trial whose reported values are all NaN).
 
 Storage only: Optuna does not store pruners, so every worker builds its own, and the decision
 is a function of what the storage holds. The one memo, the fitted predictor, is keyed by the
@@ -44,7 +51,6 @@ Example::
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from typing import Any
 
 import optuna
@@ -65,15 +71,17 @@ class MeasurePruner(BasePruner):
 
     Args:
         k: the running trial is compared with the k-th best completed trial (1: the best).
-        confidence: probability, under the prediction's normal error, that the trial ends worse
-            than the k-th best before it is pruned; z = Φ⁻¹(confidence).
+        confidence: probability that the trial ends worse than the k-th best before it is
+            pruned (conformal: needs at least confidence/(1 − confidence) completed trials,
+            else the fallback decides).
         n_startup_trials: completed trials before the prediction is used (at least ``k``).
         n_warmup_steps: no pruning while the epoch is below it; epochs count from 1, so the
             default 1 (like 0) first judges a trial after its first epoch.
         fallback: the pruner used before ``n_startup_trials`` (and for trials without records);
             default ``MedianPruner(n_startup_trials=2, n_warmup_steps=n_warmup_steps)``.
-        predictor: an unfitted predictor to clone and fit (``fit(records)``, ``predict(rows)``
-            returning ``mean``, ``std``); default ``FinalErrorPredictor`` of ``final_<metric>``.
+        predictor: an unfitted predictor to clone and fit (``fit(records)``,
+            ``lower_bound(rows, confidence)`` returning an error or NaN); default
+            ``FinalErrorPredictor`` of ``final_<metric>``.
         metric: the record column the objective returns at the end (``val_error``).
         prune_plans: judge rerouted trials (``reroute/plan``) like the others.
     """
@@ -98,13 +106,13 @@ class MeasurePruner(BasePruner):
         if metric not in METRICS:
             raise ConfigError(f"metric must be one of {', '.join(METRICS)}, but got {metric=}.")
         if predictor is not None and not (hasattr(predictor, "fit")
-                                          and hasattr(predictor, "predict")):
-            raise ConfigError(f"predictor must have fit(records) and predict(rows), but got "
-                              f"{predictor=}.")
+                                          and hasattr(predictor, "lower_bound")):
+            raise ConfigError(f"predictor must have fit(records) and lower_bound(rows, "
+                              f"confidence), but got {predictor=}.")
         if not isinstance(prune_plans, bool):
             raise ConfigError(f"prune_plans must be True or False, but got {prune_plans=}.")
         self._k = k
-        self._z = NormalDist().inv_cdf(confidence)
+        self._confidence = float(confidence)
         self._n_startup_trials = n_startup_trials
         self._n_warmup_steps = n_warmup_steps
         self._fallback = fallback or MedianPruner(n_startup_trials=2,
@@ -126,11 +134,11 @@ class MeasurePruner(BasePruner):
         running = records_from_optuna([trial])
         if len(completed) < self._n_startup_trials or running.empty:
             return bool(self._fallback.prune(study, trial))
-        prediction = self._fitted(study.study_name, completed).predict(running)
-        if not (math.isfinite(prediction.mean) and math.isfinite(prediction.std)):
-            return False
+        bound = self._fitted(study.study_name, completed).lower_bound(running, self._confidence)
+        if math.isnan(bound):
+            return bool(self._fallback.prune(study, trial))
         kth_best = sorted(t.value for t in completed)[self._k - 1]
-        return bool(prediction.mean - self._z * prediction.std > kth_best)
+        return bool(bound > kth_best)
 
     def _fitted(self, study_name: str, completed: list[FrozenTrial]) -> Any:
         """The predictor fitted on ``completed``: refitted only when that set changes."""

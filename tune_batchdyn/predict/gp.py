@@ -102,6 +102,14 @@ def predict_gp(fit: GPFit, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fit.y_mean + fit.y_scale * mean, fit.y_scale * np.sqrt(variance)
 
 
+def loo_scores(fit: GPFit) -> np.ndarray:
+    """(μ₋ᵢ − yᵢ) / σ₋ᵢ for each training point: how many leave-one-out predictive standard
+    deviations (noise included) below its leave-one-out prediction it lies, from the closed
+    form (μ₋ᵢ − yᵢ = −[K⁻¹y]ᵢ / [K⁻¹]ᵢᵢ, σ₋ᵢ² = s / [K⁻¹]ᵢᵢ) at the fitted hyperparameters."""
+    diag = (fit.eigvecs * fit.eigvecs) @ (1.0 / (fit.eigvals + fit.noise_ratio))
+    return -(fit.alpha / diag) / np.sqrt(fit.scale / diag)
+
+
 def _standardise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.clip((x - mean) / scale, -CLIP, CLIP)
 

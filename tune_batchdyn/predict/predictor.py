@@ -17,6 +17,16 @@ Rules, checked in order:
    mode ``"cold-start"``;
 3. otherwise the GP, mode ``"gp"``.
 
+``lower_bound(rows, confidence)`` is the error a running trial ends below with probability at
+most 1 − ``confidence``, by split-free conformal calibration (jackknife): the GP's mean minus q
+predictive standard deviations (logit scale), q the ⌈(n+1)·confidence⌉-th smallest of the n
+finished trials' leave-one-out scores (how far below its leave-one-out prediction each ended,
+``gp.loo_scores``), never below zero. With too few finished trials for that rank it is NaN:
+n finished trials cannot vouch for more than confidence n/(n+1). The bound follows how well
+the GP actually predicted the finished trials at that fraction, instead of trusting a normal
+quantile of a standard deviation fitted on a handful of trials (benchmarks/pruners.py: the
+normal quantile pruned the best configuration in several replays that this bound kept).
+
 NaN: a feature that no finished trial has at f (a measure not taken) is dropped; a missing value
 elsewhere (in a finished or the running trial) is replaced by the finished trials' median of that
 feature at f. Finished trials include diverged ones, with their error as target.
@@ -51,7 +61,7 @@ from tune_batchdyn.predict.features import (
     check_features,
     feature_matrix,
 )
-from tune_batchdyn.predict.gp import GPFit, fit_gp, predict_gp
+from tune_batchdyn.predict.gp import GPFit, fit_gp, loo_scores, predict_gp
 from tune_batchdyn.predict.result import Prediction
 from tune_batchdyn.predict.trials import Trial, TrialSet, as_trial_set, running_trial
 from tune_batchdyn.records.io import read_records
@@ -100,10 +110,7 @@ class FinalErrorPredictor(BaseEstimator):
     def predict(self, trajectory: pd.DataFrame | Trial, total_epochs: float | None = None) -> (
             Prediction):
         """Predicted final error of one running trial from its rows so far."""
-        if not hasattr(self, "reference_"):
-            raise ConfigError(f"{type(self).__name__} is not fitted; call fit(records) first.")
-        trial = trajectory if isinstance(trajectory, Trial) else running_trial(
-            trajectory, target=self.target, n_classes=self.n_classes, total_epochs=total_epochs)
+        trial = self._running(trajectory, total_epochs)
         if trial.diverged:
             return diverged_prediction(trial, self.n_finished_)
         if self.n_finished_ < self.min_finished:
@@ -113,15 +120,54 @@ class FinalErrorPredictor(BaseEstimator):
             return cold_start_prediction(trial, reference)
         return self._gp_prediction(trial)
 
-    def _gp_prediction(self, trial: Trial) -> Prediction:
+    def lower_bound(self, trajectory: pd.DataFrame | Trial, confidence: float,
+                    total_epochs: float | None = None) -> float:
+        """The final error one running trial ends below with probability at most
+        1 − ``confidence`` (conformal; see the module docstring); NaN when it cannot be said
+        (cold start, or too few finished trials for ``confidence``). A diverged trial's
+        bound is its own error."""
+        if not (isinstance(confidence, (float, int)) and 0.0 < confidence < 1.0):
+            raise ConfigError(f"confidence={confidence!r} is not accepted; use a probability "
+                              "in (0, 1), e.g. 0.9.")
+        trial = self._running(trajectory, total_epochs)
+        if trial.diverged:
+            return diverged_prediction(trial, self.n_finished_).mean
+        if self.n_finished_ < self.min_finished:
+            return math.nan
+        gp = self._gp_at(trial)
+        if gp is None:
+            return math.nan
+        fit, mean, std = gp
+        scores = np.sort(loo_scores(fit))
+        rank = math.ceil((len(scores) + 1) * confidence)
+        if rank > len(scores):
+            return math.nan
+        margin = max(float(scores[rank - 1]), 0.0)
+        return float(1.0 / (1.0 + math.exp(-(mean - margin * std))))
+
+    def _running(self, trajectory: pd.DataFrame | Trial, total_epochs: float | None) -> Trial:
+        if not hasattr(self, "reference_"):
+            raise ConfigError(f"{type(self).__name__} is not fitted; call fit(records) first.")
+        return trajectory if isinstance(trajectory, Trial) else running_trial(
+            trajectory, target=self.target, n_classes=self.n_classes, total_epochs=total_epochs)
+
+    def _gp_at(self, trial: Trial) -> tuple[GPFit, float, float] | None:
+        """The GP fitted at the trial's fraction and its logit-scale mean and std there."""
         fitted = self._fit_at(trial.fraction)
         if fitted is None:
-            return cold_start_prediction(trial)
+            return None
         fit, columns, medians = fitted
         query = feature_matrix([trial], [self.features_[c] for c in columns], trial.fraction)[0]
         query = np.where(np.isfinite(query), query, medians)
         mean, std = predict_gp(fit, query[None, :])
-        error_mean, error_std = _logit_normal_moments(float(mean[0]), float(std[0]))
+        return fit, float(mean[0]), float(std[0])
+
+    def _gp_prediction(self, trial: Trial) -> Prediction:
+        gp = self._gp_at(trial)
+        if gp is None:
+            return cold_start_prediction(trial)
+        _, mean, std = gp
+        error_mean, error_std = _logit_normal_moments(mean, std)
         return Prediction(error_mean, error_std, self.mode_name, trial.fraction,
                           self.n_finished_)
 
