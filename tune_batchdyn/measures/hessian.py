@@ -105,10 +105,11 @@ def _orthogonalise_(w: Tensor, basis: list[Tensor]) -> Tensor:
 
 
 def _subtract_projection_(w: Tensor, basis: list[Tensor]) -> None:
-    """w -= Σ (v·w) v, classical Gram-Schmidt: the coefficients stay tensors (no host sync)."""
+    """w -= Σ (v·w) v, classical Gram-Schmidt, in place: the coefficients stay 0-d tensors (no
+    host sync) and ``addcmul_`` takes them without a temporary vector."""
     coefficients = [v @ w for v in basis]
     for v, c in zip(basis, coefficients, strict=True):
-        w.sub_(v * c)
+        w.addcmul_(v, c, value=-1.0)
 
 
 def _tridiagonal(alphas: list[float], betas: list[float]) -> Tensor:
