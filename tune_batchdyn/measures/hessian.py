@@ -132,9 +132,7 @@ def lanczos(hvp: HessianVectorProduct, start: Tensor, *, tol: float, max_iter: i
     """Eigenvalue of largest magnitude by Lanczos with full re-orthogonalisation.
 
     The basis is kept (k vectors of P float64 after k products) as separate vectors, each the
-    product that made it, normalised in place: one fresh vector per product. (One k × P
-    buffer would exceed the allocator's reuse threshold on large models and pay page faults
-    on every row: a fifth of a small net's λmax time.)
+    product that made it, normalised in place.
     """
     basis = [start]
     alphas: list[float] = []
