@@ -13,6 +13,8 @@ from torch.func import functional_call, grad, vmap
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.measures import (
     FisherTracker,
+    active_condition,
+    floored_condition,
     gradient_noise_scale,
     per_sample_gram,
     truncated_condition,
@@ -172,3 +174,24 @@ def test_fisher_tracker_rejects_bad_input() -> None:
         tracker.load_state_dict({"version": 1, "settings": {"noise_ema": 0.9}, "state": {}})
     with pytest.raises(ConfigError, match="noise_ema"):
         FisherTracker(noise_ema=1.0)
+
+
+def test_active_condition_drops_vanished_samples() -> None:
+    """J with orthogonal columns of squared norms 4, 1, 1e-6 (a fitted sample): the seed's c
+    is sqrt(4 / 1e-6) = 2000; the active variant drops the third (1e-6 < 1e-3 · tr/B) and
+    gives sqrt(4 / 1) = 2; the floored one floors 1e-6 at 1e-3 · (5 + 1e-6)/3."""
+    gram = torch.diag(torch.tensor([4.0, 1.0, 1e-6], dtype=torch.float64))
+    rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64,
+                                           generator=torch.Generator().manual_seed(0)))[0]
+    jacobian = rotation @ gram.sqrt()  # J with JᵀJ = diag: columns of the given norms
+    gram = jacobian.T @ jacobian
+    assert truncated_condition(gram) == pytest.approx(2000.0, rel=1e-6)
+    assert active_condition(gram) == pytest.approx(2.0, rel=1e-9)
+    floor = 1e-3 * (5.0 + 1e-6) / 3
+    assert floored_condition(gram) == pytest.approx(math.sqrt(4.0 / floor), rel=1e-9)
+    assert active_condition(gram, vanish=1e-7) == pytest.approx(2000.0, rel=1e-6)
+    assert math.isnan(active_condition(torch.zeros(3, 3, dtype=torch.float64)))
+    with pytest.raises(ConfigError, match="vanish=2"):
+        active_condition(gram, vanish=2)
+    with pytest.raises(ConfigError, match="floor=0"):
+        floored_condition(gram, floor=0)

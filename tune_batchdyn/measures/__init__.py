@@ -6,7 +6,11 @@ returns its result rather than attaching it to the model.
 """
 
 from tune_batchdyn.measures.checks import ConvergenceWarning
-from tune_batchdyn.measures.condition import truncated_condition
+from tune_batchdyn.measures.condition import (
+    active_condition,
+    floored_condition,
+    truncated_condition,
+)
 from tune_batchdyn.measures.evbmf import EVBMFBatch, evbmf, evbmf_batched
 from tune_batchdyn.measures.fisher import FisherTracker
 from tune_batchdyn.measures.gram import exact_gram, per_sample_gram
@@ -32,4 +36,6 @@ __all__ = [
     "network_quality",
     "per_sample_gram",
     "truncated_condition",
+    "active_condition",
+    "floored_condition",
 ]

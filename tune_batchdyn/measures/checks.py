@@ -19,3 +19,9 @@ def check_tolerance(tol: object) -> None:
     """Raise `ConfigError` unless ``tol`` is a relative tolerance in (0, 1)."""
     if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0.0 < tol < 1.0:
         raise ConfigError(f"tol must be a number in (0, 1); got tol={tol!r}.")
+
+
+def check_fraction(name: str, value: object) -> None:
+    """Raise `ConfigError` unless ``value`` is a number in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
+        raise ConfigError(f"{name} must be a number in (0, 1), e.g. 1e-3; got {name}={value!r}.")

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.measures.checks import check_fraction
 from tune_batchdyn.measures.eigen import eigvalsh
 
 
@@ -41,3 +42,34 @@ def truncated_condition(gram: Tensor) -> float:
     if kept.numel() == 0:
         return math.nan
     return math.sqrt(float(kept[-1] / kept[0]))
+
+
+def active_condition(gram: Tensor, vanish: float = 1e-3) -> float:
+    """c over the samples whose gradient has not vanished: F̃ restricted to the rows and columns
+    i with F̃_ii ≥ ``vanish`` · tr F̃ / B, then `truncated_condition`.
+
+    A sturdier variant of the seed's c_k (fisher-measures-dynamic-sampling asks for one if c_k
+    proves unstable): once a network fits some samples, their gradients shrink towards zero and
+    the smallest non-zero eigenvalue, hence c_k, is set by whichever sample fits best, not by
+    the batch. ``benchmarks/ck_variants.py`` compares the two; C̄K stays the seed's.
+    """
+    check_gram(gram)
+    check_fraction("vanish", vanish)
+    diagonal = gram.diagonal().to(torch.float64)
+    mean = float(diagonal.mean()) if diagonal.numel() else 0.0
+    if not mean > 0:
+        return math.nan
+    keep = torch.nonzero(diagonal >= vanish * mean).flatten()
+    return truncated_condition(gram[keep][:, keep])
+
+
+def floored_condition(gram: Tensor, floor: float = 1e-3) -> float:
+    """c with the smallest non-zero eigenvalue floored at ``floor`` · tr F̃ / B (the mean
+    eigenvalue): another sturdier variant of c_k, bounded by sqrt(B / floor)."""
+    check_fraction("floor", floor)
+    kept = nonzero_eigenvalues(gram)
+    if kept.numel() == 0:
+        return math.nan
+    smallest = max(float(kept[0]), floor * float(kept.sum()) / gram.shape[0])
+    return math.sqrt(float(kept[-1]) / smallest)
+
