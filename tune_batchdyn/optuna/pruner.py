@@ -22,7 +22,8 @@ Why conformal, not the prediction's normal quantile μ − z·σ: σ is fitted o
 trials, few early in a study and all survivors of the pruner itself, and the normal quantile
 trusted it. Replaying the recorded grids (benchmarks/pruners.py) it pruned the best
 configuration, a slow starter at the grid's lowest learning rate, in several trial orders;
-the conformal bound widens exactly when the completed trials were predicted badly.
+the conformal bound widens exactly when the completed trials were predicted badly (README:
+the replays' figures, for and against).
 
 NaN: a NaN reported value does not prune by itself; the decision reads the records. A
 diverged trial's bound is its own error (chance level when NaN, as ``FinalErrorPredictor``

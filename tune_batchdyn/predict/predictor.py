@@ -24,8 +24,7 @@ finished trials' leave-one-out scores (how far below its leave-one-out predictio
 ``gp.loo_scores``), never below zero. With too few finished trials for that rank it is NaN:
 n finished trials cannot vouch for more than confidence n/(n+1). The bound follows how well
 the GP actually predicted the finished trials at that fraction, instead of trusting a normal
-quantile of a standard deviation fitted on a handful of trials (benchmarks/pruners.py: the
-normal quantile pruned the best configuration in several replays that this bound kept).
+quantile of a standard deviation fitted on a handful of trials.
 
 NaN: a feature that no finished trial has at f (a measure not taken) is dropped; a missing value
 elsewhere (in a finished or the running trial) is replaced by the finished trials' median of that
