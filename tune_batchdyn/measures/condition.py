@@ -72,4 +72,3 @@ def floored_condition(gram: Tensor, floor: float = 1e-3) -> float:
         return math.nan
     smallest = max(float(kept[0]), floor * float(kept.sum()) / gram.shape[0])
     return math.sqrt(float(kept[-1]) / smallest)
-
