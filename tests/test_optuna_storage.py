@@ -146,14 +146,17 @@ def test_killed_worker_loses_nothing_finished(workers):
     process = workers["killed_worker"]
     deadline = time.monotonic() + 300
     completed: list[optuna.trial.FrozenTrial] = []
-    while len(completed) < 3 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.5)
+    reporting = False  # a running trial has reported a step, so its heartbeat is stored
+    while not (len(completed) >= 3 and reporting) and time.monotonic() < deadline \
+            and process.poll() is None:
+        time.sleep(0.05)
         try:
             study = optuna.load_study(study_name="killed", storage=workers["killed"])
         except KeyError:  # the worker has not created it yet
             continue
         completed = study.get_trials(states=(State.COMPLETE,))
-    assert len(completed) >= 3
+        reporting = any(t.intermediate_values for t in study.get_trials(states=(State.RUNNING,)))
+    assert len(completed) >= 3 and reporting
     process.kill()
     process.wait()
     before = {t.number: (t.value, t.params, t.user_attrs, t.intermediate_values)
