@@ -99,6 +99,16 @@ def test_other_lr_scales_lk_increments():
     assert plan.path["lr"].tolist() == [0.15, 0.015]  # milestone 0.5 of 2 epochs: epoch 1
 
 
+def test_a_trial_that_collapsed_to_chance_is_no_beacon():
+    # batch 8 at lr 0.1 on digits: loss 1.67 after epoch 1, then flat at ln 10 (not diverged)
+    collapsed = _beacon(8, [4, 8], [3.0, 4.0], [1.0, 1.5]).assign(train_loss=[1.67, 2.303])
+    learned = _toy_beacons().assign(train_loss=[1.0, 0.5, 1.0, 0.5])
+    beacons = beacons_from_records(pd.concat([learned, collapsed], ignore_index=True))
+    assert sorted(beacons.at_lr(0.1)) == [16, 32]
+    with pytest.raises(ConfigError, match="last train_loss below its first"):
+        beacons_from_records(collapsed)
+
+
 def test_candidates_without_beacons_are_skipped():
     with pytest.raises(ConfigError, match="no candidate"):
         plan_schedule(_toy_beacons(), (5.0, 1.0), candidates=["s64-to-128"])

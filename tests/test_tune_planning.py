@@ -1,5 +1,8 @@
 """Planner: the region, spawn plans and reroute options it builds on predict.plan_schedule."""
 
+import math
+
+import numpy as np
 import pytest
 
 from tune_batchdyn.errors import ConfigError
@@ -63,11 +66,29 @@ def test_lr_recipe_is_read_from_the_configs(records):
 def test_a_course_without_beacons_cannot_be_placed(records):
     planner = Planner()
     rows, config = running(records, records["trial_id"].unique()[4], 3)
-    twins = records[(records["config/lr"] == config["lr"])
-                    & (records["config/batch_size"] == config["batch_size"])]["trial_id"]
-    finished = records[~records["trial_id"].isin(set(twins))]
-    with pytest.raises(ConfigError, match="no candidate schedule|no beacon"):
+    same_size = records[records["config/batch_size"] == config["batch_size"]]["trial_id"]
+    finished = records[~records["trial_id"].isin(set(same_size))]
+    message = rf"no beacon lr holds the batch sizes \[{config['batch_size']}\]"
+    with pytest.raises(ConfigError, match=message):
         planner.reroute(finished, planner.region(finished, "val_error"), rows, config)
+
+
+def test_a_trial_whose_lr_has_only_its_own_beacon_is_rerouted_on_the_nearest_full_lr(records):
+    planner = Planner()
+    trial_id = records["trial_id"].unique()[4]
+    rows, config = running(records, trial_id, 3)
+    lr, size = config["lr"], config["batch_size"]
+    alone = records[(records["config/lr"] == lr) & (records["config/batch_size"] != size)]
+    finished = records[~records["trial_id"].isin(set(alone["trial_id"]) | {trial_id})]
+    lrs = sorted(set(finished["config/lr"]))
+    nearest = min((rate for rate in lrs if rate != lr), key=lambda rate: abs(math.log(rate / lr)))
+    region = planner.region(finished, "val_error")
+    option = planner.reroute(finished, region, rows, config)
+    # both courses are composed from the nearest lr's beacons, LK scaled to the trial's lr
+    there = finished[finished["config/lr"] == nearest]
+    current = plan_schedule(there, region, lr=lr, candidates=[[size] * EPOCHS])
+    assert option.current_point == pytest.approx(current.point)
+    assert nearest != lr and option.planned_distance <= option.current_distance + 0.05
 
 
 def test_region_and_plans_need_the_plane(records):
@@ -77,3 +98,16 @@ def test_region_and_plans_need_the_plane(records):
     region = planner.region(records, "val_error")
     assert isinstance(region, OptimumRegion)
     assert region.threshold_ == pytest.approx(region.best_error_ + 0.01)
+
+
+def test_few_finished_trials_average_at_most_half_of_them(records):
+    planner = Planner(region_k=5)
+    ids = records["trial_id"].unique()
+    assert planner.region(records[records["trial_id"].isin(ids[:5])], "val_error").k == 2
+    assert planner.region(records[records["trial_id"].isin(ids[:11])], "val_error").k == 5
+    # with k trials the k-nearest map would be flat: every trial's point in the region
+    flat = OptimumRegion(k=5, tolerance=0.01, target="final_val_error").fit(
+        records[records["trial_id"].isin(ids[:5])])
+    half = planner.region(records[records["trial_id"].isin(ids[:5])], "val_error")
+    assert all(flat.contains(tuple(p)) for p in np.exp(flat.points_))
+    assert not all(half.contains(tuple(p)) for p in np.exp(half.points_))

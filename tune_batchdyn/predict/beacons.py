@@ -1,10 +1,11 @@
 """Beacons: fixed-batch trials whose per-epoch measures predict where a staged schedule goes.
 
 A beacon is the mean, over seeds, of the finished, non-diverged trials that kept one batch size
-B throughout at one base lr, given per epoch e = 0..E (index 0: before training, all zero):
-cumulative iterations I(e), samples, C̄K(e), LK(e), and from them the number of Fisher
-measurements M(e) = ceil(I(e) / m) (taken at iterations 1, 1 + m, 1 + 2m, ..., m =
-``measure_every``) and the running sum of c_k, S(e) = C̄K(e) · M(e).
+B throughout at one base lr and learned (a last training loss below the first epoch's: digits
+at batch 8 and lr 0.1 can collapse to chance without diverging), given per epoch e = 0..E
+(index 0: before training, all zero): cumulative iterations I(e), samples, C̄K(e), LK(e),
+and from them the number of Fisher measurements M(e) = ceil(I(e) / m) (taken at iterations
+1, 1 + m, 1 + 2m, ..., m = ``measure_every``) and the running sum of c_k, S(e) = C̄K(e) · M(e).
 
 Composition (the seed, §4.3: a schedule's curve travels between its beacons). Epoch e of a plan
 runs at batch b(e) with the beacon of b(e) over the same epochs (same lr phase), so:
@@ -70,6 +71,11 @@ class BeaconSet:
     def at_lr(self, lr: float) -> dict[int, Beacon]:
         return {b: beacon for (rate, b), beacon in self.beacons.items() if rate == lr}
 
+    def only_lr(self, lr: float) -> BeaconSet:
+        """The beacons at one learning rate (to make a planner compose from them)."""
+        return BeaconSet({key: beacon for key, beacon in self.beacons.items() if key[0] == lr},
+                         self.epochs, self.measure_every)
+
 
 def beacons_from_records(records: pd.DataFrame, measure_every: int | None = None) -> BeaconSet:
     """Beacons from the fixed-batch trials of ``records`` (other trials are ignored)."""
@@ -83,7 +89,8 @@ def beacons_from_records(records: pd.DataFrame, measure_every: int | None = None
         grouped.setdefault((lr, int(rows["batch_size"].iloc[0])), []).append(rows)
     if not grouped:
         raise ConfigError("records hold no beacon: a finished, non-diverged trial with one batch "
-                          "size throughout and finite ck_bar and lk every epoch.")
+                          "size throughout, finite ck_bar and lk every epoch and a last "
+                          "train_loss below its first.")
     epochs = {len(rows) for group in grouped.values() for rows in group}
     if len(epochs) != 1:
         raise ConfigError(f"beacons have different epoch counts {sorted(epochs)}; pass beacons "
@@ -129,9 +136,16 @@ def _usable(rows: pd.DataFrame) -> bool:
     fraction = rows["budget_fraction"].iloc[-1] if "budget_fraction" in rows.columns else 1.0
     expected = np.arange(1, len(rows) + 1)
     return bool(rows["batch_size"].nunique() == 1 and not rows["diverged"].any()
+                and _learned(rows["train_loss"].to_numpy(dtype=float))
                 and fraction >= 1.0 - 1e-9 and np.isfinite(rows["ck_bar"]).all()
                 and np.isfinite(rows["lk"]).all()
                 and np.array_equal(rows["epoch"].to_numpy(), expected))
+
+
+def _learned(train_loss: np.ndarray) -> bool:
+    """Whether the last epoch's training loss is below the first's (a trial that collapsed to
+    chance, its loss flat at ln(classes), was not flagged diverged but maps nothing)."""
+    return len(train_loss) < 2 or not train_loss[-1] >= train_loss[0]
 
 
 def _base_lr(rows: pd.DataFrame) -> float:

@@ -5,7 +5,8 @@ A thin layer over ``tune_batchdyn.predict`` that the searcher (spawning) and the
 
 - ``region``: ``OptimumRegion`` of the finished trials' final metric in the (C̄K, LK) plane, read
   at ``region_fraction``. ``region_tolerance`` widens the seed's exact minimum level set by that
-  much error (0.01: one point), so "in the region" means "among the best within a point".
+  much error (0.01: one point), so "in the region" means "among the best within a point";
+  the error map averages ``region_k`` nearest trials, at most half of those finished.
 - ``spawn_plans``: ``plan_schedule`` at each beacon learning rate (or ``lrs``), over the family
   of staged schedules on the beacons' batch sizes (or ``candidates``); fixed schedules are
   dropped (they are beacons already), the rest ordered by predicted error, then distance.
@@ -13,7 +14,8 @@ A thin layer over ``tune_batchdyn.predict`` that the searcher (spawning) and the
   b_1..b_k, every candidate is that prefix followed by epochs k+1..E of a family schedule (what
   the engine runs when the trial resumes under the new spec), written as a per-epoch stage list
   (``[b_1,...,b_E]``, one stage per epoch). The trial's current course is one of them; the
-  option says where each ends in the plane.
+  option says where each ends in the plane. The courses compose the beacons of the lr nearest
+  the trial's that holds its batch sizes and another (``reroute_beacon_lr``).
 
 Beacons are the finished fixed-batch trials with the planned trial's epoch count. The planned
 trial's lr recipe (``lr_milestones``, ``lr_decay_factor``) and ``measure_every`` are read from
@@ -36,6 +38,7 @@ import pandas as pd
 
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.predict import (
+    BeaconSet,
     OptimumRegion,
     Schedule,
     SchedulePlan,
@@ -95,8 +98,14 @@ class Planner:
         self.tie_tolerance = tie_tolerance
 
     def region(self, finished: pd.DataFrame, metric: str) -> OptimumRegion:
-        """The optimum region of the finished trials' final ``metric``."""
-        return OptimumRegion(fraction=self.region_fraction, k=self.region_k,
+        """The optimum region of the finished trials' final ``metric``.
+
+        The error map averages the ``region_k`` nearest trials, but at most half of those
+        finished: with k trials or fewer, the k nearest are all of them everywhere, the map is
+        flat and the region is every point among the trials, so any course into their midst
+        would count as "in the region"."""
+        k = min(self.region_k, max(1, finished["trial_id"].nunique() // 2))
+        return OptimumRegion(fraction=self.region_fraction, k=k,
                              tolerance=self.region_tolerance,
                              target=target_column(metric)).fit(finished)
 
@@ -130,7 +139,8 @@ class Planner:
         lr = _base_lr(rows, config)
         done = [int(b) for b in rows.sort_values("epoch")["batch_size"]]
         current = done + current_course(config, epochs, milestones)[len(done):]
-        nearest = min(beacons.lrs, key=lambda rate: abs(math.log(rate / lr)))
+        nearest = reroute_beacon_lr(beacons, lr, current)
+        beacons = beacons.only_lr(nearest)
         family = ([parse_schedule(c) for c in self.candidates] if self.candidates is not None
                   else schedule_family(sorted(beacons.at_lr(nearest))))
         courses = {tuple(current)}
@@ -149,6 +159,23 @@ class Planner:
             planned_point=plan.point, planned_distance=plan.distance,
             planned_in_region=region.contains(plan.point),
             predicted_error=plan.predicted_error)
+
+
+def reroute_beacon_lr(beacons: BeaconSet, lr: float, course: Sequence[int]) -> float:
+    """The beacon lr nearest ``lr`` (in ln lr) whose beacons hold every batch size of the
+    trial's current ``course`` and at least one more to switch to.
+
+    Early in a sweep the trial's own lr often has a beacon at its batch size only (its
+    neighbours on the grid are still running or were stopped); the plan then composes from a
+    neighbouring lr's beacons with LK scaled by the lr ratio, as ``plan_schedule`` does."""
+    needed = set(int(b) for b in course)
+    usable = [rate for rate in beacons.lrs
+              if needed <= set(beacons.at_lr(rate)) and len(beacons.at_lr(rate)) > len(needed)]
+    if not usable:
+        raise ConfigError(f"no beacon lr holds the batch sizes {sorted(needed)} of the trial's "
+                          f"course and another to switch to (beacons: "
+                          f"{sorted(beacons.beacons)}); a reroute needs both.")
+    return min(usable, key=lambda rate: abs(math.log(rate / lr)))
 
 
 def beacon_table(finished: pd.DataFrame) -> pd.DataFrame:
