@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tune_batchdyn.errors import ConfigError
-from tune_batchdyn.predict import OptimumRegion
+from tune_batchdyn.predict import OptimumRegion, informative_k
 from tune_batchdyn.records import empty_record, trial_table
 
 # Five good trials around (C̄K, LK) = (e^1, e^1), five poor ones around (e^3, e^3).
@@ -79,3 +79,7 @@ def test_bad_arguments():
         OptimumRegion(fraction=0).fit(_records())
     with pytest.raises(ConfigError, match="not fitted"):
         OptimumRegion().contains((1.0, 1.0))
+
+
+def test_informative_k_is_at_most_half_the_trials():
+    assert [informative_k(5, n) for n in (1, 2, 5, 9, 10, 60)] == [1, 1, 2, 4, 5, 5]

@@ -60,6 +60,7 @@ from tune_batchdyn.predict import (
     SchedulePlan,
     TrialSet,
     beacons_from_records,
+    informative_k,
     parse_schedule,
     plan_schedule,
     schedule_family,
@@ -158,6 +159,9 @@ class RerouteCallback:
                 log.debug("no plan: %d finished trials in the plane, need k=%d",
                           len(region.points_), self._k)
                 return None
+            k = informative_k(self._k, len(region.points_))
+            if k != self._k:  # too few trials for a k-nearest map that is not flat
+                region = region.set_params(k=k).fit(records)
             return plan_schedule(beacons, region, lr=lr, candidates=candidates,
                                  lr_milestones=self._lr_milestones,
                                  lr_decay_factor=self._lr_decay_factor)

@@ -7,7 +7,8 @@ numpy/scipy/pandas (and scikit-learn's estimator base) only; works on records ta
   measures at the same budget fraction as the finished trials), cold-start and diverged rules;
   baselines ``NearestNeighbourPredictor`` (the seed's 5-nearest rule), ``CurrentValErrorPredictor``,
   ``PowerLawPredictor``, ``ConfigOnlyPredictor``.
-- ``OptimumRegion``: the seed's level set of lowest 5-nearest-average error in (ln C̄K, ln LK).
+- ``OptimumRegion``: the seed's level set of lowest 5-nearest-average error in (ln C̄K, ln LK);
+  ``informative_k``: fewer neighbours while few trials have finished, so the map is not flat.
 - ``plan_schedule``: the staged schedule (``s{a}-to-{b}``, ``-MS``, stage lists) whose path,
   composed from fixed-batch beacons, ends nearest the region's centre.
 """
@@ -22,7 +23,7 @@ from tune_batchdyn.predict.features import CONFIG_FEATURES, FEATURE_GROUPS, FEAT
 from tune_batchdyn.predict.neighbours import nearest_average
 from tune_batchdyn.predict.planner import SchedulePlan, plan_schedule
 from tune_batchdyn.predict.predictor import ConfigOnlyPredictor, FinalErrorPredictor
-from tune_batchdyn.predict.region import OptimumRegion
+from tune_batchdyn.predict.region import OptimumRegion, informative_k
 from tune_batchdyn.predict.result import Prediction
 from tune_batchdyn.predict.schedules import (
     Schedule,
@@ -54,6 +55,7 @@ __all__ = [
     "compose",
     "epoch_batch_sizes",
     "geometric_stages",
+    "informative_k",
     "nearest_average",
     "parse_schedule",
     "plan_schedule",

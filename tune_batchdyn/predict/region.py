@@ -36,6 +36,14 @@ from tune_batchdyn.predict.neighbours import nearest_average
 from tune_batchdyn.predict.trials import Trial, TrialSet, as_trial_set, running_trial
 
 
+def informative_k(k: int, n_trials: int) -> int:
+    """The k-nearest count for a map of ``n_trials`` finished trials: ``k``, but at most half
+    of them. With k trials or fewer the k nearest are all of them everywhere, the map is flat
+    and the region is every point among the trials, so a plan aimed at it aims at their
+    middle, not at the best."""
+    return min(int(k), max(1, int(n_trials) // 2))
+
+
 class OptimumRegion(BaseEstimator):
     """The level set of lowest k-nearest-average final error in the (ln C̄K, ln LK) plane.
 

@@ -44,6 +44,7 @@ from tune_batchdyn.predict import (
     SchedulePlan,
     beacons_from_records,
     epoch_batch_sizes,
+    informative_k,
     parse_schedule,
     plan_schedule,
     schedule_family,
@@ -101,10 +102,9 @@ class Planner:
         """The optimum region of the finished trials' final ``metric``.
 
         The error map averages the ``region_k`` nearest trials, but at most half of those
-        finished: with k trials or fewer, the k nearest are all of them everywhere, the map is
-        flat and the region is every point among the trials, so any course into their midst
+        finished (``informative_k``): otherwise, early on, any course into the trials' midst
         would count as "in the region"."""
-        k = min(self.region_k, max(1, finished["trial_id"].nunique() // 2))
+        k = informative_k(self.region_k, finished["trial_id"].nunique())
         return OptimumRegion(fraction=self.region_fraction, k=k,
                              tolerance=self.region_tolerance,
                              target=target_column(metric)).fit(finished)
