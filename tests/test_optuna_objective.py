@@ -61,6 +61,21 @@ def test_should_prune_raises_trial_pruned_after_the_epoch():
         assert [k for k in trial.user_attrs if k.startswith("record/")] == [record_attr_name(1)]
 
 
+def test_the_last_epoch_is_never_offered_to_the_pruner():
+    """A trial that trained all its epochs completes: pruning then would drop its result."""
+    asked = []
+
+    class Recording(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            asked.append(trial.last_step)
+            return trial.last_step == NQM["epochs"]  # would prune at the last epoch
+
+    study = _study(pruner=Recording())
+    study.optimize(make_objective(SPACE, **NQM), n_trials=2)
+    assert asked == [1, 2, 3] * 2
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
 @pytest.mark.parametrize("diverged_error", [None, 5.0])
 def test_a_diverged_trial_returns_its_error(diverged_error):
     study = _study(pruner=optuna.pruners.ThresholdPruner(upper=-1.0))

@@ -20,6 +20,11 @@ from tune_batchdyn.records import CONFIG_ATTR, record_attr_name, record_user_att
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def bound_only(**kwargs) -> MeasurePruner:
+    """MeasurePruner without a base pruner's rungs: the conformal bound alone decides."""
+    return MeasurePruner(base=optuna.pruners.NopPruner(), **kwargs)
+
+
 @pytest.fixture(scope="module")
 def table() -> pd.DataFrame:
     return synthetic_records(n_configs=24, n_seeds=1, epochs=10, seed=3, diverging=0.0)
@@ -60,7 +65,7 @@ def _rows(table: pd.DataFrame, trial_id: str, epochs: int) -> pd.DataFrame:
 
 def _expected(table: pd.DataFrame, finished: list[str], rows: pd.DataFrame, k: int,
               confidence: float) -> tuple[bool, float]:
-    """The rule recomputed from the table: (decision, its margin; NaN: the fallback's)."""
+    """The bound's rule recomputed from the table: (decision, its margin; NaN: no bound)."""
     reference = table[table["trial_id"].isin(finished)]
     bound = FinalErrorPredictor(target="final_val_error").fit(reference).lower_bound(
         rows.assign(trial_id="running"), confidence)
@@ -73,7 +78,7 @@ def test_decision_follows_the_predictor_and_the_kth_best(table):
     ids = _ids(table)
     finished, running = ids[:18], ids[18:]
     for k, confidence in ((1, 0.9), (3, 0.6)):
-        study = _study(MeasurePruner(k=k, confidence=confidence), table, finished)
+        study = _study(bound_only(k=k, confidence=confidence), table, finished)
         decisions = []
         for trial_id in running:
             rows = _rows(table, trial_id, 3)
@@ -88,7 +93,7 @@ def test_decision_follows_the_predictor_and_the_kth_best(table):
 def test_a_fresh_pruner_decides_like_a_long_lived_one(table):
     """Workers rebuild the same decision from storage: the memo never changes an answer."""
     ids = _ids(table)
-    long_lived = MeasurePruner()
+    long_lived = bound_only()
     study = _study(long_lived, table, ids[:10])
     rows = _rows(table, ids[20], 4)
     first = _running(study, rows).should_prune()
@@ -96,55 +101,70 @@ def test_a_fresh_pruner_decides_like_a_long_lived_one(table):
     study.pruner = optuna.pruners.NopPruner()
     study.optimize(replay_objective(table), n_trials=8)
     trial = _running(study, rows)
-    for pruner in (long_lived, MeasurePruner()):
+    for pruner in (long_lived, bound_only()):
         study.pruner = pruner
         assert trial.should_prune() is _expected(table, ids[:18], rows, 1, 0.9)[0]
     assert first is _expected(table, ids[:10], rows, 1, 0.9)[0]
 
 
-def test_startup_delegates_to_the_fallback(table):
+def test_startup_leaves_the_decision_to_the_base(table):
     ids = _ids(table)
     hopeless = _rows(table, ids[20], 3).assign(val_error=0.95)
     always = optuna.pruners.ThresholdPruner(upper=0.0)
-    study = _study(MeasurePruner(n_startup_trials=5, fallback=always), table, ids[:4])
+    study = _study(MeasurePruner(n_startup_trials=5, base=always), table, ids[:4])
     assert _running(study, hopeless).should_prune() is True
-    study.pruner = MeasurePruner(n_startup_trials=5, fallback=optuna.pruners.NopPruner())
+    study.pruner = bound_only(n_startup_trials=5)
     assert _running(study, hopeless).should_prune() is False
 
 
-def test_too_few_completed_trials_for_the_confidence_go_to_the_fallback(table):
+def test_too_few_completed_trials_for_the_confidence_leave_it_to_the_base(table):
     """Eight completed trials cannot vouch for 0.9 (the conformal rank 9 exceeds 8): the
-    fallback decides; nine can, and the bound decides."""
+    base decides alone; nine can, and the bound prunes too."""
     ids = _ids(table)
     hopeless = _rows(table, ids[-1], 3)
-    never = optuna.pruners.NopPruner()
     assert math.isnan(_expected(table, ids[:8], hopeless, 1, 0.9)[1])
-    study = _study(MeasurePruner(fallback=never), table, ids[:8])
+    study = _study(bound_only(), table, ids[:8])
     assert _running(study, hopeless).should_prune() is False
-    study.pruner = MeasurePruner(fallback=optuna.pruners.ThresholdPruner(upper=0.0))
+    study.pruner = MeasurePruner(base=optuna.pruners.ThresholdPruner(upper=0.0))
     assert _running(study, hopeless).should_prune() is True
     decision, margin = _expected(table, ids[:9], hopeless, 1, 0.9)
     assert decision is True and margin > 1e-3
-    nine = _study(MeasurePruner(fallback=never), table, ids[:9])
+    nine = _study(bound_only(), table, ids[:9])
     assert _running(nine, hopeless).should_prune() is True
 
 
-def test_default_fallback_is_the_median_rule_before_startup():
-    study = _study(MeasurePruner(n_startup_trials=5))
-    for value in (0.1, 0.2):
-        trial = study.ask()
-        trial.report(value, 1)
-        study.tell(trial, value)
-    worse, better = study.ask(), study.ask()
-    worse.report(0.5, 1)
-    better.report(0.05, 1)
-    assert worse.should_prune() is True
-    assert better.should_prune() is False
+def test_the_base_prunes_even_where_the_bound_would_keep_the_trial(table):
+    ids = _ids(table)
+    best = _rows(table, ids[18], 3)  # the best final val error of the table
+    assert _expected(table, ids[:18], best, 1, 0.9)[0] is False
+    study = _study(bound_only(), table, ids[:18])
+    assert _running(study, best).should_prune() is False
+    study.pruner = MeasurePruner(base=optuna.pruners.ThresholdPruner(upper=0.0))
+    assert _running(study, best).should_prune() is True
+
+
+def test_default_base_is_successive_halving():
+    """Before the bound can be given, the default decides exactly like Optuna's
+    SuccessiveHalvingPruner on the same reports (rungs kept in the trials' storage)."""
+    values = (0.3, 0.1, 0.4, 0.2, 0.25, 0.05, 0.5, 0.15)
+
+    def decisions(pruner: optuna.pruners.BasePruner) -> list[bool]:
+        study, made = _study(pruner), []
+        for value in values:
+            trial = study.ask()
+            trial.report(value, 1)
+            made.append(trial.should_prune())
+            study.tell(trial, value)
+        return made
+
+    ours = decisions(MeasurePruner(n_startup_trials=20))
+    assert ours == decisions(optuna.pruners.SuccessiveHalvingPruner())
+    assert True in ours and False in ours
 
 
 def test_warmup(table):
     ids = _ids(table)
-    study = _study(MeasurePruner(n_warmup_steps=3), table, ids[:18])
+    study = _study(bound_only(n_warmup_steps=3), table, ids[:18])
     hopeless = _rows(table, ids[-1], 3)
     assert _running(study, hopeless.iloc[:2]).should_prune() is False
     assert _running(study, hopeless).should_prune() is True
@@ -152,24 +172,24 @@ def test_warmup(table):
 
 def test_rerouted_trials_are_spared_unless_asked(table):
     ids = _ids(table)
-    study = _study(MeasurePruner(), table, ids[:18])
+    study = _study(bound_only(), table, ids[:18])
     hopeless = _rows(table, ids[-1], 3)
     plan = {"strategy": "s16-to-64", "batch_size": 16, "lr": 0.1}
     trial = _running(study, hopeless)
     trial.set_user_attr(PLAN_ATTR, plan)
     assert trial.should_prune() is False
-    study.pruner = MeasurePruner(prune_plans=True)
+    study.pruner = bound_only(prune_plans=True)
     assert trial.should_prune() is True
 
 
 def test_no_step_reported_continues(table):
-    study = _study(MeasurePruner(n_warmup_steps=0), table, _ids(table)[:8])
+    study = _study(bound_only(n_warmup_steps=0), table, _ids(table)[:8])
     assert study.ask().should_prune() is False
 
 
 def test_diverged_trial_is_predicted_at_chance_and_pruned(table):
     ids = _ids(table)
-    study = _study(MeasurePruner(), table, ids[:18])
+    study = _study(bound_only(), table, ids[:18])
     rows = _rows(table, ids[20], 2).copy()
     rows.loc[rows.index[-1], ["val_error", "test_error", "ck_bar", "lk"]] = math.nan
     rows.loc[rows.index[-1], "diverged"] = True
@@ -179,9 +199,9 @@ def test_diverged_trial_is_predicted_at_chance_and_pruned(table):
 def test_nan_values_are_filled_not_pruned_for(table):
     """A NaN val error is filled by the finished trials' median: the decision equals the
     independent predictor's on the same rows; where the predictor cannot bound the trial
-    (its cold start) the fallback decides, with its own NaN rule."""
+    (its cold start) the base decides alone, with its own NaN rule."""
     ids = _ids(table)
-    study = _study(MeasurePruner(), table, ids[:18])
+    study = _study(bound_only(), table, ids[:18])
     for trial_id in ids[18:24]:
         rows = _rows(table, trial_id, 3).assign(val_error=math.nan)
         expected, margin = _expected(table, ids[:18], rows, 1, 0.9)
@@ -189,15 +209,15 @@ def test_nan_values_are_filled_not_pruned_for(table):
             assert _running(study, rows).should_prune() is expected
     # cold-start predictor (fewer finished trials than its min_finished) and no val error
     rows = _rows(table, ids[20], 3).assign(val_error=math.nan)
-    few = _study(MeasurePruner(n_startup_trials=2, fallback=optuna.pruners.NopPruner()), table,
-                 ids[:3])
+    few = _study(bound_only(n_startup_trials=2), table, ids[:3])
     assert _running(few, rows).should_prune() is False
-    few.pruner = MeasurePruner(n_startup_trials=2)  # MedianPruner: all values NaN, pruned
+    median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    few.pruner = MeasurePruner(n_startup_trials=2, base=median)  # all values NaN: pruned
     assert _running(few, rows).should_prune() is True
 
 
-def test_trial_without_records_goes_to_the_fallback(table):
-    study = _study(MeasurePruner(fallback=optuna.pruners.ThresholdPruner(upper=0.5)), table,
+def test_trial_without_records_goes_to_the_base(table):
+    study = _study(MeasurePruner(base=optuna.pruners.ThresholdPruner(upper=0.5)), table,
                    _ids(table)[:8])
     low, high = study.ask(), study.ask()
     low.report(0.1, 2)
@@ -220,7 +240,7 @@ def test_maximize_study_is_refused(table):
     ({"confidence": 0.4}, "confidence=0.4"),
     ({"k": 3, "n_startup_trials": 2}, "n_startup_trials=2"),
     ({"n_warmup_steps": -1}, "n_warmup_steps=-1"),
-    ({"fallback": "median"}, "fallback='median'"),
+    ({"base": "median"}, "base='median'"),
     ({"metric": "ck_bar"}, "metric='ck_bar'"),
     ({"predictor": object()}, "predictor="),
     ({"prune_plans": "yes"}, "prune_plans='yes'"),

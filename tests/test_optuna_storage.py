@@ -44,7 +44,7 @@ SHARED_WORKER = textwrap.dedent(f"""
                                       make_objective, open_study, replay_objective)
     from tune_batchdyn.predict.synthetic import synthetic_records
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = MeasurePruner(n_startup_trials=12, fallback=optuna.pruners.NopPruner())
+    pruner = MeasurePruner(n_startup_trials=12, base=optuna.pruners.NopPruner())
     study = open_study(sys.argv[1], "shared", pruner=pruner,
                        sampler=optuna.samplers.RandomSampler(seed=int(sys.argv[2])),
                        heartbeat_interval=None)

@@ -4,7 +4,8 @@
   ``run_trial``, stores each epoch's record as a user attribute, reports the val error and
   honours ``trial.should_prune()``; returns the final error (a diverged trial: its error).
 - ``MeasurePruner``: prunes a trial whose predicted final error (``FinalErrorPredictor`` on the
-  study's finished trials) is confidently worse than the k-th best; ``MedianPruner`` before that.
+  study's finished trials) is confidently worse than the k-th best, on top of a base pruner's
+  decisions (default ``SuccessiveHalvingPruner``, alone before the prediction can be used).
 - ``RerouteCallback``: once enough fixed-batch beacons finished, enqueues the dynamic-sampling
   schedule planned to land in the optimum region, each plan once (deduplicated from storage).
 - ``open_study``: join or create a study in memory, SQLite, PostgreSQL/MySQL or a journal file;

@@ -69,7 +69,7 @@ def make_objective(space: SpaceLike = None, *, metric: str = "val_error",
     def run(trial: optuna.trial.Trial) -> float:
         config = trial_config(trial, trial_space, defaults)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
-        trajectory = run_trial(config, TrialReporter(trial, metric))
+        trajectory = run_trial(config, TrialReporter(trial, metric, epochs=config.epochs))
         return final_value(trajectory, metric, diverged_error)
 
     return run

@@ -79,8 +79,10 @@ def replay_objective(records: pd.DataFrame, *, metric: str = "val_error",
         for name, values in choices.items():
             trial.suggest_categorical(name, values)
         trial.set_user_attr(CONFIG_ATTR, configs[trial_id])
-        reporter = TrialReporter(trial, metric)
         trajectory = trajectories[trial_id]
+        epochs = configs[trial_id].get("epochs")
+        reporter = TrialReporter(trial, metric, epochs=int(epochs) if isinstance(
+            epochs, (int, float)) and epochs == epochs else len(trajectory))
         for record in trajectory.to_dict("records"):
             reporter(record)
         return final_value(trajectory, metric, diverged_error)

@@ -7,8 +7,9 @@ Every epoch, in this order:
    any worker can rebuild the trial's trajectory from storage alone;
 2. the metric (``val_error`` by default) is reported with ``trial.report(value, epoch)``; epochs
    count from 1, so a pruner's ``n_warmup_steps=2`` first judges a trial after its second epoch;
-3. unless the record says the trial diverged, ``trial.should_prune()`` is asked and
-   ``optuna.TrialPruned`` raised when it says so.
+3. unless the record says the trial diverged, or it is the trial's last epoch (``epochs``),
+   ``trial.should_prune()`` is asked and ``optuna.TrialPruned`` raised when it says so. After
+   the last epoch the work is done: pruning then would only throw the trial's result away.
 
 A diverged epoch is stored and reported (its metric is NaN) but never pruned: training stops
 there anyway and the objective returns the trial's error (``objective.final_value``). The final
@@ -35,10 +36,12 @@ METRICS: tuple[str, ...] = ("val_error", "test_error", "train_error", "train_los
 class TrialReporter:
     """Store, report and prune one Optuna trial epoch by epoch (see the module docstring)."""
 
-    def __init__(self, trial: optuna.trial.Trial, metric: str = "val_error") -> None:
+    def __init__(self, trial: optuna.trial.Trial, metric: str = "val_error",
+                 epochs: int | None = None) -> None:
         check_choice("metric", metric, METRICS)
         self.trial = trial
         self.metric = metric
+        self.epochs = epochs
 
     def __call__(self, record: Mapping[str, Any]) -> None:
         if record.get("done"):
@@ -47,7 +50,7 @@ class TrialReporter:
         self.trial.set_user_attr(record_attr_name(epoch), record_user_attr(record))
         value = record.get(self.metric)
         self.trial.report(math.nan if value is None else float(value), epoch)
-        if record.get("diverged"):
+        if record.get("diverged") or (self.epochs is not None and epoch >= self.epochs):
             return
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
