@@ -81,8 +81,9 @@ def replay_objective(records: pd.DataFrame, *, metric: str = "val_error",
         trial.set_user_attr(CONFIG_ATTR, configs[trial_id])
         trajectory = trajectories[trial_id]
         epochs = configs[trial_id].get("epochs")
-        reporter = TrialReporter(trial, metric, epochs=int(epochs) if isinstance(
-            epochs, (int, float)) and epochs == epochs else len(trajectory))
+        if not isinstance(epochs, (int, float)) or epochs != epochs:  # absent or NaN
+            epochs = len(trajectory)
+        reporter = TrialReporter(trial, metric, epochs=int(epochs))
         for record in trajectory.to_dict("records"):
             reporter(record)
         return final_value(trajectory, metric, diverged_error)

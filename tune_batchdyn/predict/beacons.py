@@ -144,7 +144,8 @@ def _usable(rows: pd.DataFrame) -> bool:
 
 def _learned(train_loss: np.ndarray) -> bool:
     """Whether the last epoch's training loss is below the first's (a trial that collapsed to
-    chance, its loss flat at ln(classes), was not flagged diverged but maps nothing)."""
+    chance, its loss flat at ln(classes), was not flagged diverged but maps nothing); a loss
+    not recorded (NaN) counts as learned."""
     return len(train_loss) < 2 or not train_loss[-1] >= train_loss[0]
 
 
