@@ -50,7 +50,7 @@ from tune_batchdyn.measures import (
     per_sample_gram,
 )
 from tune_batchdyn.measures.evbmf import evbmf_batched
-from tune_batchdyn.measures.hvp import make_hvp
+from tune_batchdyn.measures.hvp import make_hvp, vector_dtype
 from tune_batchdyn.measures.quality import unfold_weight
 from tune_batchdyn.train.models import build_model
 
@@ -208,7 +208,7 @@ def hvp_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str,
     params = [p for p in model.parameters() if p.requires_grad]
     model.eval()
     product = make_hvp(model, x, y, None, params, method)
-    vector = torch.randn(sum(p.numel() for p in params), dtype=torch.float64)
+    vector = torch.randn(sum(p.numel() for p in params), dtype=vector_dtype(params))
     elapsed = best_time(lambda: product(vector), repeats)
     model.train()
     return 1e3 * elapsed
@@ -274,7 +274,7 @@ def hessian_table(repeats: int) -> None:
         graph = time.perf_counter() - graph_start
         generator = torch.Generator().manual_seed(0)
         vector = torch.randn(sum(p.numel() for p in params), generator=generator,
-                             dtype=torch.float64)
+                             dtype=vector_dtype(params))
         value, count, elapsed, accurate_at = pyhessian_power(product, vector / vector.norm(),
                                                              1e-2, 40, reference)
         model.train()

@@ -15,7 +15,10 @@ it would have seen live. For each grid, order and pruner:
 - ``best``: the best final val error among the completed trials, in points (×100), the result.
 
 Pruners, at their defaults: none (``NopPruner``), median, successive halving, hyperband
-(``max_resource`` = the grid's epochs), wilcoxon, and ``MeasurePruner``. Per grid the table
+(``max_resource`` = the grid's epochs), wilcoxon, and ``MeasurePruner``; and, as a reference
+for the target rather than a contender, ``record``: ``PercentilePruner(0)`` after one trial,
+which prunes every trial not the best so far at its step, about the least a pruner that ranks
+trials by their reported values can spend (it is not a *built-in* below). Per grid the table
 gives the mean over orders; the pooled rows sum epochs and average ``best`` over every (grid,
 order). The *best built-in* pruner is the one with the lowest pooled ``best`` (ties: fewer
 epochs). Target: ``best`` within 0.5 points of it at half its epochs. The last line:
@@ -68,6 +71,7 @@ def pruners(epochs: int) -> dict[str, Callable[[], optuna.pruners.BasePruner]]:
         "hyperband": lambda: optuna.pruners.HyperbandPruner(max_resource=epochs),
         "wilcoxon": optuna.pruners.WilcoxonPruner,
         "measure": MeasurePruner,
+        "record": lambda: optuna.pruners.PercentilePruner(0.0, n_startup_trials=1),
     }
 
 

@@ -121,6 +121,24 @@ def test_top_eigenvalue_forward_over_reverse() -> None:
     check_top_eigenvalue("bn", "lanczos", "forward_over_reverse", 1e-2)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_float32_model_keeps_float32_vectors(name: str, method: str) -> None:
+    """A float32 model's λmax, from float32 vectors, equals the float64 explicit Hessian's
+    top eigenvalue within the tolerance; the eigenvector comes back in float32."""
+    model, x, y = prepared(name)
+    expected = top_eigenvalue(reference_hessian(name))
+    model, x = model.float(), x.float()
+    result = hessian_top_eigenvalue(model, x, y, tol=1e-3, max_iter=500, method=method,
+                                    return_info=True)
+    assert result.converged and result.vector.dtype == torch.float32
+    assert abs(result.eigenvalue - expected) <= 2e-3 * abs(expected)
+    warm = hessian_top_eigenvalue(model, x, y, tol=1e-3, start=result.vector.double(),
+                                  return_info=True)
+    assert warm.vector.dtype == torch.float32
+    assert abs(warm.eigenvalue - expected) <= 2e-3 * abs(expected)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("method", ["lanczos", "power"])

@@ -20,7 +20,9 @@ uses its running statistics and dropout is off, so L is a fixed function of θ (
 
 A result that did not converge within ``max_iter`` products is still returned, with a
 `ConvergenceWarning`; ``return_info=True`` gives the full `EigenResult`. Lanczos keeps its k
-basis vectors (k·P float64 after k products); power iteration needs O(P).
+basis vectors (k·P numbers after k products); power iteration needs O(P). Vectors are in the
+parameters' dtype (`vector_dtype`: float32 for a float32 model, whose products are no more
+precise; the re-orthogonalisation then reads half the bytes), the tridiagonal in float64.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tune_batchdyn.measures.hvp import (
     HessianVectorProduct,
     hessian_operator,
     select_parameters,
+    vector_dtype,
 )
 from tune_batchdyn.measures.model_state import PerSampleLoss
 
@@ -55,18 +58,19 @@ class EigenResult:
     n_hvp: int
     relative_residual: float  #: ‖Hx − θx‖ / |θ| at the returned θ
     message: str
-    #: the unit eigenvector estimate x (float64), to warm-start the next measurement
+    #: the unit eigenvector estimate x (`vector_dtype`), to warm-start the next measurement
     vector: Tensor | None = field(default=None, repr=False, compare=False)
 
 
-def random_start_vector(size: int, seed: int, device: torch.device) -> Tensor:
-    """A seeded unit vector of uniformly random direction, float64 on ``device``.
+def random_start_vector(size: int, seed: int, device: torch.device,
+                        dtype: torch.dtype = torch.float64) -> Tensor:
+    """A seeded unit vector of uniformly random direction, ``dtype`` on ``device``.
 
-    Drawn in float32 and widened: the direction is as random, and torch draws float32 normals
+    Drawn in float32 and cast: the direction is as random, and torch draws float32 normals
     several times faster (288k of them: 3 ms against 14 ms, a tenth of a small net's λmax).
     """
     generator = torch.Generator().manual_seed(seed)
-    vector = torch.randn(size, generator=generator).to(device=device, dtype=torch.float64)
+    vector = torch.randn(size, generator=generator).to(device=device, dtype=dtype)
     return vector / vector.norm()
 
 
@@ -131,8 +135,8 @@ def _combination(basis: list[Tensor], weights: Tensor) -> Tensor:
 def lanczos(hvp: HessianVectorProduct, start: Tensor, *, tol: float, max_iter: int) -> EigenResult:
     """Eigenvalue of largest magnitude by Lanczos with full re-orthogonalisation.
 
-    The basis is kept (k vectors of P float64 after k products) as separate vectors, each the
-    product that made it, normalised in place.
+    The basis is kept (k vectors of P after k products, in the start vector's dtype) as
+    separate vectors, each the product that made it, normalised in place.
     """
     basis = [start]
     alphas: list[float] = []
@@ -154,7 +158,7 @@ def lanczos(hvp: HessianVectorProduct, start: Tensor, *, tol: float, max_iter: i
         if relative <= tol:
             return EigenResult(value, True, step, relative, f"converged after {step} products",
                                _combination(basis, ritz))
-        if beta <= torch.finfo(torch.float64).eps * max(abs(value), 1.0):
+        if beta <= torch.finfo(w.dtype).eps * max(abs(value), 1.0):
             return EigenResult(value, True, step, relative,
                                f"invariant subspace found after {step} products",
                                _combination(basis, ritz))
@@ -179,8 +183,7 @@ def warm_start_vector(previous: Tensor, seed: int) -> Tensor:
     eigenvector, its pair can meet the residual rule first (84 seeds of 100 find the top of a
     diagonal test spectrum 1.3, 1.1, ...; tests/test_measures_hessian.py).
     """
-    previous = previous.to(torch.float64)
-    random = random_start_vector(previous.numel(), seed, previous.device)
+    random = random_start_vector(previous.numel(), seed, previous.device, previous.dtype)
     mixed = previous / previous.norm() + random
     return mixed / mixed.norm()
 
@@ -226,8 +229,9 @@ def hessian_top_eigenvalue(
         raise ConfigError(f"start must be a non-zero vector of {size} elements (one per "
                           f"differentiated parameter), got shape {tuple(start.shape)}.")
     with hessian_operator(model, inputs, targets, loss_fn, chosen, hvp, train_mode) as product:
-        vector = (random_start_vector(size, seed, inputs.device) if start is None
-                  else warm_start_vector(start.reshape(-1).to(inputs.device), seed))
+        dtype = vector_dtype(chosen)
+        vector = (random_start_vector(size, seed, inputs.device, dtype) if start is None
+                  else warm_start_vector(start.reshape(-1).to(inputs.device, dtype), seed))
         result = solver(product, vector, tol=tol, max_iter=max_iter)
     if not result.converged:
         warnings.warn(f"hessian_top_eigenvalue: {result.message}", ConvergenceWarning, stacklevel=2)

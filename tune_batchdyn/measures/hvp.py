@@ -1,4 +1,4 @@
-"""Hessian-vector products of a model's mean batch loss, on flat float64 vectors.
+"""Hessian-vector products of a model's mean batch loss, on flat vectors.
 
 H = ∇²_θ L(θ) with L = (1/B) Σᵢ ℓᵢ the mini-batch loss the seed (hessian-adaptive-batch-abs)
 differentiates, θ all trainable parameters or a chosen subset (its *block Hessian*: the
@@ -10,11 +10,13 @@ rows and columns of those parameters). Two implementations:
 - "forward_over_reverse": ``torch.func.jvp`` of ``torch.func.grad``; every product redoes the
   forward and backward with dual numbers, keeping no graph between products (less memory).
 
-Vectors are float64 (the iterative methods keep their bases in float64); products run in the
-parameters' dtype. `hessian_operator` gives the product inside the measurement's context: eval
-mode by default, as the seed's authors' code (PyHessian) takes it, so batch-norm uses its
-running statistics, dropout is off and L is a fixed function of θ; ``train_mode=True`` keeps
-the model's mode (batch statistics; the running ones are restored afterwards).
+Products run in the parameters' dtype and come back in the dtype of the vector given:
+Lanczos and power iteration keep their vectors in `vector_dtype` (the parameters' dtype, at
+least float32), Hutchinson's estimator sums in float64. `hessian_operator` gives the product
+inside the measurement's context: eval mode by default, as the seed's authors' code
+(PyHessian) takes it, so batch-norm uses its running statistics, dropout is off and L is a
+fixed function of θ; ``train_mode=True`` keeps the model's mode (batch statistics; the running
+ones are restored afterwards).
 """
 
 from __future__ import annotations
@@ -49,14 +51,27 @@ def select_parameters(model: nn.Module, params: Iterable[Tensor] | None) -> list
     return chosen
 
 
+def vector_dtype(params: list[Tensor]) -> torch.dtype:
+    """The dtype of the iterative methods' vectors: the parameters' (promoted), at least float32.
+
+    A product is no more precise than the parameters' dtype, so float64 vectors for a float32
+    model only double the memory traffic of the re-orthogonalisation, which is half of a small
+    net's λmax time in float64 (benchmarks/measures.py).
+    """
+    dtype = torch.float32
+    for p in params:
+        dtype = torch.promote_types(dtype, p.dtype)
+    return dtype
+
+
 def _split(vector: Tensor, params: list[Tensor]) -> list[Tensor]:
     pieces = torch.split(vector, [p.numel() for p in params])
     return [piece.view_as(p).to(p.dtype) for piece, p in zip(pieces, params, strict=True)]
 
 
-def _flat(tensors: Iterable[Tensor | None], params: list[Tensor]) -> Tensor:
-    """The pieces, widened to float64, written into one new flat vector (no per-piece copy)."""
-    flat = torch.empty(sum(p.numel() for p in params), dtype=torch.float64,
+def _flat(tensors: Iterable[Tensor | None], params: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """The pieces, cast to ``dtype``, written into one new flat vector (no per-piece copy)."""
+    flat = torch.empty(sum(p.numel() for p in params), dtype=dtype,
                        device=params[0].device)
     for piece, t in zip(torch.split(flat, [p.numel() for p in params]), tensors, strict=True):
         if t is None:
@@ -100,7 +115,7 @@ def make_hvp(
                 if live
                 else [None] * len(params)
             )
-            return _flat(found, params)
+            return _flat(found, params, vector.dtype)
 
         return product
 
@@ -118,7 +133,7 @@ def make_hvp(
         tangent = dict(zip(keys, _split(vector, params), strict=True))
         with torch.enable_grad():
             _, found = jvp(grad(mean_loss), (primal,), (tangent,))
-        return _flat((found[k] for k in keys), params)
+        return _flat((found[k] for k in keys), params, vector.dtype)
 
     return product
 
