@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from tune_batchdyn.cli import main
@@ -56,3 +58,17 @@ def test_ray_sweep_runs_the_measure_scheduler(tmp_path, capsys):
     assert records["trial_id"].nunique() >= 21
     stopped = int(text.rsplit("decisions: stopped=", 1)[1].split()[0])
     assert stopped >= 1
+    from tune_batchdyn.cli._sweep_ray import quiet_resumed_file_loggers
+
+    assert quiet_resumed_file_loggers in logging.getLogger("ray.tune.logger.logger").filters
+
+
+def test_ray_sweep_quiets_only_the_resumed_trials_missing_file_warning():
+    from tune_batchdyn.cli._sweep_ray import quiet_resumed_file_loggers
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune.logger.logger", logging.WARNING, "logger.py", 132,
+                                 message, None, None)
+
+    assert not quiet_resumed_file_loggers(record("Remote file not found: /s/t/result.json"))
+    assert quiet_resumed_file_loggers(record("Error downloading /s/t/result.json"))

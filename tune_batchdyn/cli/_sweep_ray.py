@@ -101,11 +101,21 @@ def scheduler_for(name: str, epochs: int, history: Any) -> FIFOScheduler:
     return FIFOScheduler()
 
 
+def quiet_resumed_file_loggers(record: logging.LogRecord) -> bool:
+    """Drop Ray's "Remote file not found" for a resumed trial's result files: a rerouted trial
+    is paused and resumed from its checkpoint, and Ray's file loggers then look for their files
+    in the storage, which holds the checkpoints only; they go on writing the local files."""
+    return not record.getMessage().startswith("Remote file not found:")
+
+
 def run_ray(space: Space, overrides: dict[str, Any],
             args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # TensorBoard logs every epoch; measures are NaN until first measured (not an error)
     logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
+    file_loggers = logging.getLogger("ray.tune.logger.logger")
+    if quiet_resumed_file_loggers not in file_loggers.filters:
+        file_loggers.addFilter(quiet_resumed_file_loggers)
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
