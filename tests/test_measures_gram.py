@@ -428,6 +428,37 @@ def test_tied_weights_need_exact_mode() -> None:
     assert relative_error(per_sample_gram(model, x, y, exact=True), jacobian @ jacobian.T) < 1e-8
 
 
+class ChangesInputLater(nn.Module):
+    """Multiplies the second layer's input in place after that layer used it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second, self.third = (nn.Linear(4, 4), nn.Linear(4, CLASSES),
+                                               nn.Linear(4, CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.first(x))
+        out = self.second(h)
+        return out + self.third(h.mul_(2.0))
+
+
+def test_in_place_change_of_a_used_input_raises_naming_the_module() -> None:
+    model = ChangesInputLater()
+    with pytest.raises(ConfigError, match="'second'.*modified in place"):
+        per_sample_gram(model, torch.randn(3, 4), torch.randint(0, CLASSES, (3,)))
+
+
+def test_in_place_change_of_an_output_leaves_gram_and_model_output_alone() -> None:
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(inplace=True), nn.Linear(6, 6),
+                          nn.Hardtanh(inplace=True), nn.Linear(6, CLASSES))
+    x, y = torch.randn(5, 4), torch.randint(0, CLASSES, (5,))
+    before = model(x)
+    jacobian = per_sample_jacobian(model, x, y)
+    assert relative_error(per_sample_gram(model, x, y), jacobian @ jacobian.T) < 1e-8
+    assert torch.equal(model(x), before)
+
+
 def test_bad_inputs_raise_config_errors() -> None:
     model = mlp()
     x, y = torch.randn(4, 3, 4), torch.randint(0, CLASSES, (4,))

@@ -101,10 +101,12 @@ class ConvCall:
         per_group = outputs // groups
         # flat positions n = u·Wp + v up to the last output pixel; g is zero for v >= Wo
         length = (out_height - 1) * width + out_width
-        g_columns = g.new_zeros(batch * groups, out_height * width, per_group)
-        g_columns.view(batch * groups, out_height, width, per_group)[:, :, :out_width].copy_(
+        g_columns = g.new_empty(batch * groups, out_height * width, per_group)
+        rows = g_columns.view(batch * groups, out_height, width, per_group)
+        rows[:, :, :out_width].copy_(
             g.view(batch * groups, per_group, out_height, out_width).permute(0, 2, 3, 1)
         )
+        rows[:, :, out_width:].zero_()
         g_columns = g_columns[:, :length]  # (B·K, L, O/K)
         last_offset = (self.kernel_size[0] - 1) * self.dilation[0] * width + (
             self.kernel_size[1] - 1

@@ -103,7 +103,7 @@ def _affine_gradients(module: nn.Module, x_hat: Tensor, g: Tensor) -> Tensor:
     """ψ_i = [Σ_t x̂ ⊙ g, Σ_t g] per channel from (B, C, T) tensors: (B, P) for γ and/or β."""
     columns = []
     if _trainable(module.weight):
-        columns.append(torch.einsum("bct,bct->bc", x_hat, g))
+        columns.append((x_hat * g).sum(dim=2))  # half the time of the einsum on CPU
     if _trainable(getattr(module, "bias", None)):
         columns.append(g.sum(dim=2))
     return torch.cat(columns, dim=1)

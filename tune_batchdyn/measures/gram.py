@@ -7,8 +7,11 @@ the batch gradient. F̃ has the non-zero spectrum of the P×P Fisher JJᵀ and i
 layer by layer, F̃ = Σ_l J_lᵀJ_l, so no P×B matrix of the whole model is ever formed.
 
 Wiring (this module): forward hooks on the layers with trainable parameters record each call's
-input and output, one forward and one ``torch.autograd.grad`` for the output gradients (no
-parameter gradients are computed and ``.grad`` is never touched), then each layer's factor
+input, output and the output's gradient edge (the autograd node that produced it), one forward
+and one ``torch.autograd.grad`` with respect to those edges for the output gradients (no
+parameter gradients are computed and ``.grad`` is never touched). The edges are taken when the
+output is made, so a later in-place operation on it (``ReLU(inplace=True)``) changes neither
+the gradient we read nor the model's computation, and no output is copied. Then each layer's factor
 (`factors`) gives its share of F̃ (`gram_products`). Layers of other types raise a
 `ConfigError` naming them, or, with ``unsupported="torch.func"``, get their per-sample
 gradients from ``torch.func`` (vmap over a vjp of the layer on each sample's own input and
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.func import functional_call, jacrev, vjp, vmap
 
 from tune_batchdyn.errors import ConfigError, check_choice
@@ -35,7 +39,7 @@ from tune_batchdyn.measures.factors import (
     check_batch_first,
     unsupported_reason,
 )
-from tune_batchdyn.measures.gram_products import gram_contribution
+from tune_batchdyn.measures.gram_products import gram_contribution, summed
 from tune_batchdyn.measures.model_state import (
     PerSampleLoss,
     per_sample_losses,
@@ -47,11 +51,14 @@ UNSUPPORTED_CHOICES = ("error", "torch.func")
 
 @dataclass
 class _Call:
-    """One forward call of a recorded layer: its inputs and (pre-hook) outputs."""
+    """One forward call of a recorded layer: its inputs (with their versions, to detect a
+    later in-place change), its outputs and their gradient edges (None: no gradient)."""
 
     args: tuple
     kwargs: dict
+    versions: tuple[int | None, ...]
     outputs: tuple[Tensor | None, ...]
+    edges: tuple[GradientEdge | None, ...]
 
 
 @dataclass
@@ -121,20 +128,30 @@ def _as_tuple(output: object) -> tuple:
     return output if isinstance(output, tuple) else (output,)
 
 
-def _clone_outputs(output: object) -> object:
-    """Return the outputs as fresh tensors so that later in-place operations leave ours intact."""
-    clones = tuple(t.clone() if isinstance(t, Tensor) else t for t in _as_tuple(output))
-    return clones if isinstance(output, tuple) else clones[0]
-
-
 def _record_hook(layer: _Layer):
-    def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> object:
+    def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         detached = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+        versions = tuple(a._version if isinstance(a, Tensor) else None for a in args)
         outputs = tuple(t if isinstance(t, Tensor) else None for t in _as_tuple(output))
-        layer.calls.append(_Call(detached, kwargs, outputs))
-        return _clone_outputs(output)
+        edges = tuple(
+            get_gradient_edge(t) if t is not None and t.requires_grad else None for t in outputs
+        )
+        layer.calls.append(_Call(detached, kwargs, versions, outputs, edges))
 
     return hook
+
+
+def _check_inputs_unchanged(layers: list[_Layer]) -> None:
+    """A layer input changed in place after the layer used it would give wrong factors."""
+    for layer in layers:
+        for call in layer.calls:
+            for arg, version in zip(call.args, call.versions, strict=True):
+                if version is not None and arg._version != version:
+                    raise ConfigError(
+                        f"per_sample_gram: the input of module {layer.name or '<model>'!r} "
+                        f"({type(layer.module).__name__}) was modified in place after the "
+                        "module used it; make that operation out of place (inplace=False)."
+                    )
 
 
 def _layer_call(layer: _Layer, call: _Call, grad: Tensor, batch_size: int) -> LayerCall:
@@ -183,7 +200,7 @@ def _layer_gram(layer: _Layer, grads: list, batch: int) -> Tensor | None:
     if not live:
         return None
     if layer.builder is None:
-        psi = sum(_func_per_sample_grads(layer, call, g, batch) for call, g in live)
+        psi = summed(_func_per_sample_grads(layer, call, g, batch) for call, g in live)
         psi = psi.to(torch.float64)
         return psi @ psi.T
     return gram_contribution([_layer_call(layer, call, g[0], batch) for call, g in live])
@@ -225,6 +242,7 @@ def per_sample_gram(
     try:
         with preserved_state(model, inputs), torch.enable_grad():
             losses = per_sample_losses(loss_fn, model(inputs), targets, batch)
+            _check_inputs_unchanged(layers)
             grads = _output_gradients(layers, losses)
     finally:
         for handle in handles:
@@ -238,18 +256,20 @@ def per_sample_gram(
 
 
 def _output_gradients(layers: list[_Layer], losses: Tensor) -> dict[int, Tensor | None]:
-    """∂(Σᵢ ℓᵢ)/∂(each recorded output), keyed by the output's id; no parameter gradients."""
-    outputs = [
-        t
+    """∂(Σᵢ ℓᵢ)/∂(each recorded output) as it was made, keyed by the output's id; no
+    parameter gradients."""
+    recorded = [
+        (t, edge)
         for layer in layers
         for call in layer.calls
-        for t in call.outputs
-        if t is not None and t.requires_grad
+        for t, edge in zip(call.outputs, call.edges, strict=True)
+        if edge is not None
     ]
-    if not losses.requires_grad or not outputs:
+    if not losses.requires_grad or not recorded:
         return {}
-    found = torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
-    return {id(t): g for t, g in zip(outputs, found, strict=True)}
+    edges = [edge for _, edge in recorded]
+    found = torch.autograd.grad(losses.sum(), edges, allow_unused=True)
+    return {id(t): g for (t, _), g in zip(recorded, found, strict=True)}
 
 
 def exact_gram(

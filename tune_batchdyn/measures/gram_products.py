@@ -20,7 +20,7 @@ into blocks of at most ``block_elements`` intermediate elements.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -72,7 +72,7 @@ def gram_contribution(
     """
     first = calls[0]
     if isinstance(first, Tensor):
-        return gram_of_blocks([sum(calls)])
+        return gram_of_blocks([summed(calls)])
     if isinstance(first, ConvCall):
         total_positions = sum(call.sizes()[2] for call in calls)
         sizes = (*first.sizes()[:2], total_positions, *first.sizes()[3:])
@@ -83,6 +83,14 @@ def gram_contribution(
     if choose_product(factor_sizes(factor), factor.one_hot) == "ghost":
         return ghost_gram(factor, block_elements)
     return materialised_gram(factor, block_elements)
+
+
+def summed(parts: Iterable[Tensor]) -> Tensor:
+    """Σ parts; one part is returned as it is (Python's ``sum`` would copy it: 0 + part)."""
+    total = None
+    for part in parts:
+        total = part if total is None else total + part
+    return total
 
 
 def gram_of_blocks(blocks: list[Tensor] | Iterator[Tensor]) -> Tensor:
@@ -102,11 +110,11 @@ def conv_materialised_gram(calls: list[ConvCall]) -> Tensor:
     first = calls[0]
     blocks: list[Tensor] = []
     if first.bias:
-        blocks.append(sum(call.bias_gradients() for call in calls))
+        blocks.append(summed(call.bias_gradients() for call in calls))
     gram = gram_of_blocks(blocks) if blocks else None
     if first.weight:
         per_call = zip(*(call.weight_gradient_blocks() for call in calls), strict=True)
-        weights = gram_of_blocks(sum(parts) for parts in per_call)
+        weights = gram_of_blocks(summed(parts) for parts in per_call)
         gram = weights if gram is None else gram + weights
     return gram
 
