@@ -21,7 +21,14 @@ which prunes every trial not the best so far at its step, about the least a prun
 trials by their reported values can spend (it is not a *built-in* below). Per grid the table
 gives the mean over orders; the pooled rows sum epochs and average ``best`` over every (grid,
 order). The *best built-in* pruner is the one with the lowest pooled ``best`` (ties: fewer
-epochs). Target: ``best`` within 0.5 points of it at half its epochs. The last line:
+epochs). Target: ``best`` within 0.5 points of it at half its epochs.
+
+A second reference, computed from the tables rather than replayed: the *hindsight epoch-1
+bound*. Knowing every trial's first-epoch value in advance (no live pruner can), rank each
+grid's trials by it, run the best m to the end and stop the rest after one epoch, with m per
+grid chosen afterwards for the lowest pooled ``best`` within half the best built-in's epochs.
+A rule that decides from first-epoch values must spend at least about that to do as well: with
+half the epochs, nearly every trial gets one epoch only. The last line:
 
     epochs_ratio_vs_best_builtin=<MeasurePruner epochs / best built-in's> best_gap=<points>
 
@@ -39,7 +46,9 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import glob  # noqa: E402
+import itertools  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -49,7 +58,13 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tune_batchdyn.optuna import MeasurePruner, enqueue_replay, replay_objective  # noqa: E402
+from tune_batchdyn.optuna import (  # noqa: E402
+    DIVERGED_ERROR,
+    MeasurePruner,
+    enqueue_replay,
+    final_value,
+    replay_objective,
+)
 from tune_batchdyn.records import concat_tables, read_records, trial_table  # noqa: E402
 from tune_batchdyn.train import TrialConfig, run_trial  # noqa: E402
 
@@ -147,6 +162,40 @@ def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     return per_grid, str(builtins.index[0]), pooled
 
 
+def epoch_one_curve(records: pd.DataFrame) -> list[tuple[int, float]]:
+    """(trial-epochs, best final value in points) of running the m trials with the lowest
+    first-epoch val error to the end and stopping the others after one epoch, at each m where
+    the best improves (a diverged first epoch ranks last)."""
+    table = records.assign(trial_id=records["trial_id"].astype(str)).sort_values(
+        ["trial_id", "epoch"])
+    trials = []
+    for _, rows in table.groupby("trial_id", sort=False):
+        first = float(rows["val_error"].iloc[0])
+        final = final_value(rows.reset_index(drop=True), "val_error", DIVERGED_ERROR)
+        trials.append((math.inf if math.isnan(first) else first, len(rows), final))
+    trials.sort(key=lambda trial: trial[0])
+    epochs, best, curve = len(trials), math.inf, []
+    for _, length, final in trials:
+        epochs += length - 1
+        if final < best:
+            best = final
+            curve.append((epochs, 100.0 * best))
+    return curve
+
+
+def hindsight_bound(curves: list[list[tuple[int, float]]], orders: int,
+                    budget: float) -> tuple[float, int] | None:
+    """The lowest pooled best (mean over grids) and its pooled epochs (× orders) among the
+    choices of one point per grid's curve within ``budget``; None if none fits."""
+    best = None
+    for choice in itertools.product(*curves):
+        epochs = orders * sum(used for used, _ in choice)
+        if epochs <= budget:
+            candidate = (float(np.mean([value for _, value in choice])), epochs)
+            best = candidate if best is None else min(best, candidate)
+    return best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", nargs="*", default=None, metavar="FILE",
@@ -182,6 +231,15 @@ def main() -> int:
         print(f"pooled over {len(grids)} grid(s) x {args.orders} order(s); best built-in: "
               f"{best_builtin}")
         print(pooled.to_string())
+    budget = pooled.at[best_builtin, "epochs"] / 2
+    bound = hindsight_bound([epoch_one_curve(records) for records in grids.values()],
+                            args.orders, budget)
+    if bound is None:
+        print(f"hindsight epoch-1 bound: no choice within {budget:.0f} epochs")
+    else:
+        print(f"hindsight epoch-1 bound within half of {best_builtin}'s epochs ({budget:.0f}): "
+              f"best {bound[0]:.3f} (gap {bound[0] - pooled.at[best_builtin, 'best']:.3f}) "
+              f"at {bound[1]} epochs")
     ratio = pooled.at["measure", "epochs"] / pooled.at[best_builtin, "epochs"]
     gap = pooled.at["measure", "best"] - pooled.at[best_builtin, "best"]
     print(f"epochs_ratio_vs_best_builtin={ratio:.3f} best_gap={gap:.3f}")
