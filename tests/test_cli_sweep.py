@@ -58,9 +58,28 @@ def test_ray_sweep_runs_the_measure_scheduler(tmp_path, capsys):
     assert records["trial_id"].nunique() >= 21
     stopped = int(text.rsplit("decisions: stopped=", 1)[1].split()[0])
     assert stopped >= 1
-    from tune_batchdyn.cli._sweep_ray import quiet_resumed_file_loggers
+    from tune_batchdyn.cli._sweep_ray import quiet_resumed_file_loggers, quiet_short_slow_notes
 
     assert quiet_resumed_file_loggers in logging.getLogger("ray.tune.logger.logger").filters
+    assert quiet_short_slow_notes in logging.getLogger("ray.tune.utils.util").filters
+
+
+def test_ray_sweep_keeps_only_long_slow_operation_notes():
+    from tune_batchdyn.cli._sweep_ray import quiet_short_slow_notes
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune.utils.util", logging.WARNING, "util.py", 212,
+                                 message, None, None)
+
+    assert not quiet_short_slow_notes(record(
+        "The `process_trial_result` operation took 1.042 s, which may be a performance "
+        "bottleneck."))
+    assert not quiet_short_slow_notes(record(
+        "Processing trial results took 0.732 s, which may be a performance bottleneck. "
+        "Please consider reporting results less frequently to Ray Tune."))
+    assert quiet_short_slow_notes(record(
+        "The `on_step_begin` operation took 12.5 s, which may be a performance bottleneck."))
+    assert quiet_short_slow_notes(record("Trial failed to stop: see the log."))
 
 
 def test_ray_sweep_quiets_only_the_resumed_trials_missing_file_warning():

@@ -29,6 +29,16 @@ def test_write_figures(tmp_path, records):
         assert data.startswith(PNG) and len(data) > 5000
 
 
+def test_long_planned_schedule_labels_are_cut():
+    from tune_batchdyn.figures._common import NAME_WIDTH, Configuration
+
+    schedule = "[" + ",".join(["128"] * 10 + ["512"] * 10) + "]"
+    label = Configuration(schedule, 0.05, 128, ()).label
+    assert label == schedule[: NAME_WIDTH - 2] + "…]-lr0.05"
+    assert Configuration("[128,512]-MS", 0.1, 128, ()).label == "[128,512]-MS-lr0.1"
+    assert Configuration("fixed", 0.1, 32, ()).label == "s32-lr0.1"
+
+
 def _cli(argv):
     parser = argparse.ArgumentParser()
     plot.register(parser.add_subparsers())

@@ -14,6 +14,9 @@ from matplotlib.ticker import FuncFormatter, LogFormatter
 
 from tune_batchdyn.predict.trials import Trial
 
+#: Longest strategy name shown in a configuration's label.
+NAME_WIDTH = 18
+
 
 @dataclass(frozen=True)
 class Configuration:
@@ -26,7 +29,11 @@ class Configuration:
 
     @property
     def label(self) -> str:
+        """E.g. ``s128-lr0.1``; a planned schedule's batch list is cut to `NAME_WIDTH`
+        characters (a 20-epoch list would squeeze the plot out of its figure)."""
         name = f"s{self.batch_size}" if self.strategy == "fixed" else self.strategy
+        if len(name) > NAME_WIDTH:
+            name = name[: NAME_WIDTH - 2] + "…" + name[-1]
         return f"{name}-lr{self.lr:.3g}"
 
     @property

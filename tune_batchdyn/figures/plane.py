@@ -46,7 +46,7 @@ def plot_plane(trials: TrialSet, region: OptimumRegion) -> Figure:
         ck, lk = (config.mean_at(name, region.fraction) for name in ("ck_bar", "lk"))
         if np.isfinite(ck) and np.isfinite(lk):
             axes.annotate(config.label, (ck, lk), textcoords="offset points", xytext=(5, 5),
-                          fontsize=8, color="white", zorder=5)
+                          fontsize=8, color="white", zorder=5, clip_on=True)
     log_axes(axes)
     axes.set_xlabel("C̄K (running mean of the truncated condition number)")
     axes.set_ylabel("LK (weighted cumulative energy)")
