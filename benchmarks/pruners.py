@@ -27,8 +27,8 @@ A second reference, computed from the tables rather than replayed: the *hindsigh
 bound*. Knowing every trial's first-epoch value in advance (no live pruner can), rank each
 grid's trials by it, run the best m to the end and stop the rest after one epoch, with m per
 grid chosen afterwards for the lowest pooled ``best`` within half the best built-in's epochs.
-A rule that decides from first-epoch values must spend at least about that to do as well: with
-half the epochs, nearly every trial gets one epoch only. The last line:
+It shows what a ranking by the first epoch allows at that budget, where nearly every trial
+gets one epoch only, with knowledge a live pruner does not have. The last line:
 
     epochs_ratio_vs_best_builtin=<MeasurePruner epochs / best built-in's> best_gap=<points>
 

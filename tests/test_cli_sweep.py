@@ -47,7 +47,8 @@ def test_optuna_sweep_prunes_and_keeps_every_trial(tmp_path, capsys):
     assert read_records(again).equals(records)
 
 
-def test_ray_sweep_runs_the_measure_scheduler(tmp_path, capsys):
+def test_ray_sweep_runs_the_measure_scheduler(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TUNE_WARN_THRESHOLD_S", raising=False)  # else Ray's own threshold
     out = tmp_path / "sweep.csv"
     code = main(["sweep", "--space", "nqm", "--backend", "ray", "--storage-path",
                  str(tmp_path / "ray"), "--out", str(out), "--max-planned", "1", *SMALL_NQM])
