@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from _benchmarks import load_benchmark
 from torch import nn
 
 from tune_batchdyn.measures import per_sample_gram
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "measures.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("measures_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("measures")
 
 
 @pytest.fixture
