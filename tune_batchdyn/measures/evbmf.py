@@ -20,12 +20,12 @@ For an L×M matrix Y (L ≤ M; a taller matrix is transposed) with singular valu
 Departures from the reference code, none changing the equations: singular values come from the
 eigenvalues of the smaller Gram side YYᵀ (cheaper than an SVD; float64 keeps them accurate down
 to ~1e-8 γ₁, far below any kept component); the 1-D minimisation is a batched search (a
-log-spaced grid, then golden-section refinement around the best grid point to relative
-precision ~1e-12) instead of SciPy's bounded Brent with its absolute xatol = 1e-5, which is
-coarse when σ² is itself ~1e-4 (typical of network weights); for an exact zero singular value
-log x = log γ² − log Mσ² keeps its σ² term and only the constant log γ² is clamped, and the
-interval's lower end is floored at 1e-12 times its upper end (it is 0 for an exactly
-rank-deficient matrix, e.g. a hand-made one).
+log-spaced grid over the whole interval, then finer grids around the best point until σ² is
+known to ~1e-9 relative; it finds the global minimum where Brent can stop in a local one)
+instead of SciPy's bounded Brent with its absolute xatol = 1e-5, which is coarse when σ² is
+itself ~1e-4 (typical of network weights); F's constant −Σ log γ² is left out (so an exact
+zero singular value needs no care), and the interval's lower end is floored at 1e-12 times
+its upper end (it is 0 for an exactly rank-deficient matrix, e.g. a hand-made one).
 """
 
 from __future__ import annotations
@@ -46,8 +46,14 @@ TAU_BAR_FACTOR = 2.5129
 #: (zero tail of singular values) has a zero lower bound, where log σ² is undefined.
 _LOWER_FLOOR = 1e-12
 _GRID_POINTS = 65
-_GOLDEN_STEPS = 60
-_INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
+_ZOOM_POINTS = 33
+#: Final grid spacing in log σ² (σ² to ~1e-9 relative), and the passes it takes from the widest
+#: interval the floor allows: each pass divides the spacing by (_ZOOM_POINTS − 1)/2.
+_LOG_TOLERANCE = 1e-9
+_ZOOM_PASSES = math.ceil(
+    math.log(-math.log(_LOWER_FLOOR) / (_GRID_POINTS - 1) / _LOG_TOLERANCE)
+    / math.log((_ZOOM_POINTS - 1) / 2)
+)
 
 
 @dataclass(frozen=True)
@@ -72,19 +78,24 @@ def _tau(x: Tensor, alpha: float) -> Tensor:
     return 0.5 * (shifted + torch.sqrt(torch.clamp(shifted**2 - 4.0 * alpha, min=0.0)))
 
 
-def free_energy(sigma2: Tensor, gamma_sq: Tensor, rows: int, cols: int) -> Tensor:
-    """F(σ²) for σ² of shape (N, G) and squared singular values (N, L): returns (N, G)."""
-    alpha = rows / cols
-    x_bar = _x_bar(alpha)
-    scaled_noise = cols * sigma2.unsqueeze(2)
-    x = gamma_sq.unsqueeze(1) / scaled_noise  # (N, G, L)
-    # log x = log γ² − log Mσ²; for γ = 0 only the constant log γ² is clamped.
-    log_gamma_sq = torch.log(torch.clamp(gamma_sq, min=torch.finfo(gamma_sq.dtype).tiny))
-    log_x = log_gamma_sq.unsqueeze(1) - torch.log(scaled_noise)
+def free_energy(log_sigma2: Tensor, gamma_sq: Tensor, rows: int, cols: int) -> Tensor:
+    """F less its constant −Σ log γ², at log σ² of shape (N, G), for squared singular values
+    ``gamma_sq`` (N, L) in descending order: returns (N, G).
+
+    All L terms' x_h − log x_h sum in closed form, Σγ²/(Mσ²) + L log Mσ² − Σ log γ², and a
+    kept term (x_h > x̄) adds its difference to that, −τ_h + log(τ_h + 1) + α log(τ_h/α + 1):
+    only the leading columns kept somewhere on the grid are evaluated (a few, past the first
+    coarse grid).
+    """
+    alpha, x_bar = rows / cols, _x_bar(rows / cols)
+    log_scaled_noise = log_sigma2 + math.log(cols)  # log Mσ²
+    scaled_noise = torch.exp(log_scaled_noise)
+    every_term = gamma_sq.sum(dim=1, keepdim=True) / scaled_noise + rows * log_scaled_noise
+    keepable = int((gamma_sq > x_bar * scaled_noise.amin(dim=1, keepdim=True)).sum(dim=1).max())
+    x = gamma_sq[:, :keepable].unsqueeze(1) / scaled_noise.unsqueeze(2)  # (N, G, keepable)
     tau = _tau(x, alpha)
-    kept = x - tau + torch.log1p(tau) - log_x + alpha * torch.log1p(tau / alpha)
-    dropped = x - log_x
-    return torch.where(x > x_bar, kept, dropped).sum(dim=2)
+    kept_difference = torch.log1p(tau) - tau + alpha * torch.log1p(tau / alpha)
+    return every_term + torch.where(x > x_bar, kept_difference, 0.0).sum(dim=2)
 
 
 def _x_bar(alpha: float) -> float:
@@ -103,38 +114,30 @@ def noise_variance_bounds(gamma_sq: Tensor, rows: int, cols: int) -> tuple[Tenso
 
 
 def minimise_free_energy(gamma_sq: Tensor, rows: int, cols: int) -> Tensor:
-    """σ² minimising F on the bounded interval, per matrix (N,): grid, then golden section."""
+    """σ² minimising F on the bounded interval, per matrix (N,), by a zooming grid in log σ²;
+    ``gamma_sq`` (N, L) in descending order.
+
+    A grid over the whole interval finds the best point; each further pass lays a finer grid
+    over the two intervals beside the best point of the last (spacing ÷ (_ZOOM_POINTS − 1)/2),
+    until the spacing is below _LOG_TOLERANCE. Every pass is one batched evaluation of F, so
+    the whole search is a few dozen tensor operations whatever N.
+    """
     lower, upper = noise_variance_bounds(gamma_sq, rows, cols)
     degenerate = upper <= 0  # a zero matrix: σ² = 0, nothing kept
     upper = torch.where(degenerate, torch.ones_like(upper), upper)
     lower = torch.maximum(torch.minimum(lower, upper), _LOWER_FLOOR * upper)
-    log_lo, log_hi = torch.log(lower), torch.log(upper)
-    steps = torch.linspace(0.0, 1.0, _GRID_POINTS, dtype=gamma_sq.dtype, device=gamma_sq.device)
-    grid = log_lo.unsqueeze(1) + (log_hi - log_lo).unsqueeze(1) * steps  # (N, G) in log σ²
-    best = free_energy(torch.exp(grid), gamma_sq, rows, cols).argmin(dim=1)
-    left = grid.gather(1, (best - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-    right = grid.gather(1, (best + 1).clamp(max=_GRID_POINTS - 1).unsqueeze(1)).squeeze(1)
-
-    def energy(log_sigma2: Tensor) -> Tensor:
-        return free_energy(torch.exp(log_sigma2).unsqueeze(1), gamma_sq, rows, cols).squeeze(1)
-
-    inner_left = right - _INV_PHI * (right - left)
-    inner_right = left + _INV_PHI * (right - left)
-    f_left, f_right = energy(inner_left), energy(inner_right)
-    for _ in range(_GOLDEN_STEPS):
-        go_left = f_left < f_right  # the minimum lies in [left, inner_right]
-        right = torch.where(go_left, inner_right, right)
-        left = torch.where(go_left, left, inner_left)
-        new_inner_left = torch.where(go_left, right - _INV_PHI * (right - left), inner_right)
-        new_inner_right = torch.where(go_left, inner_left, left + _INV_PHI * (right - left))
-        fresh = torch.where(go_left, new_inner_left, new_inner_right)
-        f_fresh = energy(fresh)
-        f_left, f_right = (
-            torch.where(go_left, f_fresh, f_right),
-            torch.where(go_left, f_left, f_fresh),
-        )
-        inner_left, inner_right = new_inner_left, new_inner_right
-    sigma2 = torch.exp(0.5 * (left + right))
+    log_lo, log_hi = torch.log(lower).unsqueeze(1), torch.log(upper).unsqueeze(1)
+    options = dict(dtype=gamma_sq.dtype, device=gamma_sq.device)
+    grid = log_lo + (log_hi - log_lo) * torch.linspace(0.0, 1.0, _GRID_POINTS, **options)
+    spacing = (log_hi - log_lo) / (_GRID_POINTS - 1)
+    offsets = torch.linspace(-1.0, 1.0, _ZOOM_POINTS, **options)
+    for _ in range(_ZOOM_PASSES):
+        energy = free_energy(grid, gamma_sq, rows, cols)
+        best = grid.gather(1, energy.argmin(dim=1, keepdim=True))
+        grid = torch.minimum(torch.maximum(best + spacing * offsets, log_lo), log_hi)
+        spacing = spacing * 2.0 / (_ZOOM_POINTS - 1)
+    energy = free_energy(grid, gamma_sq, rows, cols)
+    sigma2 = torch.exp(grid.gather(1, energy.argmin(dim=1, keepdim=True)).squeeze(1))
     return torch.where(degenerate, torch.zeros_like(sigma2), sigma2)
 
 
