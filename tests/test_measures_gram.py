@@ -21,6 +21,7 @@ from tune_batchdyn.measures.gram_products import (
     factor_sizes,
     ghost_gram,
     materialised_gram,
+    symmetric_gram,
 )
 from tune_batchdyn.measures.positions import Factor
 
@@ -203,6 +204,28 @@ def test_ghost_and_materialised_products_agree(groups, positions, p, q, bias, bl
     factor = Factor(a, g, bias=bias)
     assert relative_error(ghost_gram(factor, block), psi @ psi.T) < 1e-12
     assert relative_error(materialised_gram(factor, block), psi @ psi.T) < 1e-12
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 128])
+@pytest.mark.parametrize("columns", [3, 256, 700])
+def test_symmetric_gram_equals_the_full_product(rows, columns) -> None:
+    """The split product (wide x) and the one product (narrow x) both give x xᵀ in float64,
+    from float32 input too."""
+    x = torch.randn(rows, columns, generator=torch.Generator().manual_seed(rows + columns))
+    x32 = x.to(torch.float32)
+    gram = symmetric_gram(x32)
+    assert gram.dtype == torch.float64
+    reference = x32.to(torch.float64) @ x32.to(torch.float64).T
+    assert relative_error(gram, reference) < 1e-14
+
+
+def test_wide_one_position_ghost_product_equals_materialised() -> None:
+    """An MLP-sized Linear (p, q ≥ 256) takes the split products of the ghost fast path."""
+    generator = torch.Generator().manual_seed(3)
+    a = torch.randn(9, 1, 1, 300, generator=generator)
+    g = torch.randn(9, 1, 1, 260, generator=generator)
+    factor = Factor(a, g, bias=True)
+    assert relative_error(ghost_gram(factor), materialised_gram(factor)) < 1e-12
 
 
 CONV_SETTINGS = [  # (channels, outputs, size, kernel, stride, dilation, groups, bias)

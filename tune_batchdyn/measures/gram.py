@@ -39,7 +39,7 @@ from tune_batchdyn.measures.factors import (
     check_batch_first,
     unsupported_reason,
 )
-from tune_batchdyn.measures.gram_products import gram_contribution, summed
+from tune_batchdyn.measures.gram_products import gram_contribution, summed, symmetric_gram
 from tune_batchdyn.measures.model_state import (
     PerSampleLoss,
     per_sample_losses,
@@ -200,9 +200,9 @@ def _layer_gram(layer: _Layer, grads: list, batch: int) -> Tensor | None:
     if not live:
         return None
     if layer.builder is None:
-        psi = summed(_func_per_sample_grads(layer, call, g, batch) for call, g in live)
-        psi = psi.to(torch.float64)
-        return psi @ psi.T
+        return symmetric_gram(
+            summed(_func_per_sample_grads(layer, call, g, batch) for call, g in live)
+        )
     return gram_contribution([_layer_call(layer, call, g[0], batch) for call, g in live])
 
 
@@ -290,6 +290,5 @@ def exact_gram(
         jacobian = jacrev(losses_of)(params, buffers)
     gram = torch.zeros(batch, batch, dtype=torch.float64, device=inputs.device)
     for block in jacobian.values():
-        rows = block.reshape(batch, -1).to(torch.float64)
-        gram.addmm_(rows, rows.T)
+        gram += symmetric_gram(block.reshape(batch, -1))
     return gram
