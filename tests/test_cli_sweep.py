@@ -92,3 +92,47 @@ def test_ray_sweep_quiets_only_the_resumed_trials_missing_file_warning():
 
     assert not quiet_resumed_file_loggers(record("Remote file not found: /s/t/result.json"))
     assert quiet_resumed_file_loggers(record("Error downloading /s/t/result.json"))
+
+
+def test_summary_shows_schedules_as_runs_and_says_how_many_rows(capsys):
+    import pandas as pd
+
+    from tune_batchdyn.cli.sweep import SUMMARY_ROWS, print_summary, run_lengths
+
+    assert run_lengths("[32,32,128,128,128,512]") == "[32×2,128×3,512]"
+    assert run_lengths("[32,64,64,128,256]-MS") == "[32,64×2,128,256]-MS"
+    assert run_lengths("[8,128]-MS") == "[8,128]-MS"
+    assert run_lengths("s32-to-512") == "s32-to-512"
+    trials = SUMMARY_ROWS + 2
+    records = pd.DataFrame({
+        "trial_id": [f"t{i}" for i in range(trials)],
+        "epoch": 3,
+        "config/strategy": ["[32,32,128]"] + ["fixed"] * (trials - 1),
+        "config/batch_size": 32,
+        "config/lr": 0.1,
+        "val_error": [0.01 * (i + 1) for i in range(trials)],
+        "test_error": 0.5,
+        "diverged": False,
+    })
+    print_summary(records, "val_error")
+    text = capsys.readouterr().out
+    assert f"{trials} trials, {3 * trials} trial-epochs trained; best val_error 0.0100 (t0); " \
+           f"the best {SUMMARY_ROWS} below; a schedule's repeated stages read batch×n" in text
+    assert "[32×2,128]" in text and f"t{SUMMARY_ROWS - 1} " in text and f"t{SUMMARY_ROWS} " \
+        not in text
+    assert len(text.strip().splitlines()) == 2 + SUMMARY_ROWS
+
+
+def test_progress_line_ranks_trials_by_their_latest_result(capsys):
+    from types import SimpleNamespace
+
+    from tune_batchdyn.cli._sweep_ray import Progress
+
+    progress = Progress("val_error", every=1e9)
+    first = SimpleNamespace(trial_id="a", status="RUNNING")
+    second = SimpleNamespace(trial_id="b", status="RUNNING")
+    for trial, value in ((first, 0.05), (second, 0.2), (first, 0.3), (second, 0.1)):
+        progress.on_trial_result(0, [first, second], trial, {"val_error": value})
+    progress.on_experiment_end([first, second])
+    # a's 0.05 was an earlier epoch: the best by latest result is b at 0.1, as the summary says
+    assert "4 trial-epochs, best val_error 0.1000 (b)" in capsys.readouterr().out

@@ -35,12 +35,12 @@ from tune_batchdyn.tune.decisions import REROUTED, SPAWNED, STOPPED
 class Progress(tune.Callback):
     """A status line at most every ``every`` seconds: trials by state (finished trials split
     into stopped early and run to the end, with the scheduler's ``decisions``), reroutes and
-    spawns, and the best so far."""
+    spawns, and the best trial by its latest result (what the summary ranks by at the end)."""
 
     def __init__(self, metric: str, every: float = 5.0,
                  decisions: DecisionLog | None = None) -> None:
         self.metric, self.every, self.decisions = metric, every, decisions
-        self.best: tuple[float, str] | None = None
+        self.latest: dict[str, float] = {}
         self.epochs = 0
         self._last = 0.0
 
@@ -48,9 +48,10 @@ class Progress(tune.Callback):
                         **info: Any) -> None:
         self.epochs += 1
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and value == value and (
-                self.best is None or value < self.best[0]):
-            self.best = (float(value), trial.trial_id)
+        if isinstance(value, (int, float)) and value == value:
+            self.latest[trial.trial_id] = float(value)
+        else:
+            self.latest.pop(trial.trial_id, None)
         if time.monotonic() - self._last >= self.every:
             self._last = time.monotonic()
             self.print(trials)
@@ -70,7 +71,8 @@ class Progress(tune.Callback):
             states["finished"] = ended - states["stopped"]
             counts = self.decisions.counts()
             acted = f"; rerouted {counts[REROUTED]}, spawned {counts[SPAWNED]}"
-        best = "-" if self.best is None else f"{self.best[0]:.4f} ({self.best[1]})"
+        leader = min(self.latest, key=self.latest.get, default=None)
+        best = "-" if leader is None else f"{self.latest[leader]:.4f} ({leader})"
         print(f"[trials {len(trials)}: " + ", ".join(f"{k} {v}" for k, v in
                                                      sorted(states.items()) if v)
               + f"{acted}] {self.epochs} trial-epochs, best {self.metric} {best}", flush=True)

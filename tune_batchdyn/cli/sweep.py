@@ -10,6 +10,7 @@ figures.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 import time
@@ -113,15 +114,20 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Rows of the summary table (the best first).
+SUMMARY_ROWS = 15
+
+
 def print_summary(records: pd.DataFrame, metric: str) -> None:
     """One row per trial, best first: strategy, batch size, lr, epochs trained, final errors."""
     if not len(records):
         print("no trial reported a result")
         return
     last = records.sort_values("epoch").groupby("trial_id").tail(1)
+    strategies = last.get("config/strategy", pd.Series("fixed", index=last.index))
     table = pd.DataFrame({
         "trial": last["trial_id"],
-        "strategy": last.get("config/strategy", pd.Series("fixed", index=last.index)),
+        "strategy": strategies.map(run_lengths),
         "batch": last.get("config/batch_size"),
         "lr": last.get("config/lr"),
         "epochs": last["epoch"],
@@ -130,6 +136,22 @@ def print_summary(records: pd.DataFrame, metric: str) -> None:
         "diverged": last["diverged"],
     }).sort_values(metric)
     epochs = int(records.groupby("trial_id")["epoch"].max().sum())
+    shown = table.head(SUMMARY_ROWS)
+    notes = [f"the best {SUMMARY_ROWS} below"] if len(table) > SUMMARY_ROWS else []
+    if shown["strategy"].astype(str).str.contains("×").any():
+        notes.append("a schedule's repeated stages read batch×n")
     print(f"\n{len(table)} trials, {epochs} trial-epochs trained; best {metric} "
-          f"{table[metric].iloc[0]:.4f} ({table['trial'].iloc[0]})")
-    print(table.head(15).to_string(index=False))
+          f"{table[metric].iloc[0]:.4f} ({table['trial'].iloc[0]})"
+          + "".join(f"; {note}" for note in notes))
+    print(shown.to_string(index=False))
+
+
+def run_lengths(strategy: object) -> object:
+    """A stage list with its repeated stages as runs, ``[32,32,128,128,128]`` as
+    ``[32×2,128×3]`` (a rerouted trial's 20-stage schedule would make the table too wide to
+    read); other strategies as they are."""
+    if not (isinstance(strategy, str) and strategy.startswith("[") and "]" in strategy):
+        return strategy
+    body, _, suffix = strategy[1:].partition("]")
+    runs = [(size, len(list(group))) for size, group in itertools.groupby(body.split(","))]
+    return "[" + ",".join(size if n == 1 else f"{size}×{n}" for size, n in runs) + "]" + suffix
