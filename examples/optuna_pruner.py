@@ -1,6 +1,7 @@
 """An Optuna study on digits with MeasurePruner, RerouteCallback and SQLite storage.
 
-The study first runs fixed-batch *beacons* at the beacon lr (enqueued), then lets the sampler
+The study first runs fixed-batch *beacons* at the beacon lr (enqueued with ``enqueue_beacon``:
+the pruner lets them run to the end, since every plan is made of them), then lets the sampler
 explore batch size × lr; ``MeasurePruner`` stops trials whose predicted final val error is
 confidently worse than the best, and ``RerouteCallback`` enqueues the dynamic-sampling schedule
 planned to land in the optimum region of the (C̄K, LK) plane. The study lives in SQLite (a
@@ -26,7 +27,9 @@ import optuna
 from tune_batchdyn.optuna import (
     MeasurePruner,
     RerouteCallback,
+    composable,
     decisions_line,
+    enqueue_beacon,
     make_objective,
     open_study,
 )
@@ -64,7 +67,7 @@ def main() -> None:
         space = read_space("digits_mlp")
         defaults = {}
         beacons, beacon_lr = space.search.beacons, space.search.beacon_lr
-        candidates = list(space.search.dynamic)
+        candidates = composable(space.search.dynamic, beacons) or None  # else: the family
         n_trials = args.trials or 30
         pruner = MeasurePruner()
         callback = RerouteCallback(min_beacons=3, max_plans=3, lr=beacon_lr,
@@ -75,8 +78,7 @@ def main() -> None:
         study = open_study(storage, args.study_name, pruner=pruner,
                            sampler=optuna.samplers.TPESampler(seed=args.seed))
         for batch_size in beacons:  # the fixed-batch beacons first (once, even when rejoining)
-            study.enqueue_trial({"batch_size": batch_size, "lr": beacon_lr},
-                                skip_if_exists=True)
+            enqueue_beacon(study, {"batch_size": batch_size, "lr": beacon_lr})
         objective = make_objective(space, device=args.device, **defaults)
         study.optimize(objective, n_trials=n_trials, callbacks=[callback, report])
         best = study.best_trial

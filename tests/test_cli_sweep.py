@@ -1,8 +1,10 @@
 import logging
 
+import optuna
 import pytest
 
 from tune_batchdyn.cli import main
+from tune_batchdyn.optuna import BEACON_ATTR
 from tune_batchdyn.records import read_records
 
 SMALL_NQM = ["--set", "epochs=4", "--set",
@@ -39,6 +41,13 @@ def test_optuna_sweep_prunes_and_keeps_every_trial(tmp_path, capsys):
     pruned = int(text.rsplit("decisions: pruned=", 1)[1].split()[0])
     assert pruned >= 1
     assert (records.groupby("trial_id")["epoch"].max() < 4).sum() == pruned
+    # the beacons (batch 8..512 at lr 0.1) were enqueued as such and ran to the end
+    study = optuna.load_study(study_name="nqm", storage=storage)
+    beacons = [t for t in study.trials if t.user_attrs.get(BEACON_ATTR)]
+    assert sorted(t.params["batch_size"] for t in beacons) == [8, 16, 32, 64, 128, 256, 512]
+    assert {t.params["lr"] for t in beacons} == {0.1}
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.last_step == 4
+               for t in beacons)
     # rejoining the finished study trains nothing again and loses nothing
     again = tmp_path / "again.parquet"
     assert main(["sweep", "--space", "nqm", "--backend", "optuna", "--storage", storage,

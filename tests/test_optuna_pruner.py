@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 
 from tune_batchdyn.errors import ConfigError
-from tune_batchdyn.optuna import PLAN_ATTR, MeasurePruner, enqueue_replay, replay_objective
+from tune_batchdyn.optuna import (
+    BEACON_ATTR,
+    PLAN_ATTR,
+    MeasurePruner,
+    enqueue_beacon,
+    enqueue_replay,
+    replay_objective,
+)
 from tune_batchdyn.predict import FinalErrorPredictor
 from tune_batchdyn.predict.synthetic import synthetic_records
 from tune_batchdyn.records import CONFIG_ATTR, record_attr_name, record_user_attr
@@ -182,6 +189,24 @@ def test_rerouted_trials_are_spared_unless_asked(table):
     assert trial.should_prune() is True
 
 
+def test_beacons_are_spared_by_the_bound_and_the_base_unless_asked(table):
+    """A beacon enqueued by enqueue_beacon runs to the end, also where the base's rungs would
+    stop it; a trial of the same params enqueued plainly does not."""
+    ids = _ids(table)
+    hopeless = _rows(table, ids[-1], 3)
+    lr = float(hopeless["config/lr"].iloc[0])
+    study = _study(MeasurePruner(base=optuna.pruners.ThresholdPruner(upper=0.0)), table,
+                   ids[:18])
+    enqueue_beacon(study, {"batch_size": 32, "lr": lr})
+    beacon = _running(study, hopeless)
+    assert beacon.user_attrs[BEACON_ATTR] is True
+    assert beacon.should_prune() is False
+    study.enqueue_trial({"batch_size": 32, "lr": lr})
+    assert _running(study, hopeless).should_prune() is True
+    study.pruner = bound_only(prune_beacons=True)
+    assert beacon.should_prune() is True
+
+
 def test_no_step_reported_continues(table):
     study = _study(bound_only(n_warmup_steps=0), table, _ids(table)[:8])
     assert study.ask().should_prune() is False
@@ -244,6 +269,7 @@ def test_maximize_study_is_refused(table):
     ({"metric": "ck_bar"}, "metric='ck_bar'"),
     ({"predictor": object()}, "predictor="),
     ({"prune_plans": "yes"}, "prune_plans='yes'"),
+    ({"prune_beacons": 1}, "prune_beacons=1"),
 ])
 def test_arguments_are_checked_once_with_the_value(kwargs, message):
     with pytest.raises(ConfigError, match=message):

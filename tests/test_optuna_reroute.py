@@ -16,6 +16,7 @@ from tune_batchdyn.optuna import (
     PLAN_ATTR,
     PLAN_KEY_ATTR,
     RerouteCallback,
+    composable,
     count_decisions,
     decisions_line,
     enqueue_replay,
@@ -96,6 +97,15 @@ def test_guards(beacons):
     assert planned_keys(study) == {plan_key(other)}
     RerouteCallback(max_plans=2)(study, last)
     assert len(planned_keys(study)) == 2
+
+
+def test_composable_keeps_the_schedules_made_of_beacon_sizes():
+    """The seed's geometric schedules need beacons at every power of two between their ends."""
+    specs = ["s32-to-512", "s32-to-512-MS", "[32,128,512]-MS", "[8,128]", "s512-to-32",
+             {"name": "s32-to-512"}]
+    assert composable(specs, (8, 32, 128, 512)) == ["[32,128,512]-MS", "[8,128]"]
+    assert composable(specs[:2], (32, 64, 128, 256, 512)) == specs[:2]
+    assert composable(specs, ()) == []
 
 
 def test_no_measures_no_plan(beacons):

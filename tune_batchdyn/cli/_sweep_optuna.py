@@ -1,7 +1,8 @@
 """The Optuna side of ``tune-batchdyn sweep`` (imported only when ``--backend optuna``).
 
 A grid space is enqueued whole, its fixed-batch beacons (``[search] beacons`` at
-``beacon_lr``) first, once per study even when more workers join; the pruner stops trials and
+``beacon_lr``, marked so that MeasurePruner lets them run to the end) first, once per study
+even when more workers join; the pruner stops trials and
 ``RerouteCallback`` enqueues planned dynamic-sampling trials after them, and each worker stops
 when the queue is empty. A range space is sampled by TPE, ``grid_size * num_samples`` trials
 per study.
@@ -20,7 +21,9 @@ import pandas as pd
 from tune_batchdyn.optuna import (
     MeasurePruner,
     RerouteCallback,
+    composable,
     decisions_line,
+    enqueue_beacon,
     make_objective,
     open_study,
 )
@@ -74,8 +77,9 @@ def waiting(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
 
 
-def grid_order(space: Space) -> list[dict[str, Any]]:
-    """Every grid point of the space, the beacons (fixed batch at the beacon lr) first."""
+def grid_order(space: Space) -> list[tuple[dict[str, Any], bool]]:
+    """Every grid point of the space and whether it is a beacon (fixed batch at the beacon
+    lr), the beacons first."""
     from tune_batchdyn.space import grid_search_space
 
     if not space.params or not all(p.is_categorical for p in space.params.values()):
@@ -90,7 +94,8 @@ def grid_order(space: Space) -> list[dict[str, Any]]:
         return point.get("lr") == search.beacon_lr and point.get("batch_size") in (
             search.beacons or ())
 
-    return sorted(points, key=lambda point: not is_beacon(point))
+    return sorted(((point, is_beacon(point)) for point in points),
+                  key=lambda pair: not pair[1])
 
 
 def run_optuna(space: Space, overrides: dict[str, Any],
@@ -102,14 +107,21 @@ def run_optuna(space: Space, overrides: dict[str, Any],
                        pruner=pruner_for(args.pruner),
                        sampler=optuna.samplers.TPESampler(seed=0))
     grid = grid_order(space)
-    for params in grid:
-        study.enqueue_trial(params, skip_if_exists=True)
+    for params, beacon in grid:
+        if beacon:
+            enqueue_beacon(study, params)
+        else:
+            study.enqueue_trial(params, skip_if_exists=True)
     search = space.search
     callbacks: list[Any] = []
     if args.pruner == "measure" and args.max_planned > 0:
+        candidates = composable(search.dynamic, search.beacons or ())
+        if search.dynamic and not candidates:
+            print(f"[search] dynamic: none is made of the beacon batch sizes "
+                  f"{list(search.beacons or ())} alone; plans use the schedules over the "
+                  "finished beacons")
         callbacks.append(RerouteCallback(max_plans=args.max_planned, lr=search.beacon_lr,
-                                         candidates=list(search.dynamic) or None,
-                                         metric=search.metric))
+                                         candidates=candidates or None, metric=search.metric))
     callbacks.append(Budget(search.metric, args.budget))
     objective = make_objective(space, metric=search.metric, **overrides)
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -7,7 +7,8 @@
   study's finished trials) is confidently worse than the k-th best, on top of a base pruner's
   decisions (default ``SuccessiveHalvingPruner``, alone before the prediction can be used).
 - ``RerouteCallback``: once enough fixed-batch beacons finished, enqueues the dynamic-sampling
-  schedule planned to land in the optimum region, each plan once (deduplicated from storage).
+  schedule planned to land in the optimum region, each plan once (deduplicated from storage);
+  ``enqueue_beacon`` enqueues a beacon, which ``MeasurePruner`` lets run to the end.
 - ``open_study``: join or create a study in memory, SQLite, PostgreSQL/MySQL or a journal file;
   ``decisions_line``: ``decisions: pruned=<n> enqueued=<n>``.
 - ``measure_target``: plot a measure with Optuna's visualisations; ``enqueue_replay`` /
@@ -40,10 +41,13 @@ from tune_batchdyn.optuna.pruner import MeasurePruner
 from tune_batchdyn.optuna.replay import REPLAY_ATTR, enqueue_replay, replay_objective
 from tune_batchdyn.optuna.reporter import METRICS, TrialReporter
 from tune_batchdyn.optuna.reroute import (
+    BEACON_ATTR,
     DUPLICATE_ATTR,
     PLAN_ATTR,
     PLAN_KEY_ATTR,
     RerouteCallback,
+    composable,
+    enqueue_beacon,
     plan_key,
     plan_overrides,
     planned_keys,
@@ -53,6 +57,7 @@ from tune_batchdyn.optuna.storage import make_storage, open_study
 from tune_batchdyn.optuna.targets import measure_target
 
 __all__ = [
+    "BEACON_ATTR",
     "DIVERGED_ERROR",
     "DUPLICATE_ATTR",
     "METRICS",
@@ -65,8 +70,10 @@ __all__ = [
     "TrialReporter",
     "TrialSpace",
     "as_trial_space",
+    "composable",
     "count_decisions",
     "decisions_line",
+    "enqueue_beacon",
     "enqueue_replay",
     "final_value",
     "make_objective",

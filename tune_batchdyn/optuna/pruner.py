@@ -13,7 +13,9 @@ calibrated by how far the completed trials ended from their own leave-one-out pr
 (conformal), and v₍k₎ is the k-th lowest value among the completed trials. Guards, in order
 (each returns "continue"): no step reported; t < ``n_warmup_steps``; the trial runs a plan of
 ``RerouteCallback`` (unless ``prune_plans``: a plan's early epochs run other batch sizes than
-its end, which the prediction cannot know, and each plan runs once, as the planner's test).
+its end, which the prediction cannot know, and each plan runs once, as the planner's test);
+the trial is a beacon enqueued by ``enqueue_beacon`` (unless ``prune_beacons``: every plan is
+composed of the beacons' whole trajectories, so they run to the end, as on Ray).
 Then ``base`` decides alone while the bound cannot be given: fewer than ``n_startup_trials``
 completed trials, no records on the running trial, or too few completed trials to vouch for
 ``confidence`` (9 at 0.9).
@@ -66,7 +68,7 @@ from sklearn.base import clone
 
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.optuna.reporter import METRICS
-from tune_batchdyn.optuna.reroute import PLAN_ATTR
+from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
 from tune_batchdyn.predict import FinalErrorPredictor
 from tune_batchdyn.records import records_from_optuna
 
@@ -90,12 +92,13 @@ class MeasurePruner(BasePruner):
             ``FinalErrorPredictor`` of ``final_<metric>``.
         metric: the record column the objective returns at the end (``val_error``).
         prune_plans: judge rerouted trials (``reroute/plan``) like the others.
+        prune_beacons: judge beacons (``reroute/beacon``) like the others.
     """
 
     def __init__(self, *, k: int = 1, confidence: float = 0.9, n_startup_trials: int = 5,
                  n_warmup_steps: int = 1, base: BasePruner | None = None,
                  predictor: Any = None, metric: str = "val_error",
-                 prune_plans: bool = False) -> None:
+                 prune_plans: bool = False, prune_beacons: bool = False) -> None:
         if not _is_int(k) or k < 1:
             raise ConfigError(f"k must be an integer of at least 1, but got {k=}.")
         if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
@@ -115,8 +118,9 @@ class MeasurePruner(BasePruner):
                                           and hasattr(predictor, "lower_bound")):
             raise ConfigError(f"predictor must have fit(records) and lower_bound(rows, "
                               f"confidence), but got {predictor=}.")
-        if not isinstance(prune_plans, bool):
-            raise ConfigError(f"prune_plans must be True or False, but got {prune_plans=}.")
+        for name, value in (("prune_plans", prune_plans), ("prune_beacons", prune_beacons)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be True or False, but got {name}={value!r}.")
         self._k = k
         self._confidence = float(confidence)
         self._n_startup_trials = n_startup_trials
@@ -124,6 +128,7 @@ class MeasurePruner(BasePruner):
         self._base = base or SuccessiveHalvingPruner()
         self._predictor = predictor or FinalErrorPredictor(target=f"final_{metric}")
         self._prune_plans = prune_plans
+        self._prune_beacons = prune_beacons
         self._memo: tuple[tuple[str, frozenset[int]], Any] | None = None
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -134,6 +139,8 @@ class MeasurePruner(BasePruner):
         if step is None or step < self._n_warmup_steps:
             return False
         if PLAN_ATTR in trial.user_attrs and not self._prune_plans:
+            return False
+        if trial.user_attrs.get(BEACON_ATTR) and not self._prune_beacons:
             return False
         if self._base.prune(study, trial):  # every step: its rungs are kept in the storage
             return True

@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -75,6 +75,10 @@ PLAN_ATTR = "reroute/plan"
 PLAN_KEY_ATTR = "reroute/key"
 #: User attribute of a trial whose plan was already taken: the number of the trial running it.
 DUPLICATE_ATTR = "reroute/duplicate_of"
+#: User attribute of a fixed-batch beacon (``enqueue_beacon``): plans are composed from the
+#: beacons' trajectories, so ``MeasurePruner`` lets a beacon run to the end, as
+#: ``MeasureScheduler`` does on Ray (a diverged beacon ends on its own).
+BEACON_ATTR = "reroute/beacon"
 
 
 class RerouteCallback:
@@ -168,6 +172,22 @@ class RerouteCallback:
         except ConfigError as err:
             log.debug("no plan: %s", err)
             return None
+
+
+def composable(candidates: Iterable[Any], beacon_sizes: Iterable[int]) -> list[str]:
+    """The candidate schedule specs whose every stage is a beacon batch size: a plan follows
+    the beacons' trajectories, so a stage at another batch size has none to follow (the
+    seed's ``s32-to-512`` needs beacons at 32, 64, 128, 256 and 512)."""
+    sizes = set(beacon_sizes)
+    return [spec for spec in candidates
+            if isinstance(spec, str) and set(parse_schedule(spec).stages) <= sizes]
+
+
+def enqueue_beacon(study: optuna.Study, params: Mapping[str, Any]) -> None:
+    """Enqueue a fixed-batch beacon (``params``: its ``batch_size`` and ``lr`` at least),
+    marked with ``BEACON_ATTR``; once per study, also when another worker or a restart
+    enqueues it again."""
+    study.enqueue_trial(dict(params), user_attrs={BEACON_ATTR: True}, skip_if_exists=True)
 
 
 def plan_key(overrides: Mapping[str, Any]) -> str:
