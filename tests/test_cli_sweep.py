@@ -145,3 +145,19 @@ def test_progress_line_ranks_trials_by_their_latest_result(capsys):
     progress.on_experiment_end([first, second])
     # a's 0.05 was an earlier epoch: the best by latest result is b at 0.1, as the summary says
     assert "4 trial-epochs, best val_error 0.1000 (b)" in capsys.readouterr().out
+
+
+def test_optuna_progress_line_says_diverged(capsys):
+    from tune_batchdyn.cli._sweep_optuna import Budget
+    from tune_batchdyn.records import record_attr_name
+
+    study = optuna.create_study()
+    for diverged in (False, True):
+        trial = study.ask()
+        trial.set_user_attr(record_attr_name(1), {"val_error": 0.9, "diverged": diverged})
+        trial.report(0.9, 1)
+        study.tell(trial, 0.9)
+        Budget("val_error", None)(study, study.trials[-1])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("trial 0 complete after 1 epochs: val_error=0.9000")
+    assert lines[1].startswith("trial 1 diverged after 1 epochs: val_error=0.9000")

@@ -27,7 +27,7 @@ from tune_batchdyn.optuna import (
     make_objective,
     open_study,
 )
-from tune_batchdyn.records import records_from_optuna
+from tune_batchdyn.records import record_attr_name, records_from_optuna
 from tune_batchdyn.space import Space
 
 
@@ -43,7 +43,8 @@ def pruner_for(name: str) -> optuna.pruners.BasePruner:
 
 
 class Budget:
-    """Study callback: print one line per finished trial; stop at ``budget`` trial-epochs."""
+    """Study callback: print one line per finished trial (complete, pruned or diverged); stop
+    at ``budget`` trial-epochs."""
 
     def __init__(self, metric: str, budget: int | None) -> None:
         self.metric, self.budget = metric, budget
@@ -55,7 +56,9 @@ class Budget:
         best = min((t.value for t in done), default=float("nan"))
         config = trial.user_attrs.get("config", {})
         value = "-" if trial.value is None else f"{trial.value:.4f}"
-        print(f"trial {trial.number} {trial.state.name.lower()} after "
+        last = trial.user_attrs.get(record_attr_name(trial.last_step or 0), {})
+        state = "diverged" if last.get("diverged") else trial.state.name.lower()
+        print(f"trial {trial.number} {state} after "
               f"{len(trial.intermediate_values)} epochs: {self.metric}={value} "
               f"strategy={config.get('strategy')} batch={config.get('batch_size')} "
               f"lr={config.get('lr')} | {epochs} trial-epochs, best {best:.4f}", flush=True)
