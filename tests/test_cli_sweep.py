@@ -1,4 +1,5 @@
 import logging
+import re
 
 import optuna
 import pytest
@@ -64,6 +65,8 @@ def test_ray_sweep_runs_the_measure_scheduler(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert code == 0
     assert "decisions: stopped=" in text and "trial-epochs" in text
+    # Ray's header states the bound the searcher keeps: the 21 grid points and 1 plan
+    assert re.search(r"Number of trials\s+22\b", text)
     records = read_records(out)
     assert records["trial_id"].nunique() >= 21
     stopped = int(text.rsplit("decisions: stopped=", 1)[1].split()[0])

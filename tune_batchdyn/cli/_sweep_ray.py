@@ -174,7 +174,9 @@ def _sweep(space: Space, overrides: dict[str, Any],
         param_space=None if searcher else param_space,
         tune_config=tune.TuneConfig(metric=metric, mode=space.search.mode, search_alg=searcher,
                                     scheduler=scheduler,
-                                    num_samples=-1 if searcher else space.search.num_samples,
+                                    # the searcher runs the grid once, then its plans
+                                    num_samples=(space.grid_size + args.max_planned if searcher
+                                                 else space.search.num_samples),
                                     max_concurrent_trials=args.max_concurrent,
                                     # one worker process serves many trials: torch is
                                     # imported once, not once per trial (seconds each)
