@@ -23,6 +23,9 @@ SMALL_NQM = ["--set", "epochs=4", "--set",
         (["--out", "r.xlsx"], "has extension '.xlsx'"),
         (["--storage-path", "s3://bucket/runs"], "--storage-path s3://bucket/runs is not "
                                                  "accepted"),
+        (["--set", "epoch=5"], "with --set epoch=5: unknown TrialConfig field(s) ['epoch']"),
+        (["--set", "epochs=0"], "with --set epochs=0: epochs=0 is not accepted"),
+        (["--set", "epochs"], "--set 'epochs' is not accepted; use KEY=VALUE"),
     ],
 )
 def test_bad_sweep_arguments_exit_2_naming_the_flag(argv, message, capsys):

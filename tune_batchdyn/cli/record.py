@@ -68,8 +68,9 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds {args.seeds!r} is not accepted; use a comma list of "
                           "integers, e.g. 0,1,2.") from err
     space = read_space(args.space)
-    configs = [{**c, "seed": seed} for c in grid_configs(space, parse_options(args.set))
-               for seed in seeds]
+    overrides = parse_options(args.set, "--set")
+    space.check_overrides(overrides)
+    configs = [{**c, "seed": seed} for c in grid_configs(space, overrides) for seed in seeds]
     done = set()
     if Path(args.out).exists():
         done = set(read_records(args.out)["trial_id"].unique())

@@ -48,13 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values are read as JSON where they parse (numbers), else strings."""
+def parse_options(pairs: list[str], flag: str = "--dataset-option") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of ``flag``; values are read as JSON where they parse (numbers),
+    else strings."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--dataset-option {pair!r} is not accepted; use KEY=VALUE.")
+            raise ConfigError(f"{flag} {pair!r} is not accepted; use KEY=VALUE.")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:

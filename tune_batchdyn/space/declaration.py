@@ -67,6 +67,17 @@ class Space:
         """Trials Ray Tune starts for this space: ``grid_size * search.num_samples``."""
         return self.grid_size * self.search.num_samples
 
+    def check_overrides(self, overrides: Mapping[str, Any], flag: str = "--set") -> None:
+        """Raise ``ConfigError`` (naming the file, ``flag`` and the field) unless the space's
+        trials, with ``overrides`` in place of fixed or searched values, make valid
+        ``TrialConfig`` objects: checked as at reading, before any trial starts."""
+        if not overrides:
+            return
+        shown = " ".join(f"{key}={value!r}" for key, value in overrides.items())
+        params = {key: p for key, p in self.params.items() if key not in overrides}
+        _check_trial_configs(f"{self.source} with {flag} {shown}",
+                             {**self.constants, **overrides}, params)
+
     def to_ray(self) -> dict[str, Any]:
         """The Ray Tune ``param_space`` (``ray_form.to_ray``)."""
         from tune_batchdyn.space.ray_form import to_ray
