@@ -18,6 +18,7 @@ from tune_batchdyn.records import RECORD_COLUMNS, read_records
         (["record", "--space", "no_such_space", "--out", "x.csv"], "not a file nor a shipped"),
         (["record", "--space", "nqm", "--out", "x.csv", "--set", "lr=0"],
          "with --set lr=0: lr=0 is not accepted"),
+        (["record", "--space", "mnist_mlp", "--out", "x.csv"], "needs data_dir"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_traceback(argv, message, capsys):

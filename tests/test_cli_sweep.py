@@ -26,6 +26,7 @@ SMALL_NQM = ["--set", "epochs=4", "--set",
         (["--set", "epoch=5"], "with --set epoch=5: unknown TrialConfig field(s) ['epoch']"),
         (["--set", "epochs=0"], "with --set epochs=0: epochs=0 is not accepted"),
         (["--set", "epochs"], "--set 'epochs' is not accepted; use KEY=VALUE"),
+        (["--space", "cifar10_resnet110"], "dataset='cifar10' needs data_dir"),
     ],
 )
 def test_bad_sweep_arguments_exit_2_naming_the_flag(argv, message, capsys):

@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
                           "integers, e.g. 0,1,2.") from err
     space = read_space(args.space)
     overrides = parse_options(args.set, "--set")
-    space.check_overrides(overrides)
+    space.check_trials(overrides)
     configs = [{**c, "seed": seed} for c in grid_configs(space, overrides) for seed in seeds]
     done = set()
     if Path(args.out).exists():

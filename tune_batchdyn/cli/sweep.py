@@ -84,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     check_args(args)
     space = read_space(args.space)
     overrides = parse_options(args.set, "--set")
-    space.check_overrides(overrides)  # a typo fails here, not in every trial
+    space.check_trials(overrides)  # a typo fails here, not in every trial
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     start = time.perf_counter()
     print(f"sweep {space.source} on {args.backend} "

@@ -67,16 +67,25 @@ class Space:
         """Trials Ray Tune starts for this space: ``grid_size * search.num_samples``."""
         return self.grid_size * self.search.num_samples
 
-    def check_overrides(self, overrides: Mapping[str, Any], flag: str = "--set") -> None:
+    def check_trials(self, overrides: Mapping[str, Any], flag: str = "--set") -> None:
         """Raise ``ConfigError`` (naming the file, ``flag`` and the field) unless the space's
         trials, with ``overrides`` in place of fixed or searched values, make valid
-        ``TrialConfig`` objects: checked as at reading, before any trial starts."""
-        if not overrides:
-            return
+        ``TrialConfig`` objects (checked as at reading) whose torchvision data have a
+        ``data_dir``: before any trial starts."""
+        from tune_batchdyn.train.data import check_data_dir
+
         shown = " ".join(f"{key}={value!r}" for key, value in overrides.items())
+        source = f"{self.source} with {flag} {shown}" if overrides else self.source
         params = {key: p for key, p in self.params.items() if key not in overrides}
-        _check_trial_configs(f"{self.source} with {flag} {shown}",
-                             {**self.constants, **overrides}, params)
+        fixed = {**self.constants, **overrides}
+        if overrides:
+            _check_trial_configs(source, fixed, params)
+        datasets = params["dataset"].values if "dataset" in params else [fixed.get("dataset")]
+        for dataset in datasets:
+            try:
+                check_data_dir(dataset, fixed.get("data_dir"))
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from err
 
     def to_ray(self) -> dict[str, Any]:
         """The Ray Tune ``param_space`` (``ray_form.to_ray``)."""

@@ -59,6 +59,15 @@ class DeviceData:
                           augmentation=self.augmentation)
 
 
+def check_data_dir(dataset: str, data_dir: str | None) -> None:
+    """A torchvision dataset needs ``data_dir``: checked by sweeps before any trial starts
+    (each trial would otherwise fail on it, several times under Ray's retries)."""
+    if dataset in TORCHVISION and data_dir is None:
+        raise ConfigError(f"dataset={dataset!r} needs data_dir (train: --data-dir DIR; sweep, "
+                          "record: --set data_dir=DIR): the folder that holds (or will hold, "
+                          "with download) its torchvision files.")
+
+
 def load_data(dataset: str, *, data_seed: int = 0, options: Mapping[str, Any] | None = None,
               data_dir: str | None = None, download: bool = False,
               device: torch.device | str = "cpu") -> DeviceData:
@@ -111,9 +120,7 @@ def _torchvision(dataset: str, data_seed: int, data_dir: str | None,
     import torchvision
 
     class_name, augmentation, n_val = TORCHVISION[dataset]
-    if data_dir is None:
-        raise ConfigError(f"dataset={dataset!r} needs data_dir (--data-dir DIR): the folder that "
-                          "holds (or will hold, with --download) its torchvision files.")
+    check_data_dir(dataset, data_dir)
     root = os.path.expanduser(data_dir)
     cls = getattr(torchvision.datasets, class_name)
     try:
