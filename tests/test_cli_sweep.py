@@ -2,6 +2,7 @@ import logging
 import re
 
 import optuna
+import pandas as pd
 import pytest
 
 from tune_batchdyn.cli import main
@@ -27,6 +28,8 @@ SMALL_NQM = ["--set", "epochs=4", "--set",
         (["--set", "epochs=0"], "with --set epochs=0: epochs=0 is not accepted"),
         (["--set", "epochs"], "--set 'epochs' is not accepted; use KEY=VALUE"),
         (["--space", "cifar10_resnet110"], "dataset='cifar10' needs data_dir"),
+        (["--resume"], "--resume continues a Ray experiment: pass --backend ray and the "
+                       "--storage-path"),
     ],
 )
 def test_bad_sweep_arguments_exit_2_naming_the_flag(argv, message, capsys):
@@ -75,6 +78,17 @@ def test_ray_sweep_runs_the_measure_scheduler(tmp_path, capsys, monkeypatch):
     assert records["trial_id"].nunique() >= 21
     stopped = int(text.rsplit("decisions: stopped=", 1)[1].split()[0])
     assert stopped >= 1
+    # the same command again would mix a second run into the folder: refused, before Ray
+    # starts; --resume continues the finished experiment and trains nothing again
+    argv = ["sweep", "--space", "nqm", "--backend", "ray", "--storage-path",
+            str(tmp_path / "ray"), "--max-planned", "1", *SMALL_NQM]
+    assert main(argv) == 2
+    assert "holds an experiment already: pass --resume" in capsys.readouterr().err
+    again = tmp_path / "again.csv"
+    assert main([*argv, "--resume", "--out", str(again)]) == 0
+    resumed = capsys.readouterr().out
+    assert f"decisions: stopped={stopped} " in resumed
+    pd.testing.assert_frame_equal(read_records(again), records)
     from tune_batchdyn.cli._sweep_ray import quiet_resumed_file_loggers, quiet_short_slow_notes
 
     assert quiet_resumed_file_loggers in logging.getLogger("ray.tune.logger.logger").filters
@@ -111,8 +125,6 @@ def test_ray_sweep_quiets_only_the_resumed_trials_missing_file_warning():
 
 
 def test_summary_shows_schedules_as_runs_and_says_how_many_rows(capsys):
-    import pandas as pd
-
     from tune_batchdyn.cli.sweep import SUMMARY_ROWS, print_summary, run_lengths
 
     assert run_lengths("[32,32,128,128,128,512]") == "[32×2,128×3,512]"

@@ -92,3 +92,14 @@ def test_decision_log_lines_table_and_summary(caplog):
     assert log.summary() == "decisions: stopped=1 rerouted=1 spawned=1"
     with pytest.raises(ValueError, match="action='pause'"):
         log.add("pause", "t4", "no")
+
+
+def test_decision_log_reads_back_what_it_wrote(tmp_path):
+    """A resumed sweep prints the log from decisions.csv: the same lines, no blank numbers."""
+    log = DecisionLog()
+    log.add("stop", "0123", "diverged", epoch=2, fraction=0.25, val_error=0.9)
+    log.add("spawn", "t3", "planned", predicted_error=0.05)
+    again = DecisionLog.read_csv(log.write_csv(tmp_path / "decisions.csv"))
+    assert again.lines() == log.lines()
+    assert again.lines()[0] == "stop 0123 at epoch 2 (fraction 0.25): diverged (val_error=0.9)"
+    assert again.summary() == log.summary()

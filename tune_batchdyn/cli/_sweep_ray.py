@@ -20,9 +20,11 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
 )
 
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.records import records_from_ray_dir
 from tune_batchdyn.space import Space
 from tune_batchdyn.tune import (
+    DECISIONS_FILE,
     DecisionLog,
     DecisionsCallback,
     DynamicSamplingSearcher,
@@ -139,23 +141,33 @@ def run_ray(space: Space, overrides: dict[str, Any],
     _add_filter("ray.tune.logger.logger", quiet_resumed_file_loggers)
     if "TUNE_WARN_THRESHOLD_S" not in os.environ:  # the user's own threshold is Ray's to apply
         _add_filter("ray.tune.utils.util", quiet_short_slow_notes)
+    storage_path = os.path.abspath(args.storage_path or tempfile.mkdtemp(prefix="tbd-ray-"))
+    experiment = os.path.join(storage_path, args.name or (space.path.stem if space.path
+                                                          else "sweep"))
+    if tune.Tuner.can_restore(experiment) != args.resume:  # checked before Ray starts
+        raise ConfigError(
+            f"{experiment} holds an experiment already: pass --resume to continue it (finished "
+            "trials are kept) or another --name." if not args.resume else
+            f"--resume: {experiment} holds no Ray experiment to continue.")
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
     try:
-        return _sweep(space, overrides, args)
+        return _sweep(space, overrides, args, experiment)
     finally:
         if started:
             ray.shutdown()
 
 
-def _sweep(space: Space, overrides: dict[str, Any],
-           args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
+def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
+           experiment: str) -> tuple[pd.DataFrame, str]:
     param_space = {**space.to_ray(), **overrides}
     epochs = int(param_space.get("epochs", 20))
     metric = space.search.metric
     trainable = tune.with_resources(make_trainable(),
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    if args.resume:
+        return _resumed(experiment, trainable, epochs)
     searcher = None
     if args.scheduler == "measure":
         search = space.search
@@ -163,8 +175,6 @@ def _sweep(space: Space, overrides: dict[str, Any],
                    if search.beacon_lr is not None else {})
         searcher = DynamicSamplingSearcher(param_space, max_planned=args.max_planned, **beacons)
     scheduler = scheduler_for(args.scheduler, epochs, searcher.history if searcher else None)
-    storage_path = os.path.abspath(args.storage_path or tempfile.mkdtemp(prefix="tbd-ray-"))
-    name = args.name or (space.path.stem if space.path else "sweep")
     callbacks: list[tune.Callback] = [
         Progress(metric, decisions=searcher.history.decisions if searcher else None)]
     if isinstance(scheduler, MeasureScheduler):
@@ -181,19 +191,36 @@ def _sweep(space: Space, overrides: dict[str, Any],
                                     # one worker process serves many trials: torch is
                                     # imported once, not once per trial (seconds each)
                                     reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=storage_path, name=name, verbose=0,
+        run_config=tune.RunConfig(storage_path=os.path.dirname(experiment),
+                                  name=os.path.basename(experiment), verbose=0,
                                   callbacks=callbacks,
                                   stop=EpochBudget(args.budget) if args.budget else None,
                                   failure_config=tune.FailureConfig(max_failures=2)))
     tuner.fit()
-    experiment = os.path.join(storage_path, name)
+    decisions = scheduler.history.decisions if isinstance(scheduler, MeasureScheduler) else None
+    return _results(experiment, decisions, epochs)
+
+
+def _resumed(experiment: str, trainable: Any, epochs: int) -> tuple[pd.DataFrame, str]:
+    """``Tuner.restore`` of an interrupted sweep: the searcher, scheduler and callbacks come
+    back from the experiment folder; the decisions are read back from its decisions.csv."""
+    print(f"resuming {experiment}", flush=True)
+    tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True).fit()
+    path = os.path.join(experiment, DECISIONS_FILE)
+    return _results(experiment, DecisionLog.read_csv(path) if os.path.exists(path) else None,
+                    epochs)
+
+
+def _results(experiment: str, decisions: DecisionLog | None,
+             epochs: int) -> tuple[pd.DataFrame, str]:
+    """The experiment's records, with the decision log printed, and the decisions line."""
     print(f"Ray results in {experiment}")
     records = records_from_ray_dir(experiment)
-    if isinstance(scheduler, MeasureScheduler):
-        lines = scheduler.history.decisions.lines()
+    if decisions is not None:
+        lines = decisions.lines()
         if lines:
             print("\ndecision log (also decisions.csv in the results folder):")
             print("\n".join(f"  {line}" for line in lines))
-        return records, scheduler.history.decisions.summary()
+        return records, decisions.summary()
     ended = records.groupby("trial_id")["epoch"].max() if len(records) else pd.Series(dtype=int)
     return records, f"decisions: stopped={int((ended < epochs).sum())} rerouted=0 spawned=0"

@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", default=None, help="Optuna study (default: the space's name)")
     p.add_argument("--storage-path", default=None, help="Ray results folder (shared on a cluster)")
     p.add_argument("--name", default=None, help="Ray experiment name (default: the space's name)")
+    p.add_argument("--resume", action="store_true",
+                   help="Ray: continue the experiment in --storage-path/--name (finished trials "
+                        "are kept, the others resume from their checkpoints)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
     p.add_argument("--budget", type=int, default=None,
                    help="stop starting trials once this many trial-epochs were trained")
@@ -68,6 +71,10 @@ def check_args(args: argparse.Namespace) -> None:
     if args.max_planned < 0:
         raise ConfigError(f"--max-planned {args.max_planned} is not accepted; use an integer "
                           ">= 0.")
+    if args.resume and (args.backend != "ray" or not args.storage_path):
+        raise ConfigError("--resume continues a Ray experiment: pass --backend ray and the "
+                          "--storage-path (and --name) of the run to continue. An Optuna study "
+                          "continues by itself when the same --storage is given again.")
     if args.storage_path and "://" in args.storage_path:
         raise ConfigError(f"--storage-path {args.storage_path} is not accepted; the sweep reads "
                           "its results back from a folder, so use one every node sees (NFS), "

@@ -86,6 +86,22 @@ class DecisionLog:
         self.frame().to_csv(target, index=False)
         return target
 
+    @classmethod
+    def read_csv(cls, path: str | os.PathLike) -> DecisionLog:
+        """The log that ``write_csv`` (or ``DecisionsCallback``) wrote, rows as ``add`` made
+        them: a number a row did not have (blank in the table) is left out again."""
+        frame = pd.read_csv(path, dtype={"trial_id": str, "reason": str})
+        rows = []
+        for row in frame.to_dict("records"):
+            kept = {k: v for k, v in row.items()
+                    if k in COLUMNS or not (isinstance(v, float) and math.isnan(v))}
+            if not math.isnan(kept["epoch"]):
+                kept["epoch"] = int(kept["epoch"])
+            rows.append(kept)
+        log_ = cls()
+        log_.set_state({"version": STATE_VERSION, "rows": rows})
+        return log_
+
     def get_state(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, "rows": [dict(r) for r in self._rows]}
 
