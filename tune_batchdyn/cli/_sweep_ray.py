@@ -144,11 +144,12 @@ def run_ray(space: Space, overrides: dict[str, Any],
     storage_path = os.path.abspath(args.storage_path or tempfile.mkdtemp(prefix="tbd-ray-"))
     experiment = os.path.join(storage_path, args.name or (space.path.stem if space.path
                                                           else "sweep"))
-    if tune.Tuner.can_restore(experiment) != args.resume:  # checked before Ray starts
-        raise ConfigError(
-            f"{experiment} holds an experiment already: pass --resume to continue it (finished "
-            "trials are kept) or another --name." if not args.resume else
-            f"--resume: {experiment} holds no Ray experiment to continue.")
+    exists = tune.Tuner.can_restore(experiment)  # checked before Ray starts
+    if exists and not args.resume:
+        raise ConfigError(f"{experiment} holds an experiment already: pass --resume to continue "
+                          "it (finished trials are kept) or another --name.")
+    if args.resume and not exists:
+        raise ConfigError(f"--resume: {experiment} holds no Ray experiment to continue.")
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
