@@ -19,13 +19,13 @@ import argparse
 import logging
 import os
 
-import pandas as pd
 import ray
 from ray import tune
 from tune_run_scheduler import sweep  # the same grid as the tune.run example (this folder)
 
 from tune_batchdyn.tune import (
     DECISIONS_FILE,
+    DecisionLog,
     DecisionsCallback,
     DynamicSamplingSearcher,
     MeasureScheduler,
@@ -73,9 +73,7 @@ def main() -> None:
           f"batch_size={best.config['batch_size']} val_error={best.metrics['val_error']:.4f} "
           f"test_error={best.metrics['test_error']:.4f}")
     # the searcher and scheduler of a restored run live inside the tuner: read their table
-    actions = pd.read_csv(os.path.join(path, DECISIONS_FILE))["action"].tolist()
-    print(f"decisions: stopped={actions.count('stop')} rerouted={actions.count('reroute')} "
-          f"spawned={actions.count('spawn')}")
+    print(DecisionLog.read_csv(os.path.join(path, DECISIONS_FILE)).summary())
 
 
 if __name__ == "__main__":
