@@ -100,11 +100,11 @@ def test_sizes_agree_with_the_strategy(start, end):
 
 @pytest.mark.parametrize("epochs", [5, 7, 12, 20, 33])
 @pytest.mark.parametrize("multi_step", [False, True])
-def test_epochs_agree_with_the_strategy(epochs, multi_step):
-    strategies = pytest.importorskip("tune_batchdyn.strategies.dynamic_sampling")
+def test_epochs_follow_equal_stages_within_each_phase(epochs, multi_step):
     stages = (1, 2, 3, 4, 5)
     milestones = milestone_epochs(epochs, (0.5, 0.75))
-    expected = [stages[strategies.stage_index(epoch=e, epochs=epochs, stages=5,
-                                              milestones=milestones, multistep=multi_step)]
-                for e in range(epochs)]
+    bounds = sorted({0, *milestones, epochs}) if multi_step else [0, epochs]
+    expected = []  # floor((i - s) * S / n) in each span
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        expected += [stages[(i - start) * 5 // (stop - start)] for i in range(start, stop)]
     assert epoch_batch_sizes(Schedule(stages, multi_step), epochs).tolist() == expected

@@ -60,3 +60,18 @@ def test_the_cases_exercise_changes_across_the_kill():
         trajectory = run_trial(TrialConfig(**{**QUICK, **changes}, strategy=spec))
         sizes = trajectory["batch_size"].tolist()
         assert len(set(sizes[kill_after:])) > 1 or sizes[kill_after] != sizes[kill_after - 1]
+
+
+def test_a_checkpoint_of_another_strategy_or_version_is_refused_by_name():
+    from tune_batchdyn.errors import ConfigError
+    from tune_batchdyn.strategies import parse_strategy
+    from tune_batchdyn.train.monitor import Monitor
+
+    state = parse_strategy("gg").state_dict()
+    with pytest.raises(ConfigError, match=r"checkpoint holds strategy 'gg', not 'fixed'"):
+        parse_strategy("fixed").load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"'gg' state version 0; accepted: 1"):
+        parse_strategy("gg").load_state_dict({**state, "version": 0})
+    monitor = Monitor(TrialConfig(**QUICK), n_train=100)
+    with pytest.raises(ConfigError, match=r"measure state version 2; accepted: 1"):
+        monitor.load_state_dict({**monitor.state_dict(), "version": 2})

@@ -1,5 +1,7 @@
 """RMSGD (stable-rank-quality-rmsgd, Alg. 1): a hand-computed two-epoch update, layer groups."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -88,11 +90,19 @@ def test_layer_groups_cover_every_parameter_once_with_norms_on_their_layer():
         [id(model.conv.weight), id(model.bn.weight), id(model.bn.bias)]
 
 
+def test_initial_rate_is_the_trials_lr_unless_the_strategy_fixes_it():
+    config = TrialConfig(dataset="digits", model="mlp", measures=(), epochs=1, lr=0.05,
+                         strategy="rmsgd")
+    assert run_trial(config)["lr"].iloc[0] == pytest.approx(0.05)  # a swept lr is η(0)
+    fixed = dataclasses.replace(config, strategy={"name": "rmsgd", "initial_lr": 0.03})
+    assert run_trial(fixed)["lr"].iloc[0] == pytest.approx(0.03)
+
+
 def test_strategy_leaves_the_rates_to_the_optimiser_and_reports_them(caplog):
     with caplog.at_level("INFO", logger="tune_batchdyn.train"):
         trajectory = run_trial(TrialConfig(dataset="digits", model="mlp", measures=(), epochs=2,
-                                           strategy="rmsgd", lr=5.0))
-    assert trajectory["lr"].iloc[0] == pytest.approx(0.03)  # η(0), not the config's lr
+                                           strategy="rmsgd", lr=0.03))
+    assert trajectory["lr"].iloc[0] == pytest.approx(0.03)  # η(0)
     events = [r.message for r in caplog.records if r.message.startswith("per-layer lr")]
     assert len(events) == 2 and events[0].startswith("per-layer lr after epoch 1: 1 ")
     first_layer_rate = float(events[0].split(": 1 ")[1].split(",")[0])

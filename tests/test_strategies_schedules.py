@@ -5,9 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from tune_batchdyn.errors import ConfigError
-from tune_batchdyn.predict.schedules import geometric_stages, milestone_epochs
+from tune_batchdyn.predict.schedules import geometric_stages, milestone_epochs, stage_of_epoch
 from tune_batchdyn.strategies import parse_strategy
-from tune_batchdyn.strategies.dynamic_sampling import stage_index
 from tune_batchdyn.strategies.fb import fb_scale
 from tune_batchdyn.strategies.gg import gg_schedule
 from tune_batchdyn.train import TrialConfig, run_trial
@@ -69,7 +68,7 @@ def test_table_forms_of_lists_and_multistep():
 
 def test_stage_boundaries_split_epochs_equally():
     # 12 epochs in 5 stages: stage of epoch e is floor(5e/12)
-    stages = [stage_index(epoch=e, epochs=12, stages=5) for e in range(12)]
+    stages = [stage_of_epoch(e, 12, 5) for e in range(12)]
     assert stages == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4]
     plans, events = per_epoch(parse_strategy("s32-to-512"), fake_run(10))
     assert [b for b, _ in plans] == [32, 32, 64, 64, 128, 128, 256, 256, 512, 512]
@@ -157,7 +156,8 @@ def test_fb_in_a_trial_records_the_warm_up_rates():
     ({"name": "s32-to-512", "stage": 4}, r"unknown option\(s\) \['stage'\]"),
     ({"name": "gg", "max_batch": 0}, r"max_batch=0 is not accepted"),
     ({"name": "fb", "ref_batch": 2.5}, r"ref_batch=2.5 is not accepted"),
-    ({"name": "fb", "warm": 2}, r"strategy=.*unexpected keyword argument 'warm'"),
+    ({"name": "fb", "warm": 2}, r"strategy=.*unknown option\(s\) \['warm'\]; 'fb' takes "
+                                  r"ref_batch, warmup_epochs"),
     ("nonsense", r"strategy='nonsense' is not accepted; use one of: fixed, "),
 ])
 def test_bad_specs_raise_one_config_error_naming_spec_and_forms(spec, message):

@@ -111,3 +111,24 @@ def test_few_finished_trials_average_at_most_half_of_them(records):
     half = planner.region(records[records["trial_id"].isin(ids[:5])], "val_error")
     assert all(flat.contains(tuple(p)) for p in np.exp(flat.points_))
     assert not all(half.contains(tuple(p)) for p in np.exp(half.points_))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"region_k": 0}, r"Planner: region_k=0 is not accepted; use a positive integer"),
+    ({"region_fraction": 1.5}, r"Planner: region_fraction=1.5 is not accepted; use a number in "
+                               r"\(0, 1\]"),
+    ({"region_tolerance": -0.1}, r"Planner: region_tolerance=-0.1 is not accepted"),
+    ({"tie_tolerance": "x"}, r"Planner: tie_tolerance='x' is not accepted; use a number >= 0"),
+    ({"lrs": [0.1, -1]}, r"Planner: lrs=\[0.1, -1\] is not accepted; use positive numbers"),
+    ({"candidates": []}, r"Planner: candidates=\[\] is not accepted"),
+    ({"candidates": ["s32-to-512", "s32-512"]}, r"Planner: candidates: schedule='s32-512' is "
+                                                r"not accepted; use one of"),
+])
+def test_bad_settings_fail_at_construction_naming_the_setting(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        Planner(**settings)
+
+
+def test_settings_given_as_iterators_are_kept():
+    planner = Planner(candidates=iter(["s32-to-512"]), lrs=(lr for lr in (0.1, 0.2)))
+    assert planner.candidates == ["s32-to-512"] and planner.lrs == [0.1, 0.2]

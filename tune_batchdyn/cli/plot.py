@@ -11,8 +11,12 @@ LK against the epoch), and prints their paths, one per line.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from tune_batchdyn.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def study_records(storage: str, study: str | None):
+def study_records(storage: str, study: str | None) -> pd.DataFrame:
     """The records table of an existing Optuna study (``ConfigError`` when it is not there)."""
     import optuna
 

@@ -8,7 +8,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from tune_batchdyn.figures._common import configurations, new_figure
+from tune_batchdyn.figures._common import Configuration, configurations, new_figure
 from tune_batchdyn.predict.trials import TrialSet
 
 
@@ -43,7 +43,7 @@ def plot_measures(trials: TrialSet) -> Figure:
     return figure
 
 
-def _mean_by_epoch(config, name: str, epoch: int) -> float:
+def _mean_by_epoch(config: Configuration, name: str, epoch: int) -> float:
     values = []
     for trial in config.trials:
         rows = trial.rows

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from tune_batchdyn.figures._common import configurations, log_axes, new_figure
+from tune_batchdyn.figures._common import Configuration, configurations, log_axes, new_figure
+from tune_batchdyn.predict.beacons import nearest_lr
 from tune_batchdyn.predict.trials import TrialSet
 
 #: The seed's reading points.
@@ -53,14 +54,14 @@ def plot_travel(trials: TrialSet, fractions: Sequence[float] = FRACTIONS) -> Fig
     return figure
 
 
-def _path(config, fractions: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _path(config: Configuration, fractions: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([config.mean_at("ck_bar", f) for f in fractions]),
             np.array([config.mean_at("lk", f) for f in fractions]))
 
 
 def _nearest(rates: list[float], lr: float) -> float:
     """The beacon lr for a dynamic run: its own, else the nearest in log scale."""
-    return min(rates, key=lambda rate: abs(np.log(rate / lr))) if rates else lr
+    return nearest_lr(rates, lr) if rates else lr
 
 
 def _palette(n: int) -> list:

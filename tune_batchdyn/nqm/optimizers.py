@@ -18,7 +18,6 @@ import numpy as np
 
 from tune_batchdyn.errors import ConfigError
 
-KINDS = ("sgd", "momentum", "ema")
 ACCEPTED = ("sgd", "momentum", "ema", "precond:<p> (0 <= p <= 1)", "momentum+precond:<p>",
             "ema+precond:<p>")
 

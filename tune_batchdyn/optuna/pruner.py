@@ -66,11 +66,11 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
 
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, is_int
 from tune_batchdyn.optuna.reporter import METRICS
 from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
 from tune_batchdyn.predict import FinalErrorPredictor
-from tune_batchdyn.records import records_from_optuna
+from tune_batchdyn.records import records_from_optuna, target_column
 
 
 class MeasurePruner(BasePruner):
@@ -99,15 +99,15 @@ class MeasurePruner(BasePruner):
                  n_warmup_steps: int = 1, base: BasePruner | None = None,
                  predictor: Any = None, metric: str = "val_error",
                  prune_plans: bool = False, prune_beacons: bool = False) -> None:
-        if not _is_int(k) or k < 1:
+        if not is_int(k) or k < 1:
             raise ConfigError(f"k must be an integer of at least 1, but got {k=}.")
         if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
                 or not 0.5 <= confidence < 1.0:
             raise ConfigError(f"confidence must be in [0.5, 1), but got {confidence=}.")
-        if not _is_int(n_startup_trials) or n_startup_trials < k:
+        if not is_int(n_startup_trials) or n_startup_trials < k:
             raise ConfigError(f"n_startup_trials must be an integer of at least k={k}, but got "
                               f"{n_startup_trials=}.")
-        if not _is_int(n_warmup_steps) or n_warmup_steps < 0:
+        if not is_int(n_warmup_steps) or n_warmup_steps < 0:
             raise ConfigError(f"n_warmup_steps must be a non-negative integer, but got "
                               f"{n_warmup_steps=}.")
         if base is not None and not isinstance(base, BasePruner):
@@ -126,7 +126,7 @@ class MeasurePruner(BasePruner):
         self._n_startup_trials = n_startup_trials
         self._n_warmup_steps = n_warmup_steps
         self._base = base or SuccessiveHalvingPruner()
-        self._predictor = predictor or FinalErrorPredictor(target=f"final_{metric}")
+        self._predictor = predictor or FinalErrorPredictor(target=target_column(metric))
         self._prune_plans = prune_plans
         self._prune_beacons = prune_beacons
         self._memo: tuple[tuple[str, frozenset[int]], Any] | None = None
@@ -160,7 +160,3 @@ class MeasurePruner(BasePruner):
             memo = (key, clone(self._predictor, safe=False).fit(records_from_optuna(completed)))
             self._memo = memo
         return memo[1]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -53,7 +53,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, is_int
 from tune_batchdyn.optuna.reporter import METRICS
 from tune_batchdyn.predict import (
     OptimumRegion,
@@ -61,11 +61,13 @@ from tune_batchdyn.predict import (
     TrialSet,
     beacons_from_records,
     informative_k,
+    nearest_lr,
     parse_schedule,
     plan_schedule,
     schedule_family,
 )
-from tune_batchdyn.records import records_from_optuna
+from tune_batchdyn.predict.schedules import LR_DECAY_FACTOR, LR_MILESTONES
+from tune_batchdyn.records import records_from_optuna, target_column
 
 log = logging.getLogger("tune_batchdyn.optuna")
 
@@ -96,12 +98,13 @@ class RerouteCallback:
 
     def __init__(self, *, min_beacons: int = 3, max_plans: int = 3, lr: float | None = None,
                  candidates: Sequence[str] | None = None, metric: str = "val_error",
-                 lr_milestones: Sequence[float] = (0.5, 0.75), lr_decay_factor: float = 10.0,
+                 lr_milestones: Sequence[float] = LR_MILESTONES,
+                 lr_decay_factor: float = LR_DECAY_FACTOR,
                  k: int = 5) -> None:
-        if not _is_int(min_beacons) or min_beacons < 2:
+        if not is_int(min_beacons) or min_beacons < 2:
             raise ConfigError(f"min_beacons must be an integer of at least 2 (a schedule needs "
                               f"two batch sizes), but got {min_beacons=}.")
-        if not _is_int(max_plans) or max_plans < 1:
+        if not is_int(max_plans) or max_plans < 1:
             raise ConfigError(f"max_plans must be an integer of at least 1, but got "
                               f"{max_plans=}.")
         if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -111,13 +114,13 @@ class RerouteCallback:
                               f"but got {candidates=}.")
         if metric not in METRICS:
             raise ConfigError(f"metric must be one of {', '.join(METRICS)}, but got {metric=}.")
-        if not _is_int(k) or k < 1:
+        if not is_int(k) or k < 1:
             raise ConfigError(f"k must be an integer of at least 1, but got {k=}.")
         self._min_beacons = min_beacons
         self._max_plans = max_plans
         self._lr = None if lr is None else float(lr)
         self._candidates = None if candidates is None else tuple(candidates)
-        self._target = f"final_{metric}"
+        self._target = target_column(metric)
         self._lr_milestones = tuple(lr_milestones)
         self._lr_decay_factor = lr_decay_factor
         self._k = k
@@ -149,7 +152,7 @@ class RerouteCallback:
         try:
             beacons = beacons_from_records(records)
             lr = self._lr if self._lr is not None else _best_lr(records, self._target)
-            beacon_lr = min(beacons.lrs, key=lambda rate: abs(math.log(rate / lr)))
+            beacon_lr = nearest_lr(beacons.lrs, lr)
             sizes = sorted(beacons.at_lr(beacon_lr))
             if len(sizes) < self._min_beacons:
                 log.debug("no plan: %d beacon batch sizes at lr %g, need %d", len(sizes),
@@ -228,7 +231,3 @@ def _best_lr(records: pd.DataFrame, target: str) -> float:
 
 def _plain(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

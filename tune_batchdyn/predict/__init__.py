@@ -18,7 +18,13 @@ from tune_batchdyn.predict.baselines import (
     NearestNeighbourPredictor,
     PowerLawPredictor,
 )
-from tune_batchdyn.predict.beacons import Beacon, BeaconSet, beacons_from_records, compose
+from tune_batchdyn.predict.beacons import (
+    Beacon,
+    BeaconSet,
+    beacons_from_records,
+    compose,
+    nearest_lr,
+)
 from tune_batchdyn.predict.features import CONFIG_FEATURES, FEATURE_GROUPS, FEATURES
 from tune_batchdyn.predict.neighbours import nearest_average
 from tune_batchdyn.predict.planner import SchedulePlan, plan_schedule
@@ -57,6 +63,7 @@ __all__ = [
     "geometric_stages",
     "informative_k",
     "nearest_average",
+    "nearest_lr",
     "parse_schedule",
     "plan_schedule",
     "schedule_family",

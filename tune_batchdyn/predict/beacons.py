@@ -24,6 +24,7 @@ runs at batch b(e) with the beacon of b(e) over the same epochs (same lr phase),
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,15 +67,23 @@ class BeaconSet:
 
     @property
     def lrs(self) -> list[float]:
+        """The beacons' learning rates, ascending."""
         return sorted({lr for lr, _ in self.beacons})
 
     def at_lr(self, lr: float) -> dict[int, Beacon]:
+        """The beacons at learning rate ``lr``, by batch size."""
         return {b: beacon for (rate, b), beacon in self.beacons.items() if rate == lr}
 
     def only_lr(self, lr: float) -> BeaconSet:
         """The beacons at one learning rate (to make a planner compose from them)."""
         return BeaconSet({key: beacon for key, beacon in self.beacons.items() if key[0] == lr},
                          self.epochs, self.measure_every)
+
+
+def nearest_lr(rates: Iterable[float], lr: float) -> float:
+    """The rate of ``rates`` nearest ``lr`` in log scale: the beacons a plan at ``lr``
+    composes from (their LK scaled by the lr ratio)."""
+    return min(rates, key=lambda rate: abs(math.log(rate / lr)))
 
 
 def beacons_from_records(records: pd.DataFrame, measure_every: int | None = None) -> BeaconSet:

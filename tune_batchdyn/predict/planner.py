@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from tune_batchdyn.errors import ConfigError
-from tune_batchdyn.predict.beacons import BeaconSet, beacons_from_records, compose
+from tune_batchdyn.predict.beacons import BeaconSet, beacons_from_records, compose, nearest_lr
 from tune_batchdyn.predict.region import OptimumRegion
 from tune_batchdyn.predict.schedules import (
+    LR_DECAY_FACTOR,
     LR_MILESTONES,
     epoch_batch_sizes,
     milestone_epochs,
@@ -71,7 +72,7 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
                   region: OptimumRegion | tuple[float, float], *, lr: float | None = None,
                   candidates: Iterable[str | Sequence[int]] | None = None,
                   lr_milestones: Sequence[float] = LR_MILESTONES,
-                  lr_decay_factor: float = 10.0, measure_every: int | None = None,
+                  lr_decay_factor: float = LR_DECAY_FACTOR, measure_every: int | None = None,
                   tie_tolerance: float = 0.05, predictor: object | None = None) -> SchedulePlan:
     """Choose the schedule whose predicted path ends nearest the region's centre.
 
@@ -145,7 +146,7 @@ def _choose_lr(beacon_set: BeaconSet, lr: float | None) -> tuple[float, float]:
         return lrs[0], lrs[0]
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ConfigError(f"lr={lr!r} is not accepted; use a positive number.")
-    return float(lr), min(lrs, key=lambda rate: abs(math.log(rate / lr)))
+    return float(lr), nearest_lr(lrs, lr)
 
 
 def _target(region: OptimumRegion | tuple[float, float]) -> tuple[tuple[float, float], float]:

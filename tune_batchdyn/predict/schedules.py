@@ -11,9 +11,8 @@
 
 Epoch ``i`` (0-based) of a span of ``n`` epochs starting at ``s`` is in stage
 ``floor((i - s) * n_stages / n)``. The lr milestones are the epochs ``floor(f * epochs + 0.5)``
-(clamped to 1..epochs). These are the rules of ``strategies.dynamic_sampling`` (which runs the
-schedules; this layer cannot import it), and ``tests/test_predict_schedules.py`` checks that the
-two agree.
+(clamped to 1..epochs). ``strategies.dynamic_sampling`` runs the schedules by these same
+functions (`stage_of_epoch`, `phase_bounds`).
 """
 
 from __future__ import annotations
@@ -29,8 +28,10 @@ from tune_batchdyn.errors import ConfigError
 
 #: Stages of the seed's dynamic sampling.
 N_STAGES = 5
-#: The seed's learning-rate milestones (fractions of the epochs; lr ÷10 at each).
+#: The seed's learning-rate milestones (fractions of the epochs; lr ÷ LR_DECAY_FACTOR at each),
+#: ``TrialConfig``'s defaults.
 LR_MILESTONES: tuple[float, ...] = (0.5, 0.75)
+LR_DECAY_FACTOR = 10.0
 
 _GEOMETRIC = re.compile(r"^s(\d+)-to-(\d+)(-MS)?$", re.IGNORECASE)
 _LIST = re.compile(r"^\[\s*(\d+(?:\s*,\s*\d+)*)\s*\](-MS)?$", re.IGNORECASE)
@@ -96,21 +97,30 @@ def milestone_epochs(epochs: int, fractions: Sequence[float] = LR_MILESTONES) ->
     return tuple(max(1, min(epochs, int(math.floor(f * epochs + 0.5)))) for f in fractions)
 
 
+def phase_bounds(epochs: int, milestones: Sequence[int]) -> list[int]:
+    """The learning-rate phases' bounds: 0, the milestone epochs inside (0, epochs), epochs."""
+    return sorted({0, epochs, *(m for m in milestones if 0 < m < epochs)})
+
+
+def stage_of_epoch(epoch: int, epochs: int, n_stages: int, milestones: Sequence[int] = (),
+                   multi_step: bool = False) -> int:
+    """The stage (0-based) of ``epoch``: ⌊e·S/E⌋, or within its lr phase with ``multi_step``
+    (``milestones``: 0-based epochs, `milestone_epochs`)."""
+    bounds = phase_bounds(epochs, milestones) if multi_step else [0, epochs]
+    start = max(b for b in bounds if b <= epoch)
+    end = min(b for b in bounds if b > epoch)
+    return (epoch - start) * n_stages // (end - start)
+
+
 def epoch_batch_sizes(schedule: Schedule, epochs: int,
                       lr_milestones: Sequence[float] = LR_MILESTONES) -> np.ndarray:
     """The batch size of each epoch (length ``epochs``) under ``schedule``."""
     if epochs < 1:
         raise ConfigError(f"epochs={epochs!r} is not accepted; use a positive number.")
-    bounds = [0, epochs]
-    if schedule.multi_step:
-        bounds = sorted({0, epochs, *milestone_epochs(epochs, tuple(lr_milestones))})
-    sizes = np.empty(epochs, dtype=np.int64)
-    n_stages = len(schedule.stages)
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        span = stop - start
-        for i in range(start, stop):
-            sizes[i] = schedule.stages[(i - start) * n_stages // span]
-    return sizes
+    milestones = milestone_epochs(epochs, tuple(lr_milestones))
+    return np.array([schedule.stages[stage_of_epoch(e, epochs, len(schedule.stages), milestones,
+                                                    schedule.multi_step)]
+                     for e in range(epochs)], dtype=np.int64)
 
 
 def schedule_family(sizes: Sequence[int]) -> list[Schedule]:

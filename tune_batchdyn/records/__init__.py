@@ -24,6 +24,7 @@ from tune_batchdyn.records.schema import (
     RECORD_COLUMNS,
     TABLE_EXTRA_COLUMNS,
     empty_record,
+    target_column,
 )
 from tune_batchdyn.records.table import (
     concat_tables,
@@ -56,6 +57,7 @@ __all__ = [
     "records_format",
     "records_from_optuna",
     "records_from_ray_dir",
+    "target_column",
     "trial_table",
     "validate_table",
     "write_records",

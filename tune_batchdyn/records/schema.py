@@ -48,6 +48,11 @@ def empty_record() -> dict:
 
 # --- the records table: one row per trial and epoch ------------------------------------------
 
+def target_column(metric: str) -> str:
+    """The records-table column holding a trial's final value of ``metric``."""
+    return f"final_{metric}"
+
+
 #: Prefix of the trial config's columns in a records table, as in Ray Tune's result dataframes.
 CONFIG_PREFIX = "config/"
 

@@ -22,10 +22,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, is_int
 
 CATEGORICAL_KINDS = ("grid", "choice")
-FLOAT_KINDS = ("uniform", "loguniform")
 INT_KINDS = ("randint", "lograndint")
 #: Kind -> the accepted TOML form, as error messages show it.
 FORMS: dict[str, str] = {
@@ -75,7 +74,7 @@ def parse_param(source: str, key: str, raw: Any) -> Param:
         raise _form_error(source, key, raw, f"{kind} takes a list [low, high] of two numbers")
     low, high = values
     if kind in INT_KINDS:
-        if not all(_is_int(v) for v in values):
+        if not all(is_int(v) for v in values):
             raise _form_error(source, key, raw, f"{kind} bounds must be integers")
     elif not all(_is_finite_number(v) for v in values):
         raise _form_error(source, key, raw, f"{kind} bounds must be finite numbers")
@@ -101,9 +100,6 @@ def _listed(source: str, key: str, raw: Any, values: Any) -> tuple[Any, ...]:
                           f"{', '.join(repeated)}")
     return tuple(values)
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_finite_number(value: Any) -> bool:

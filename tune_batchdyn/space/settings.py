@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, is_int
 from tune_batchdyn.space.params import Param
 
 MODES = ("min", "max")
@@ -64,10 +64,10 @@ def parse_search(source: str, table: Mapping[str, Any], params: Mapping[str, Par
     if mode not in MODES:
         raise _error(source, "mode", mode, "'min' or 'max'")
     num_samples = table.get("num_samples", defaults.num_samples)
-    if not _is_int(num_samples) or num_samples < 1:
+    if not is_int(num_samples) or num_samples < 1:
         raise _error(source, "num_samples", num_samples, "an integer >= 1")
     budget = table.get("budget")
-    if budget is not None and (not _is_int(budget) or budget < 1):
+    if budget is not None and (not is_int(budget) or budget < 1):
         raise _error(source, "budget", budget, "an integer >= 1 (training epochs)")
     return SearchSettings(metric=metric, mode=mode, num_samples=num_samples, budget=budget,
                           beacons=_beacons(source, table, params),
@@ -81,7 +81,7 @@ def _beacons(source: str, table: Mapping[str, Any], params: Mapping[str, Param]
     batch = params.get("batch_size")
     default = list(batch.values) if batch is not None and batch.is_categorical else []
     beacons = table.get("beacons", default)
-    if not isinstance(beacons, list) or not all(_is_int(b) and b >= 1 for b in beacons) \
+    if not isinstance(beacons, list) or not all(is_int(b) and b >= 1 for b in beacons) \
             or len(set(beacons)) != len(beacons):
         raise _error(source, "beacons", beacons, "a list of distinct batch sizes (integers "
                      ">= 1)")
@@ -135,9 +135,6 @@ def _record_columns() -> tuple[str, ...]:
 
     return RECORD_COLUMNS
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _error(source: str, key: str, value: Any, accepted: str) -> ConfigError:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, is_int
 from tune_batchdyn.measures import hessian_top_eigenvalue
 from tune_batchdyn.strategies.base import RunView, StepPlan, Strategy, step_decay_lr
 from tune_batchdyn.strategies.gg import check_max_batch, default_max_batch, validate_max_batch
@@ -99,19 +99,19 @@ class AdaptiveBatch(Strategy):
         check = self._check
         check(alpha, "alpha", lambda v: v > 1, "a number > 1")
         check(beta, "beta", lambda v: v > 1, "a number > 1")
-        check(kappa, "kappa", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+        check(kappa, "kappa", lambda v: is_int(v) and v >= 1, "an integer >= 1")
         check_max_batch(self.name, max_batch)
-        check(every, "every", lambda v: _is_int(v) and v >= 1,
+        check(every, "every", lambda v: is_int(v) and v >= 1,
               "an integer >= 1 (samples between checks; omit it for one epoch)", optional=True)
-        check(measure_samples, "measure_samples", lambda v: _is_int(v) and v >= 1,
+        check(measure_samples, "measure_samples", lambda v: is_int(v) and v >= 1,
               "an integer >= 1")
-        check(block_layers, "block_layers", lambda v: _is_int(v) and v >= 1,
+        check(block_layers, "block_layers", lambda v: is_int(v) and v >= 1,
               "an integer >= 1 (the last k layers), or omit it for the full Hessian",
               optional=True)
         check(tol, "tol", lambda v: 0 < v < 1, "a number in (0, 1)")
         check(gamma, "gamma", lambda v: 0 <= v <= 1, "a fraction in [0, 1]")
         check(epsilon, "epsilon", lambda v: v >= 0, "a number >= 0")
-        check(tau, "tau", lambda v: _is_int(v) and v >= 0,
+        check(tau, "tau", lambda v: is_int(v) and v >= 0,
               "an integer >= 0 (the epoch adversarial examples stop)", optional=True)
         self.alpha, self.beta, self.kappa = float(alpha), float(beta), kappa
         self.max_batch, self.every = max_batch, every
@@ -228,9 +228,6 @@ class AdaptiveBatchAdversarial(AdaptiveBatch):
     name = "absa"
     adversarial = True
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 register("abs", AdaptiveBatch)

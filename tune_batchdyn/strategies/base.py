@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from tune_batchdyn.errors import ConfigError
+
 
 class RunView(Protocol):
     """What a strategy may read (and use) of the running trial; the engine provides it."""
@@ -123,19 +125,26 @@ class Strategy:
         self.events.append(message)
 
     def drain_events(self) -> list[str]:
+        """The events logged since the last call (the engine reports and clears them)."""
         events, self.events = self.events, []
         return events
 
     def describe(self) -> str:
+        """A short label for progress lines and records (subclasses add their settings)."""
         return self.name
 
     def state_dict(self) -> dict[str, Any]:
         return {"version": self.version, "name": self.name}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Check that a checkpoint's state is this strategy's, at this version (subclasses
+        then read their fields)."""
         if state.get("name") != self.name:
-            raise ValueError(f"checkpoint holds strategy {state.get('name')!r}, "
-                             f"not {self.name!r}")
+            raise ConfigError(f"checkpoint holds strategy {state.get('name')!r}, not "
+                              f"{self.name!r}: resume it with the config that wrote it.")
+        if state.get("version") != self.version:
+            raise ConfigError(f"checkpoint holds {self.name!r} state version "
+                              f"{state.get('version')!r}; accepted: {self.version}.")
 
 
 def step_decay_lr(run: RunView, base_lr: float | None = None) -> float:

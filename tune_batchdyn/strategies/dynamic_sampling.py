@@ -2,6 +2,8 @@
 
 Training is split into S stages of equal epochs; stage k uses batch size b_k. Epoch e (0-based)
 of E is in stage ⌊e·S/E⌋, so with E not a multiple of S the stages differ by at most one epoch.
+The stage arithmetic is ``predict.schedules``' (`stage_of_epoch`), which the planner predicts
+schedules with.
 
 - ``s{a}-to-{b}``: S = 5 and sizes geometric from a to b, rounded down to a power-of-two multiple
   of a: b_k = a·2^⌊k·log2(b/a)/(S−1)⌋ for k < S−1, and b_{S−1} = b. This gives the seed's
@@ -23,32 +25,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from tune_batchdyn.errors import ConfigError
-from tune_batchdyn.predict.schedules import geometric_stages
+from tune_batchdyn.predict.schedules import (
+    N_STAGES,
+    geometric_stages,
+    phase_bounds,
+    stage_of_epoch,
+)
 from tune_batchdyn.strategies.base import RunView, Strategy
 from tune_batchdyn.strategies.registry import accepted_forms, register, register_pattern
 
-STAGES = 5
 RANGE_FORM = "s{a}-to-{b}[-MS] (e.g. s32-to-512, s32-to-512-MS)"
 LIST_FORM = "[b1,b2,...][-MS] (e.g. [32,64,64,128,256])"
 _RANGE = re.compile(r"s(\d+)-to-(\d+)(-ms)?", re.IGNORECASE)
 _LIST = re.compile(r"\[(.*)\](-ms)?", re.IGNORECASE | re.DOTALL)
-
-
-def stage_index(*, epoch: int, epochs: int, stages: int, milestones: Sequence[int] = (),
-                multistep: bool = False) -> int:
-    """The stage (0-based) of ``epoch``: ⌊e·S/E⌋, or within its lr phase with ``multistep``."""
-    start, end = 0, epochs
-    if multistep:
-        bounds = sorted({0, epochs, *(m for m in milestones if 0 < m < epochs)})
-        start = max(b for b in bounds if b <= epoch)
-        end = min(b for b in bounds if b > epoch)
-    return (epoch - start) * stages // (end - start)
-
-
-def phase_lengths(epochs: int, milestones: Sequence[int]) -> list[int]:
-    """Lengths of the non-empty learning-rate phases."""
-    bounds = sorted({0, epochs, *(m for m in milestones if 0 < m < epochs)})
-    return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 class DynamicSampling(Strategy):
@@ -82,13 +71,14 @@ class DynamicSampling(Strategy):
 
     def begin_epoch(self, run: RunView) -> None:
         if run.epoch == 0 and self.multistep:
-            short = [n for n in phase_lengths(run.epochs, run.lr_milestones)
-                     if n < len(self.sizes)]
+            bounds = phase_bounds(run.epochs, run.lr_milestones)
+            short = [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+                     if b - a < len(self.sizes)]
             if short:
                 self.log(f"{self.spec}: lr phases of {short} epochs are shorter than the "
                          f"{len(self.sizes)}-stage sequence; those phases skip stages")
-        stage = stage_index(epoch=run.epoch, epochs=run.epochs, stages=len(self.sizes),
-                            milestones=run.lr_milestones, multistep=self.multistep)
+        stage = stage_of_epoch(run.epoch, run.epochs, len(self.sizes), run.lr_milestones,
+                               self.multistep)
         batch = self.sizes[stage]
         if self._batch is not None and batch != self._batch:
             self.log(f"batch {self._batch} -> {batch} at epoch {run.epoch + 1} "
@@ -112,6 +102,7 @@ class DynamicSampling(Strategy):
 
 
 def format_list(sizes: Sequence[int], multistep: bool) -> str:
+    """The list form of a schedule, ``[32,64,128]`` or ``[32,64,128]-MS``."""
     body = ",".join(str(s) for s in sizes) if isinstance(sizes, Sequence) else repr(sizes)
     return f"[{body}]" + ("-MS" if multistep else "")
 
@@ -126,7 +117,7 @@ def _from_range(name: str, options: dict[str, Any]) -> Strategy | None:
     if match is None:
         return None
     first, last = int(match.group(1)), int(match.group(2))
-    stages = options.pop("stages", STAGES)
+    stages = options.pop("stages", N_STAGES)
     multistep = options.pop("multistep", False) or bool(match.group(3))
     if options:
         raise _spec_error(name, f"unknown option(s) {sorted(options)}; use stages, multistep")

@@ -40,6 +40,7 @@ def default_max_batch(base_batch: int, n_train: int, max_batch: int | None) -> i
 
 
 def check_max_batch(name: str, max_batch: Any) -> None:
+    """At construction: ``max_batch`` is None or an integer >= 1 (ConfigError naming it)."""
     if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int)
                                   or max_batch < 1):
         raise ConfigError(f"strategy {name!r}: max_batch={max_batch!r} is not accepted; use an "
@@ -48,6 +49,7 @@ def check_max_batch(name: str, max_batch: Any) -> None:
 
 def validate_max_batch(name: str, max_batch: int | None, *, n_train: int,
                        batch_size: int) -> None:
+    """Before the run: an explicit ``max_batch`` fits the data and is not below the batch."""
     if max_batch is None:
         return
     if max_batch > n_train:

@@ -7,6 +7,7 @@ factory under its name or a parser for its pattern.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,15 +22,25 @@ PATTERNS: list[tuple[str, Callable[[str, dict[str, Any]], Strategy | None]]] = [
 
 
 def register(name: str, factory: Factory) -> None:
+    """Make ``name`` build ``factory(**options)``; its keyword parameters are the options."""
     NAMED[name] = factory
 
 
 def register_pattern(form: str, parser: Callable[[str, dict[str, Any]], Strategy | None]) -> None:
+    """Add a parser for names of a pattern (``form`` describes it in error messages); it
+    returns None for names it does not match and checks its own options."""
     PATTERNS.append((form, parser))
 
 
 def accepted_forms() -> list[str]:
+    """The registered names and pattern forms, for error messages."""
     return [*NAMED, *(form for form, _ in PATTERNS)]
+
+
+def option_names(factory: Factory) -> list[str]:
+    """The options a named strategy takes: its factory's keyword parameters."""
+    return [p.name for p in inspect.signature(factory).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def parse_strategy(spec: str | Mapping[str, Any]) -> Strategy:
@@ -43,14 +54,16 @@ def parse_strategy(spec: str | Mapping[str, Any]) -> Strategy:
         raise ConfigError(f"strategy={spec!r} is not accepted; use one of: "
                           f"{', '.join(accepted_forms())} (or a table with 'name').")
     name = name.strip()
-    try:
-        if name in NAMED:
-            return NAMED[name](**options)
-        for _, parser in PATTERNS:
-            strategy = parser(name, options)
-            if strategy is not None:
-                return strategy
-    except TypeError as err:  # unknown option names
-        raise ConfigError(f"strategy={spec!r}: {err}") from err
+    if name in NAMED:
+        accepted = option_names(NAMED[name])
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ConfigError(f"strategy={spec!r}: unknown option(s) {unknown}; '{name}' takes "
+                              f"{', '.join(accepted) or 'no options'}.")
+        return NAMED[name](**options)
+    for _, parser in PATTERNS:
+        strategy = parser(name, options)
+        if strategy is not None:
+            return strategy
     raise ConfigError(f"strategy={spec!r} is not accepted; use one of: "
                       f"{', '.join(accepted_forms())}.")

@@ -4,7 +4,7 @@ each epoch from the change of the layer's stable rank.
 Per layer ℓ, each step k of epoch t and, after the epoch, the rate:
 
     v_ℓ ← α v_ℓ − η_ℓ(t) g_ℓ,      w_ℓ ← w_ℓ + v_ℓ                       (α = 0.9)
-    η_ℓ(t+1) = β η_ℓ(t) + ζ [s_ℓ(t) − s_ℓ(t−1)],   s_ℓ(0) = 0, η_ℓ(0) = 0.03 (β = 0.98, ζ = 1)
+    η_ℓ(t+1) = β η_ℓ(t) + ζ [s_ℓ(t) − s_ℓ(t−1)],   s_ℓ(0) = 0, η_ℓ(0) = lr (β = 0.98, ζ = 1)
 
 with s the stable rank of the layer's weight after EVBMF (``measures.layer_quality``) and g
 including weight decay. All parameters of a layer share its rate: a parameter with two or more
@@ -15,6 +15,8 @@ Departures, all from the authors' code (github.com/mahdihosseini/RMSGD): while a
 rank has never been non-zero (an empty low-rank part, typical at initialisation) its rate stays
 at η(0); rates are kept at least ``min_lr`` (1e-10). The velocity form above is the paper's
 (the authors' code uses torch's v ← αv + g, w ← w − ηv, which differs when η changes).
+η(0) is the trial's ``lr`` (the seed's is 0.03: ``lr=0.03``), so a swept lr is the initial
+rate; the strategy's ``initial_lr`` fixes it instead.
 """
 
 from __future__ import annotations
@@ -138,20 +140,24 @@ class RMSGD(torch.optim.Optimizer):
 
 
 class RankMomentum(Strategy):
-    """``rmsgd``: the RMSGD optimiser at a fixed batch; the engine leaves its rates alone."""
+    """``rmsgd``: the RMSGD optimiser at a fixed batch; the engine leaves its rates alone.
+
+    ``initial_lr``: η(0) of every layer; None (default) takes the trial's ``lr``.
+    """
 
     name = "rmsgd"
     version = 1
 
-    def __init__(self, initial_lr: float = 0.03, beta: float = 0.98, zeta: float = 1.0,
+    def __init__(self, initial_lr: float | None = None, beta: float = 0.98, zeta: float = 1.0,
                  min_lr: float = 1e-10) -> None:
         super().__init__()
-        check_settings("strategy 'rmsgd'", initial_lr=initial_lr, beta=beta, zeta=zeta,
-                       min_lr=min_lr)
+        check_settings("strategy 'rmsgd'", beta=beta, zeta=zeta, min_lr=min_lr,
+                       **({} if initial_lr is None else {"initial_lr": initial_lr}))
         self.initial_lr, self.beta, self.zeta, self.min_lr = initial_lr, beta, zeta, min_lr
 
     def make_optimizer(self, model: nn.Module, run: RunView) -> torch.optim.Optimizer:
-        return RMSGD(layer_param_groups(model), lr=self.initial_lr, momentum=run.momentum,
+        initial = run.base_lr if self.initial_lr is None else self.initial_lr
+        return RMSGD(layer_param_groups(model), lr=initial, momentum=run.momentum,
                      beta=self.beta, zeta=self.zeta, weight_decay=run.weight_decay,
                      min_lr=self.min_lr)
 

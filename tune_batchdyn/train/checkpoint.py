@@ -19,6 +19,7 @@ VERSION = 1
 
 
 def checkpoint_path(directory: str | os.PathLike) -> Path:
+    """The one checkpoint file of a trial's checkpoint directory."""
     return Path(directory) / FILENAME
 
 

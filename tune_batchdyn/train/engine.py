@@ -53,6 +53,8 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None) -> pd.DataF
 
 
 def resolve_device(name: str) -> torch.device:
+    """The config's device: "auto" is CUDA when available, else the CPU; an unavailable one
+    is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

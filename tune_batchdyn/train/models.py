@@ -36,12 +36,17 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
 
 
 class MLP(nn.Sequential):
+    """The seed's MLP: two hidden layers of ``hidden`` ReLU units."""
+
     def __init__(self, in_features: int, num_classes: int, hidden: int = 500) -> None:
         super().__init__(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
                          nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
 
 class SmallCNN(nn.Sequential):
+    """Two conv-batch-norm-ReLU-pool stages (16, 32 channels) and a 128-unit head: a CPU-sized
+    conv net."""
+
     def __init__(self, channels: int, spatial: tuple[int, ...], num_classes: int) -> None:
         h, w = (s // 4 for s in spatial)
         super().__init__(
@@ -76,6 +81,9 @@ class _BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
+    """ResNet-``depth`` for 32×32 inputs (He et al. 2016): 3 stages of 16/32/64 channels with
+    (depth − 2)/6 basic blocks each."""
+
     def __init__(self, depth: int, channels: int, num_classes: int) -> None:
         super().__init__()
         blocks = (depth - 2) // 6
@@ -114,6 +122,9 @@ class _Transition(nn.Sequential):
 
 
 class SmallDenseNet(nn.Module):
+    """A small DenseNet: 3 dense blocks of ``layers_per_block`` layers (growth rate
+    ``growth``) joined by transitions of compression 0.5."""
+
     def __init__(self, channels: int, num_classes: int, growth: int = 12,
                  layers_per_block: int = 6) -> None:
         super().__init__()

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.measures import (
     ConvergenceWarning,
     FisherTracker,
@@ -41,6 +42,8 @@ log = logging.getLogger("tune_batchdyn.train")
 HESSIAN_COST_STEPS = 40
 #: Share of the training time the Hessian may take when ``hessian_every`` is automatic.
 HESSIAN_BUDGET = 0.10
+#: Version of `Monitor.state_dict`'s layout.
+STATE_VERSION = 1
 
 
 def hessian_interval(config: TrialConfig, n_train: int) -> int:
@@ -104,10 +107,16 @@ class Monitor:
         return float(result.eigenvalue)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"version": 1, "fisher": None if self.fisher is None else self.fisher.state_dict(),
+        """What a checkpoint keeps: the Fisher tracker's state and λmax's warm start."""
+        return {"version": STATE_VERSION,
+                "fisher": None if self.fisher is None else self.fisher.state_dict(),
                 "hessian_vector": self._hessian_vector}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict`'s snapshot (a checkpoint of the same version)."""
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(f"checkpoint holds measure state version {state.get('version')!r}"
+                              f"; accepted: {STATE_VERSION}.")
         if self.fisher is not None and state.get("fisher") is not None:
             self.fisher.load_state_dict(state["fisher"])
         self._hessian_vector = state.get("hessian_vector")

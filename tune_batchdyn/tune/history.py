@@ -27,6 +27,7 @@ from tune_batchdyn.records import (
     RECORD_COLUMNS,
     concat_tables,
     empty_record,
+    target_column,
     trial_table,
 )
 from tune_batchdyn.tune.decisions import DecisionLog
@@ -44,11 +45,6 @@ BASE_ORIGINS = (BEACON, GRID)
 STATE_VERSION = 1
 #: Tables kept (the scheduler and the searcher ask for a few different selections in turn).
 TABLE_CACHE = 4
-
-
-def target_column(metric: str) -> str:
-    """The records-table column holding a trial's final value of ``metric``."""
-    return f"final_{metric}"
 
 
 def record_from_result(result: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -171,11 +167,6 @@ class TrialHistory:
     def epochs_run(self) -> int:
         """Trial-epochs reported so far, over every trial."""
         return sum(len(e.rows) for e in self._trials.values())
-
-    @property
-    def version(self) -> int:
-        """Grows on every change: callers cache what they derive from the history by it."""
-        return self._version
 
     def table(self, trial_ids: Iterable[str] | None = None,
               metric: str | None = None) -> pd.DataFrame:

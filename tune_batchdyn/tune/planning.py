@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, is_number
 from tune_batchdyn.predict import (
     BeaconSet,
     OptimumRegion,
@@ -45,16 +45,13 @@ from tune_batchdyn.predict import (
     beacons_from_records,
     epoch_batch_sizes,
     informative_k,
+    nearest_lr,
     parse_schedule,
     plan_schedule,
     schedule_family,
 )
-from tune_batchdyn.predict.schedules import LR_MILESTONES
-from tune_batchdyn.records import CONFIG_PREFIX
-from tune_batchdyn.tune.history import target_column
-
-#: The seed's step decay factor (``TrialConfig.lr_decay_factor``'s default).
-LR_DECAY_FACTOR = 10.0
+from tune_batchdyn.predict.schedules import LR_DECAY_FACTOR, LR_MILESTONES
+from tune_batchdyn.records import CONFIG_PREFIX, target_column
 
 
 @dataclass(frozen=True)
@@ -91,10 +88,14 @@ class Planner:
                  region_tolerance: float = 0.01,
                  candidates: Iterable[str | Sequence[int]] | None = None,
                  lrs: Iterable[float] | None = None, tie_tolerance: float = 0.05) -> None:
+        candidates = None if candidates is None else list(candidates)
+        lrs = None if lrs is None else list(lrs)
+        _check_planner_settings(region_fraction, region_k, region_tolerance, candidates, lrs,
+                                tie_tolerance)
         self.region_fraction = region_fraction
         self.region_k = region_k
         self.region_tolerance = region_tolerance
-        self.candidates = None if candidates is None else list(candidates)
+        self.candidates = candidates
         self.lrs = None if lrs is None else [float(lr) for lr in lrs]
         self.tie_tolerance = tie_tolerance
 
@@ -119,7 +120,7 @@ class Planner:
         milestones, decay = lr_recipe(table)
         plans = []
         for lr in self.lrs or beacons.lrs:
-            nearest = min(beacons.lrs, key=lambda rate, lr=lr: abs(math.log(rate / lr)))
+            nearest = nearest_lr(beacons.lrs, lr)
             family = ([parse_schedule(c) for c in self.candidates] if self.candidates is not None
                       else schedule_family(sorted(beacons.at_lr(nearest))))
             dynamic = [s.spec for s in family if s.spec != "fixed"]
@@ -161,6 +162,35 @@ class Planner:
             predicted_error=plan.predicted_error)
 
 
+def _check_planner_settings(region_fraction: Any, region_k: Any, region_tolerance: Any,
+                            candidates: list | None, lrs: list | None,
+                            tie_tolerance: Any) -> None:
+    """Raise ConfigError naming the Planner setting out of range: at construction, since a bad
+    setting met mid-sweep would only switch planning off."""
+    try:
+        OptimumRegion(fraction=region_fraction, k=region_k,
+                      tolerance=region_tolerance)._check_params()
+    except ConfigError as err:  # "fraction=... is not accepted; ..." -> "region_fraction=..."
+        raise ConfigError(f"Planner: region_{err}") from err
+    if candidates is not None:
+        if not candidates:
+            raise ConfigError("Planner: candidates=[] is not accepted; give schedules such as "
+                              "'s32-to-512', or None for the beacons' family.")
+        for candidate in candidates:
+            try:
+                parse_schedule(candidate)
+            except ConfigError as err:
+                raise ConfigError(f"Planner: candidates: {err}") from err
+    if lrs is not None:
+        if not lrs or not all(is_number(lr) and 0 < lr < math.inf for lr in lrs):
+            raise ConfigError(f"Planner: lrs={lrs!r} is not accepted; use positive numbers, "
+                              "or None for the beacons' learning rates.")
+    if not (is_number(tie_tolerance) and tie_tolerance >= 0):
+        raise ConfigError(f"Planner: tie_tolerance={tie_tolerance!r} is not accepted; use a "
+                          "number >= 0 (log units).")
+
+
+
 def reroute_beacon_lr(beacons: BeaconSet, lr: float, course: Sequence[int]) -> float:
     """The beacon lr nearest ``lr`` (in ln lr) whose beacons hold every batch size of the
     trial's current ``course`` and at least one more to switch to.
@@ -175,7 +205,7 @@ def reroute_beacon_lr(beacons: BeaconSet, lr: float, course: Sequence[int]) -> f
         raise ConfigError(f"no beacon lr holds the batch sizes {sorted(needed)} of the trial's "
                           f"course and another to switch to (beacons: "
                           f"{sorted(beacons.beacons)}); a reroute needs both.")
-    return min(usable, key=lambda rate: abs(math.log(rate / lr)))
+    return nearest_lr(usable, lr)
 
 
 def beacon_table(finished: pd.DataFrame) -> pd.DataFrame:

@@ -49,8 +49,9 @@ import pandas as pd
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, is_int, is_number
 from tune_batchdyn.predict import FEATURES, FinalErrorPredictor, OptimumRegion, Prediction
+from tune_batchdyn.records import target_column
 from tune_batchdyn.tune.decisions import REROUTED, STOPPED
 from tune_batchdyn.tune.history import (
     BEACON,
@@ -58,7 +59,6 @@ from tune_batchdyn.tune.history import (
     PLANNED,
     RUNNING,
     TrialHistory,
-    target_column,
 )
 from tune_batchdyn.tune.planning import Planner, RerouteOption
 
@@ -79,10 +79,11 @@ class MeasureScheduler(FIFOScheduler):
     error, so ``mode="min"``), ``history`` (the searcher's, to survive ``Tuner.restore``),
     ``grace_fraction`` (no stop before this budget fraction), ``top_k`` and ``confidence`` (the
     stop rule), ``min_finished`` (finished trials before the predictor's regression and the
-    region are used), ``refit_growth`` (refit when the finished trials grew by this share),
-    ``reroute`` / ``reroute_fraction`` / ``reroute_until`` / ``planner`` (rerouting; default
-    window: from the grace fraction to half the budget), ``protect_beacons`` (never stop the
-    searcher's beacons unless they diverge: the planner needs their whole paths),
+    region are used), ``refit_growth`` (refit when the finished trials grew by this share,
+    and on every newly finished trial up to 2·``min_finished``), ``reroute`` /
+    ``reroute_fraction`` / ``reroute_until`` / ``planner`` (rerouting; default window: from
+    the grace fraction to half the budget), ``protect_beacons`` (never stop the searcher's
+    beacons unless they diverge: the planner needs their whole paths),
     ``protect_plans`` (likewise for planned and rerouted trials), ``features``
     (the predictor's). Defaults: grace 0.1, top 3, one standard deviation (half a deviation
     stopped the best trial of a planted grid: the regression's spread is too narrow for that),
@@ -101,16 +102,16 @@ class MeasureScheduler(FIFOScheduler):
         if reroute_fraction is not None:
             _check_fraction("reroute_fraction", reroute_fraction)
         start = grace_fraction if reroute_fraction is None else reroute_fraction
-        if not (isinstance(reroute_until, (int, float)) and start < reroute_until <= 1):
+        if not (is_number(reroute_until) and start < reroute_until <= 1):
             raise ConfigError(f"reroute_until={reroute_until!r} is not accepted; use a budget "
                               f"fraction in ({start}, 1]: above reroute_fraction (the grace "
                               "fraction by default).")
         _check_int("top_k", top_k, 1)
         _check_int("min_finished", min_finished, 2)
-        if not (isinstance(confidence, (int, float)) and confidence >= 0):
+        if not (is_number(confidence) and confidence >= 0):
             raise ConfigError(f"confidence={confidence!r} is not accepted; use a number of "
                               "standard deviations >= 0 (1.0: stop when mean - std is worse).")
-        if not (isinstance(refit_growth, (int, float)) and refit_growth >= 0):
+        if not (is_number(refit_growth) and refit_growth >= 0):
             raise ConfigError(f"refit_growth={refit_growth!r} is not accepted; use a share >= 0 "
                               "(0: refit on every finished trial).")
         self._metric = metric
@@ -136,7 +137,7 @@ class MeasureScheduler(FIFOScheduler):
         self._resume_first: list[str] = []
         self._reroute_checked: dict[str, tuple[str, ...]] = {}  # trial: region it was checked in
         self._predictor: FinalErrorPredictor | None = None
-        self._predictor_fitted_on = -1
+        self._predictor_fitted_on = 0
         self._region: tuple[tuple[str, ...], OptimumRegion | None] = ((), None)
 
     # --- Ray's scheduler interface ------------------------------------------------------------
@@ -274,11 +275,20 @@ class MeasureScheduler(FIFOScheduler):
         return option if option.worthwhile else None
 
     # --- predictions and the region -----------------------------------------------------------
+    def _needs_refit(self, n_finished: int) -> bool:
+        """Fit first; then refit when more trials finished and either their number grew by
+        ``refit_growth`` since the fit or it is still at most 2·``min_finished`` (the first fits
+        change most with each trial)."""
+        if self._predictor is None:
+            return True
+        if n_finished == self._predictor_fitted_on:
+            return False
+        grown = n_finished >= math.ceil(self._predictor_fitted_on * (1 + self.refit_growth))
+        return grown or n_finished <= 2 * self.min_finished
+
     def _prediction(self, rows: pd.DataFrame) -> Prediction:
         finished = self.history.ids(FINISHED)
-        grown = len(finished) >= math.ceil(self._predictor_fitted_on * (1 + self.refit_growth))
-        if self._predictor is None or (len(finished) != self._predictor_fitted_on and (
-                grown or len(finished) <= 2 * self.min_finished)):
+        if self._needs_refit(len(finished)):
             self._predictor = FinalErrorPredictor(
                 features=self.features, target=target_column(self._metric),
                 min_finished=self.min_finished).fit(self.history.table(finished, self._metric))
@@ -331,12 +341,12 @@ class MeasureScheduler(FIFOScheduler):
 
 
 def _check_fraction(name: str, value: Any) -> None:
-    if not (isinstance(value, (int, float)) and 0 <= value < 1):
+    if not (is_number(value) and 0 <= value < 1):
         raise ConfigError(f"{name}={value!r} is not accepted; use a budget fraction in [0, 1).")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+    if not (is_int(value) and value >= low):
         raise ConfigError(f"{name}={value!r} is not accepted; use an integer >= {low}.")
 
 

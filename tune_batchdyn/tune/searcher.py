@@ -38,7 +38,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, is_int, is_number
 from tune_batchdyn.predict import SchedulePlan
 from tune_batchdyn.tune.decisions import SPAWNED
 from tune_batchdyn.tune.history import (
@@ -111,13 +111,12 @@ class DynamicSamplingSearcher(Searcher):
                  history: TrialHistory | None = None) -> None:
         super().__init__(metric=metric or DEFAULT_METRIC, mode=mode or "min")
         self._metric_given = metric is not None
-        if not (isinstance(max_planned, int) and max_planned >= 0):
+        if not (is_int(max_planned) and max_planned >= 0):
             raise ConfigError(f"max_planned={max_planned!r} is not accepted; use an integer >= 0.")
-        if not (isinstance(min_beacons, int) and min_beacons >= 1):
+        if not (is_int(min_beacons) and min_beacons >= 1):
             raise ConfigError(f"min_beacons={min_beacons!r} is not accepted; use an integer "
                               ">= 1.")
-        if beacon_lr is not None and not (isinstance(beacon_lr, (int, float))
-                                          and beacon_lr > 0):
+        if beacon_lr is not None and not (is_number(beacon_lr) and beacon_lr > 0):
             raise ConfigError(f"beacon_lr={beacon_lr!r} is not accepted; use a learning rate "
                               "> 0 or None.")
         if beacon_sizes is not None and not all(isinstance(b, int) and b >= 1
