@@ -79,7 +79,7 @@ def entries(navigator_centre: tuple[float, float] | None, epochs: int) -> list[E
         Entry("abs", "abs"),
         Entry("absa", "absa"),
         Entry("is", "is"),
-        Entry("rmsgd", "rmsgd"),
+        Entry("rmsgd (η(0) 0.03)", {"name": "rmsgd", "initial_lr": 0.03}),
     ]
     if navigator_centre is not None:
         rows.append(Entry("navigator", {"name": "navigator", "centre": list(navigator_centre),

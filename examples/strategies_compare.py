@@ -21,8 +21,9 @@ from tune_batchdyn.predict import OptimumRegion
 from tune_batchdyn.records import trial_table
 from tune_batchdyn.train import TrialConfig, run_trial
 
+#: RMSGD adapts its per-layer rates from η(0); the seed's η(0) is 0.03, not the shared lr.
 STRATEGIES = ("fixed", "s32-to-512", "s32-to-512-MS", "s512-to-32", "gg", "fb", "abs", "absa",
-              "is", "rmsgd")
+              "is", {"name": "rmsgd", "initial_lr": 0.03})
 
 
 def navigator_spec(records: pd.DataFrame) -> dict:
@@ -34,7 +35,7 @@ def navigator_spec(records: pd.DataFrame) -> dict:
 
 
 def compare(dataset: str, model: str, epochs: int, batch_size: int, lr: float,
-            strategies: tuple[str, ...]) -> pd.DataFrame:
+            strategies: tuple[str | dict, ...]) -> pd.DataFrame:
     rows, tables = [], []
     for strategy in [*strategies, "navigator"]:
         if strategy == "navigator":

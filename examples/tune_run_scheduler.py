@@ -67,7 +67,7 @@ def main() -> None:
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     analysis = tune.run(
         trainable, metric="val_error", mode="min", search_alg=searcher, scheduler=scheduler,
-        num_samples=-1, storage_path=args.storage_path, name=args.name,
+        num_samples=searcher.max_trials, storage_path=args.storage_path, name=args.name,
         verbose=0 if args.smoke else 1,
         callbacks=[DecisionsCallback(scheduler, echo=logging.getLogger(__name__).info)],
         max_failures=2, raise_on_failed_trial=False,

@@ -61,7 +61,8 @@ def main() -> None:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric="val_error", mode="min", search_alg=searcher,
-                                        scheduler=scheduler, num_samples=-1,
+                                        scheduler=scheduler,
+                                        num_samples=searcher.max_trials,
                                         reuse_actors=True),
             run_config=tune.RunConfig(
                 storage_path=args.storage_path, name=args.name, verbose=0 if args.smoke else 1,

@@ -57,3 +57,16 @@ def test_record_runs_the_grid_once_and_skips_finished_trials(tmp_path, capsys):
     assert main(argv) == 0
     assert "(42 already there)" in capsys.readouterr().out
     pd.testing.assert_frame_equal(read_records(out), table)
+
+
+def test_set_takes_comma_lists_for_list_fields():
+    from tune_batchdyn.cli.train import parse_config_overrides
+
+    options = parse_config_overrides(["measures=fisher,quality", "lr_milestones=0.5,0.75",
+                                      "epochs=3", "strategy=s32-to-512"])
+    assert options == {"measures": ["fisher", "quality"], "lr_milestones": [0.5, 0.75],
+                       "epochs": 3, "strategy": "s32-to-512"}
+    assert parse_config_overrides(["measures=fisher"]) == {"measures": ["fisher"]}
+    assert parse_config_overrides(["measures=none"]) == {"measures": []}
+    assert parse_config_overrides(["lr_milestones=0.5"]) == {"lr_milestones": [0.5]}
+    assert parse_config_overrides(['measures=["hessian"]']) == {"measures": ["hessian"]}

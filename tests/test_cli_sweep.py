@@ -4,6 +4,7 @@ import re
 import optuna
 import pandas as pd
 import pytest
+import torch
 
 from tune_batchdyn.cli import main
 from tune_batchdyn.optuna import BEACON_ATTR
@@ -18,7 +19,11 @@ SMALL_NQM = ["--set", "epochs=4", "--set",
     [
         (["--backend", "dask"], "--backend='dask' is not accepted; use one of: 'ray', 'optuna'"),
         (["--scheduler", "pbt"], "--scheduler='pbt' is not accepted"),
-        (["--pruner", "random"], "--pruner='random' is not accepted"),
+        (["--backend", "optuna", "--pruner", "random"], "--pruner='random' is not accepted"),
+        (["--backend", "optuna", "--scheduler", "asha"], "--scheduler is for --backend ray, not "
+                                                         "--backend optuna; drop it"),
+        (["--storage", "sqlite:///s.db", "--study-name", "s"], "--storage, --study-name is for "
+                                                               "--backend optuna"),
         (["--gpus-per-trial", "-1"], "--gpus-per-trial -1.0 is not accepted"),
         (["--budget", "0"], "--budget 0 is not accepted"),
         (["--out", "r.xlsx"], "has extension '.xlsx'"),
@@ -33,6 +38,17 @@ SMALL_NQM = ["--set", "epochs=4", "--set",
     ],
 )
 def test_bad_sweep_arguments_exit_2_naming_the_flag(argv, message, capsys):
+    assert main(["sweep", "--space", "nqm", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--gpus-per-trial", "1"], "--gpus-per-trial 1 is not accepted: this machine has no CUDA "
+                                "GPU, so no trial would ever start"),
+    (["--set", "device=cuda"], "device='cuda' is not accepted: this machine has no CUDA GPU"),
+])
+def test_gpus_a_local_run_cannot_have_are_refused_at_once(argv, message, capsys):
     assert main(["sweep", "--space", "nqm", *argv]) == 2
     assert message in capsys.readouterr().err
 

@@ -250,3 +250,35 @@ def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path):
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 other.execute("BEGIN IMMEDIATE")
             other.close()
+
+
+def test_storage_files_get_their_folders(tmp_path):
+    open_study(f"sqlite:///{tmp_path / 'new' / 'sweep.db'}", "s", heartbeat_interval=None)
+    open_study(tmp_path / "other" / "sweep.journal", "s")
+    assert (tmp_path / "new" / "sweep.db").is_file()
+    assert (tmp_path / "other" / "sweep.journal").is_file()
+
+
+@pytest.mark.parametrize(("storage", "message"), [
+    ("sqlite:sweep.db", r"storage='sqlite:sweep.db' is not accepted: a URL needs '://'"),
+    ("mysql://user@nohost/db", r"storage='mysql://user@nohost/db': the database driver it "
+                               r"names is not installed \(PostgreSQL: pip install"),
+    ("nosuchdb://x/y", r"storage='nosuchdb://x/y' cannot be opened: NoSuchModuleError: "),
+])
+def test_storages_that_cannot_be_opened_fail_in_one_line(storage, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        open_study(storage, "s", heartbeat_interval=None)
+    assert "\n" not in str(caught.value)
+
+
+def test_plain_postgresql_urls_use_the_installed_driver(monkeypatch):
+    from tune_batchdyn.optuna import storage
+
+    installed = {"psycopg2"}
+    monkeypatch.setattr(storage.importlib.util, "find_spec",
+                        lambda name: object() if name in installed else None)
+    url = "postgresql://u:p@host/db"
+    assert storage._with_installed_driver(url) == "postgresql+psycopg2://u:p@host/db"
+    installed.add("psycopg")  # SQLAlchemy's default driver for postgresql://
+    assert storage._with_installed_driver(url) == url
+    assert storage._with_installed_driver("postgresql+pg8000://h/d") == "postgresql+pg8000://h/d"

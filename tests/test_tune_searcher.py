@@ -187,3 +187,13 @@ def test_beacons_run_first_and_are_tagged_the_rest_is_grid():
         DynamicSamplingSearcher(grid, beacon_lr=0)
     with pytest.raises(ConfigError, match="beacon_sizes="):
         DynamicSamplingSearcher(grid, beacon_sizes=[8.5])
+
+
+def test_max_trials_is_the_grid_plus_the_plans():
+    from ray import tune
+
+    from tune_batchdyn.tune import DynamicSamplingSearcher
+
+    grid = {"lr": tune.grid_search([0.05, 0.1]), "batch_size": tune.grid_search([8, 32, 128])}
+    assert DynamicSamplingSearcher(grid, max_planned=4).max_trials == 10
+    assert DynamicSamplingSearcher([{"lr": 0.1}], max_planned=0).max_trials == 1

@@ -186,7 +186,7 @@ def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
         tune_config=tune.TuneConfig(metric=metric, mode=space.search.mode, search_alg=searcher,
                                     scheduler=scheduler,
                                     # the searcher runs the grid once, then its plans
-                                    num_samples=(space.grid_size + args.max_planned if searcher
+                                    num_samples=(searcher.max_trials if searcher
                                                  else space.search.num_samples),
                                     max_concurrent_trials=args.max_concurrent,
                                     # one worker process serves many trials: torch is

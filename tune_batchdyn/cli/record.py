@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tune_batchdyn.cli.train import parse_options
+from tune_batchdyn.cli.train import parse_config_overrides
 from tune_batchdyn.errors import ConfigError
 
 
@@ -68,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds {args.seeds!r} is not accepted; use a comma list of "
                           "integers, e.g. 0,1,2.") from err
     space = read_space(args.space)
-    overrides = parse_options(args.set, "--set")
+    overrides = parse_config_overrides(args.set, "--set")
     space.check_trials(overrides)
     configs = [{**c, "seed": seed} for c in grid_configs(space, overrides) for seed in seeds]
     done = set()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_batchdyn.cli.train import parse_options
+from tune_batchdyn.cli.train import parse_config_overrides
 from tune_batchdyn.errors import ConfigError, check_choice
 
 SCHEDULERS = ("measure", "asha", "hyperband", "median", "fifo")
@@ -30,13 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("--space", required=True,
                    help="a space file (searchspaces/*.toml) or a shipped space's name")
-    p.add_argument("--backend", default="ray", help="ray or optuna")
-    p.add_argument("--scheduler", default="measure", help=f"Ray: {', '.join(SCHEDULERS)}")
-    p.add_argument("--pruner", default="measure", help=f"Optuna: {', '.join(PRUNERS)}")
+    p.add_argument("--backend", default="ray", help="ray (default) or optuna")
+    p.add_argument("--scheduler", default=None,
+                   help=f"Ray: {', '.join(SCHEDULERS)} (default: measure)")
+    p.add_argument("--pruner", default=None,
+                   help=f"Optuna: {', '.join(PRUNERS)} (default: measure)")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0,
+                   help="Ray: CPUs per trial (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="GPUs per trial; fractions share a GPU (0.5: two trials per GPU)")
+                   help="Ray: GPUs per trial; fractions share a GPU (0.5: two trials per GPU; "
+                        "default: 0)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL (sqlite:///f.db, postgresql://..., or a journal file)")
     p.add_argument("--study-name", default=None, help="Optuna study (default: the space's name)")
@@ -48,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
     p.add_argument("--budget", type=int, default=None,
                    help="stop starting trials once this many trial-epochs were trained")
-    p.add_argument("--max-planned", type=int, default=3, help="dynamic-sampling trials spawned")
+    p.add_argument("--max-planned", type=int, default=3,
+                   help="dynamic-sampling trials spawned (default: 3)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a fixed TrialConfig field, e.g. epochs=10 (repeatable)")
     p.add_argument("--out", default=None, help="write all records (.parquet or .csv)")
@@ -56,8 +61,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+#: Flags that only one backend reads (attribute, flag): given to the other, they are refused.
+RAY_ONLY = (("scheduler", "--scheduler"), ("address", "--address"),
+            ("storage_path", "--storage-path"), ("name", "--name"))
+OPTUNA_ONLY = (("pruner", "--pruner"), ("storage", "--storage"), ("study_name", "--study-name"))
+
+
 def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad or inapplicable flags before anything starts (one line, the flag named)."""
     check_choice("--backend", args.backend, ("ray", "optuna"))
+    other = OPTUNA_ONLY if args.backend == "ray" else RAY_ONLY
+    given = [flag for attribute, flag in other if getattr(args, attribute) is not None]
+    if given:
+        backend = "optuna" if args.backend == "ray" else "ray"
+        raise ConfigError(f"{', '.join(given)} is for --backend {backend}, not "
+                          f"--backend {args.backend}; drop it or switch the backend.")
+    args.scheduler = args.scheduler or "measure"
+    args.pruner = args.pruner or "measure"
     check_choice("--scheduler", args.scheduler, SCHEDULERS)
     check_choice("--pruner", args.pruner, PRUNERS)
     for flag, value, low in (("--cpus-per-trial", args.cpus_per_trial, 0.0),
@@ -75,6 +95,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--resume continues a Ray experiment: pass --backend ray and the "
                           "--storage-path (and --name) of the run to continue. An Optuna study "
                           "continues by itself when the same --storage is given again.")
+    if args.backend == "ray" and args.address is None and args.gpus_per_trial > 0:
+        check_local_gpus(args.gpus_per_trial)
     if args.storage_path and "://" in args.storage_path:
         raise ConfigError(f"--storage-path {args.storage_path} is not accepted; the sweep reads "
                           "its results back from a folder, so use one every node sees (NFS), "
@@ -85,13 +107,35 @@ def check_args(args: argparse.Namespace) -> None:
         records_format(args.out)
 
 
+def check_local_gpus(gpus_per_trial: float) -> None:
+    """A local Ray run (no --address) waits for GPUs forever when this machine has none."""
+    import torch
+
+    if torch.cuda.device_count() == 0:
+        raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g} is not accepted: this machine "
+                          "has no CUDA GPU, so no trial would ever start; use 0 here, or "
+                          "--address for a Ray cluster with GPUs.")
+
+
+def check_device(device: object, args: argparse.Namespace) -> None:
+    """A CUDA device asked for on a machine without one fails in every trial (and Ray
+    retries each): refuse it at once when the trials run here."""
+    import torch
+
+    if (isinstance(device, str) and device.startswith("cuda") and args.address is None
+            and not torch.cuda.is_available()):
+        raise ConfigError(f"device={device!r} is not accepted: this machine has no CUDA GPU; "
+                          "use device=auto (the GPU when there is one) or cpu.")
+
+
 def main(args: argparse.Namespace) -> int:
     from tune_batchdyn.space import read_space
 
     check_args(args)
     space = read_space(args.space)
-    overrides = parse_options(args.set, "--set")
+    overrides = parse_config_overrides(args.set, "--set")
     space.check_trials(overrides)  # a typo fails here, not in every trial
+    check_device(overrides.get("device", space.constants.get("device")), args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     start = time.perf_counter()
     print(f"sweep {space.source} on {args.backend} "

@@ -56,11 +56,38 @@ def parse_options(pairs: list[str], flag: str = "--dataset-option") -> dict[str,
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"{flag} {pair!r} is not accepted; use KEY=VALUE.")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+        options[key] = _json_or_text(value)
     return options
+
+
+def parse_config_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
+    """``FIELD=VALUE`` overrides of TrialConfig fields, as `parse_options` reads them; a list
+    field (``measures``, ``lr_milestones``) also takes a comma list or one value
+    (``measures=fisher,quality``, ``lr_milestones=0.5``; ``none`` for the empty list), as
+    ``train --measures`` does."""
+    import dataclasses
+
+    from tune_batchdyn.train import TrialConfig
+
+    options = parse_options(pairs, flag)
+    for field in dataclasses.fields(TrialConfig):
+        if field.name in options and isinstance(field.default, tuple):
+            options[field.name] = _as_list(options[field.name])
+    return options
+
+
+def _as_list(value: Any) -> Any:
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        return [] if items == ["none"] else [_json_or_text(item) for item in items]
+    return [value] if isinstance(value, (int, float)) else value
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def parse_strategy_arg(text: str) -> str | dict[str, Any]:

@@ -10,12 +10,15 @@ Storage forms:
 - ``None``: in memory (one process; gone when it exits);
 - a database URL (``sqlite:///sweep.db``, ``postgresql://user:pass@host/db``,
   ``mysql+pymysql://...``): Optuna's ``RDBStorage``, one code path for every database (tests
-  run SQLite; PostgreSQL or MySQL is what several machines should share). SQLite waits up to
+  run SQLite; PostgreSQL or MySQL is what several machines should share). A SQLite file's
+  folder is created. ``postgresql://`` uses psycopg 3 when it is installed, else psycopg2
+  (what ``.[postgres]`` installs; SQLAlchemy alone would insist on psycopg 3). SQLite waits up to
   ``sqlite_timeout`` seconds for a lock held by another process instead of failing at once,
   and its transactions take the write lock when they begin (``immediate_transactions``), so
   two workers never take the same queued trial;
 - any other string or path: a journal file (``JournalStorage(JournalFileBackend(path))``),
   append-only, for processes on one machine or a shared file system without a database server;
+  its folder is created. ``sqlite:name.db`` (a scheme without ``//``) is refused as a typo;
 - an ``optuna.storages.BaseStorage``: used as it is.
 
 Kill and restart: a trial is written to storage as it runs (params, each epoch's record and
@@ -36,7 +39,9 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import warnings
 from typing import Any
 
@@ -98,20 +103,72 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
                           f"got {heartbeat_interval=}.")
     location = os.fspath(storage)
     if "://" not in location:
+        if _URL_SCHEME.match(location):
+            raise ConfigError(f"storage={location!r} is not accepted: a URL needs '://' (e.g. "
+                              "sqlite:///sweep.db; sqlite:////abs/path.db); or give a journal "
+                              "file path.")
+        _make_folder(location, location)
         return JournalStorage(JournalFileBackend(location))
+    given, location = location, _with_installed_driver(location)
     sqlite = location.startswith("sqlite")
+    if sqlite:
+        _make_folder(_sqlite_file(location), given)
     # SQLite: the driver's own transaction handling off, so that ``immediate_transactions``
     # decides how each transaction begins
     engine_kwargs = ({"connect_args": {"timeout": float(sqlite_timeout), "isolation_level": None}}
                      if sqlite else {})
-    with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5; we rely on it
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = RDBStorage(location, engine_kwargs=engine_kwargs,
-                         heartbeat_interval=heartbeat_interval,
-                         grace_period=grace_period if heartbeat_interval is not None else None)
+    try:
+        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = RDBStorage(location, engine_kwargs=engine_kwargs,
+                             heartbeat_interval=heartbeat_interval,
+                             grace_period=grace_period if heartbeat_interval is not None else None)
+    except ImportError as err:
+        raise ConfigError(f"storage={given!r}: the database driver it names is not installed "
+                          "(PostgreSQL: pip install -e '.[postgres]').") from err
+    except Exception as err:  # SQLAlchemy's errors: a bad URL, an unreachable server, ...
+        raise ConfigError(f"storage={given!r} cannot be opened: {_cause(err)}") from err
     if sqlite:
         immediate_transactions(rdb.engine)
     return rdb
+
+
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(?!\\)")  # a scheme, not a Windows drive
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed (psycopg 3, else 2)."""
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def _sqlite_file(url: str) -> str:
+    """The database file of a SQLite URL ('' for an in-memory database)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).database or ""
+    except Exception as err:
+        raise ConfigError(f"storage={url!r} is not a database URL: {_cause(err)}") from err
+
+
+def _make_folder(path: str, storage: str) -> None:
+    """Create the folder of a storage file, as ``--out`` does for its file."""
+    folder = os.path.dirname(path)
+    if path and path != ":memory:" and folder:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"storage={storage!r}: cannot create its folder {folder!r} "
+                              f"({err.strerror}).") from err
+
+
+def _cause(err: BaseException) -> str:
+    """The first line of an exception's message (SQLAlchemy appends pages of background)."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def immediate_transactions(engine: Any) -> None:

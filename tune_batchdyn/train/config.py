@@ -18,6 +18,15 @@ MODELS = ("mlp", "cnn", "resnet8", "resnet20", "resnet32", "resnet56", "resnet11
           "nqm")
 DEVICES = ("auto", "cpu", "cuda")
 MEASURES = ("fisher", "quality", "hessian")
+#: Fields that say only where or how a trial runs or is saved, never what it computes, so a
+#: checkpoint resumes under any value of them: the device (the engine warns that augmentation
+#: draws differ), where the data lives and whether it may be downloaded, the micro-batch size
+#: (the same gradients in smaller pieces; the checkpoint keeps its own, possibly halved after an
+#: out-of-memory error), and where and how often checkpoints are written. Every other field
+#: (data, model, strategy, optimiser recipe, epochs, measures, seeds, divergence rule) shapes
+#: the trajectory.
+RUN_ONLY_FIELDS = frozenset({"device", "data_dir", "download", "micro_batch_size",
+                             "checkpoint_dir", "checkpoint_every"})
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,12 @@ from tune_batchdyn.predict.schedules import milestone_epochs
 from tune_batchdyn.records.schema import RECORD_COLUMNS, empty_record
 from tune_batchdyn.strategies import Strategy, parse_strategy
 from tune_batchdyn.train.augment import augment
-from tune_batchdyn.train.checkpoint import load_checkpoint, save_checkpoint
+from tune_batchdyn.train.checkpoint import (
+    check_training_config,
+    load_checkpoint,
+    same_value,
+    save_checkpoint,
+)
 from tune_batchdyn.train.config import TrialConfig
 from tune_batchdyn.train.data import DeviceData, load_data
 from tune_batchdyn.train.models import build_model
@@ -256,12 +261,19 @@ class Trial:
         state = load_checkpoint(self.config.checkpoint_dir)
         if state is None:
             return False
+        saved = state.get("config") or {}  # absent: written before configs were stored
+        rerouted = "strategy" in saved and not same_value(saved["strategy"],
+                                                          self.config.strategy)
+        # a reroute (MeasureScheduler) resumes the weights under a new strategy and its base
+        # batch size; every other training field must be the checkpoint's
+        check_training_config(self.config.checkpoint_dir, saved, self.config,
+                              ignore=("strategy", "batch_size") if rerouted else ())
         self.model.load_state_dict(state["model"])
-        if state["config"]["strategy"] == self.config.to_dict()["strategy"]:
+        if rerouted:  # the new strategy starts fresh from the checkpointed weights
+            self._switch_strategy(state)
+        else:
             self.optimizer.load_state_dict(state["optimizer"])
             self.strategy.load_state_dict(state["strategy"])
-        else:  # rerouted: the new strategy starts fresh from the checkpointed weights
-            self._switch_strategy(state)
         self.monitor.load_state_dict(state["monitor"])
         self.generator.set_state(state["generator"])
         if state["device_type"] == self.device.type:

@@ -25,7 +25,7 @@ scheduler shares the searcher's history)::
     tuner = tune.Tuner(
         tune.with_resources(make_trainable(dataset="digits", model="mlp", epochs=20), {"cpu": 1}),
         tune_config=tune.TuneConfig(metric="val_error", mode="min", search_alg=searcher,
-                                    scheduler=scheduler, num_samples=-1),
+                                    scheduler=scheduler, num_samples=searcher.max_trials),
         run_config=tune.RunConfig(storage_path="/shared/ray_results", name="digits-sweep",
                                   callbacks=[DecisionsCallback(scheduler)],
                                   failure_config=tune.FailureConfig(max_failures=2)))

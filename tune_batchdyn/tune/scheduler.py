@@ -35,7 +35,8 @@ Example::
     searcher = DynamicSamplingSearcher(grid)
     scheduler = MeasureScheduler(history=searcher.history)
     tune.run(make_trainable(epochs=20), metric="val_error", mode="min", search_alg=searcher,
-             scheduler=scheduler, num_samples=-1, callbacks=[DecisionsCallback(scheduler)])
+             scheduler=scheduler, num_samples=searcher.max_trials,
+             callbacks=[DecisionsCallback(scheduler)])
 """
 
 from __future__ import annotations

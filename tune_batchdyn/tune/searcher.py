@@ -15,8 +15,8 @@ before, as the best finished beacon's config with the plan's ``strategy``, ``bat
 have finished and some are still running, and ``Searcher.FINISHED`` once ``max_planned`` plans
 were suggested, or when no beacon is left running and the records allow no new plan (the reason
 is logged; NQM trials, which have no C̄K, never allow one). Tune's ``num_samples`` caps the
-total as usual: use ``num_samples=-1`` to let the searcher decide, or at least the grid's size
-plus ``max_planned``.
+total as usual: pass ``num_samples=searcher.max_trials`` (the grid's size plus ``max_planned``)
+to let the searcher decide.
 
 The searcher owns the ``TrialHistory`` (``searcher.history``): every result is fed to it, and
 ``save`` / ``restore`` / ``get_state`` / ``set_state`` carry it (and the base's own state),
@@ -146,6 +146,15 @@ class DynamicSamplingSearcher(Searcher):
         self._suggested: dict[str, dict[str, Any]] = {}
         self._planned: list[dict[str, Any]] = []
         self._plans: tuple[tuple[str, ...], list[SchedulePlan]] = ((), [])
+
+    @property
+    def max_trials(self) -> int:
+        """The most trials this searcher suggests: the grid (or list) plus ``max_planned``;
+        -1 over a base Searcher, whose count it cannot know. Pass it as Tune's
+        ``num_samples`` (with -1 Tune's header would show 2⁶³ − 1 trials)."""
+        if self.base is not None:
+            return -1
+        return len(self._queue) + self.max_planned
 
     def is_beacon(self, config: Mapping[str, Any]) -> bool:
         """A fixed-batch config at the beacon lr and a beacon size (when those are given)."""
