@@ -167,6 +167,18 @@ def test_summary_shows_schedules_as_runs_and_says_how_many_rows(capsys):
     assert len(text.strip().splitlines()) == 2 + SUMMARY_ROWS
 
 
+def test_summary_names_the_default_strategy_of_a_space_without_one(capsys):
+    from tune_batchdyn.cli.sweep import print_summary
+
+    records = pd.DataFrame({"trial_id": ["a", "b"], "epoch": 2,
+                            "config/strategy": [None, "s32-to-128"], "config/batch_size": 32,
+                            "config/lr": 0.1, "val_error": [0.1, 0.2], "test_error": 0.5,
+                            "diverged": False})
+    print_summary(records, "val_error")
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+    assert ["a", "fixed"] in rows and ["b", "s32-to-128"] in rows
+
+
 def test_progress_line_ranks_trials_by_their_latest_result(capsys):
     from types import SimpleNamespace
 

@@ -85,6 +85,16 @@ def test_round_trip_is_lossless(tmp_path, suffix):
     assert back["quality_q"].isna().all() and back["diverged"].tolist()[-1]
 
 
+def test_files_whose_trial_ids_collide_keep_their_trials_apart(tmp_path):
+    a = write_records(_table(), tmp_path / "study_a.parquet")
+    b = write_records(_table(), tmp_path / "study_b.csv")
+    both = read_records([a, b])
+    assert both.groupby("trial_id")["epoch"].max().to_dict() == {
+        "study_a:a": 3, "study_a:00042": 2, "study_b:a": 3, "study_b:00042": 2}
+    other = write_records(_table().assign(trial_id="z"), tmp_path / "other.parquet")
+    assert set(read_records([a, other])["trial_id"]) == {"a", "00042", "z"}  # no collision
+
+
 def test_csv_keeps_floats_exactly(tmp_path):
     table = trial_table("t", {"lr": 1 / 3}, _trajectory(2))
     table["ck_bar"] = [math.pi, 1e-300]

@@ -84,13 +84,13 @@ def test_search_settings_defaults_and_explicit_values(tmp_path):
         beacon_lr = 0.1
         dynamic = ["s16-to-256", "s32-to-512-MS", "[32,64,64,128,256]", {name = "s32-to-128"}]
         [params]
-        batch_size = { grid = [8, 16] }
+        batch_size = { grid = [8, 16, 512] }
         """))
     assert space.search == SearchSettings(
         metric="test_error", mode="max", num_samples=3, budget=400, beacons=(16, 512),
         beacon_lr=0.1,
         dynamic=("s16-to-256", "s32-to-512-MS", "[32,64,64,128,256]", {"name": "s32-to-128"}))
-    assert space.num_trials == 2 * 3
+    assert space.num_trials == 3 * 3
 
 
 def test_shipped_name_resolves_to_its_file():
@@ -192,6 +192,22 @@ def test_bad_search_setting_names_file_and_key(tmp_path, line, expected):
     message = failure(tmp_path, f"[search]\n{line}\n[params]\nepochs = {{ grid = [6, 4] }}\n")
     assert "bad_space.toml" in message
     assert expected in message
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("beacons = [16, 48]", "[search] beacons=[16, 48] is not accepted; use batch sizes the "
+                           "space runs: [8, 16, 32, 64, 128, 256, 512]"),
+    ("beacon_lr = 0.3", "[search] beacon_lr=0.3 is not accepted; use one of the lrs the space "
+                        "runs: [0.025, 0.05, 0.1, 0.2, 0.4]"),
+])
+def test_beacons_the_grid_never_runs_are_refused(tmp_path, line, expected):
+    assert expected in failure(tmp_path, GOOD.replace('mode = "min"', f'mode = "min"\n{line}'))
+
+
+def test_a_space_of_dynamic_schedules_names_beacons_run_elsewhere(tmp_path):
+    text = GOOD.replace('mode = "min"', 'mode = "min"\nbeacons = [16, 48]\nbeacon_lr = 0.3')
+    text = text.replace("[params]", '[params]\nstrategy = { grid = ["s16-to-256", "s32-to-512"] }')
+    assert read_space(write(tmp_path, text)).search.beacons == (16, 48)
 
 
 def test_toml_syntax_error_and_missing_file_name_the_file(tmp_path):

@@ -176,7 +176,8 @@ def print_summary(records: pd.DataFrame, metric: str) -> None:
         print("no trial reported a result")
         return
     last = records.sort_values("epoch").groupby("trial_id").tail(1)
-    strategies = last.get("config/strategy", pd.Series("fixed", index=last.index))
+    # a space without a strategy runs TrialConfig's default, "fixed"
+    strategies = last.get("config/strategy", pd.Series("fixed", index=last.index)).fillna("fixed")
     table = pd.DataFrame({
         "trial": last["trial_id"],
         "strategy": strategies.map(run_lengths),

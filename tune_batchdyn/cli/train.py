@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,25 +120,36 @@ def main(args: argparse.Namespace) -> int:
     print(f"training {config.dataset}/{config.model}  strategy={config.strategy}  "
           f"batch={config.batch_size}  lr={config.lr}  epochs={config.epochs}", flush=True)
     start = time.perf_counter()
-    trajectory = run_trial(config, reporter=None if args.quiet else ProgressPrinter(config.epochs))
+    show = error_format(config.dataset)
+    trajectory = run_trial(config, reporter=None if args.quiet
+                           else ProgressPrinter(config.epochs, show))
     elapsed = time.perf_counter() - start
     last = trajectory.iloc[-1]
     best = trajectory["test_error"].min()
     status = "DIVERGED" if bool(last["diverged"]) else "done"
+    name = "risk" if config.dataset == "nqm" else "error"
     print(f"{status}: {int(last['epoch'])} epochs, {int(last['iterations'])} updates, "
-          f"final test error {100 * last['test_error']:.2f}% (best {100 * best:.2f}%), "
-          f"val error {100 * last['val_error']:.2f}%, {elapsed:.1f} s")
+          f"final test {name} {show(last['test_error'])} (best {show(best)}), "
+          f"val {name} {show(last['val_error'])}, {elapsed:.1f} s")
     if args.out:
         write_records(trial_table("train", config.to_dict(), trajectory), args.out)
         print(f"records written to {args.out}")
     return 0
 
 
+def error_format(dataset: str) -> Callable[[float], str]:
+    """Errors as percentages; the NQM's "errors" are its expected risk, a loss, shown as is."""
+    if dataset == "nqm":
+        return lambda value: f"{value:.4g}"
+    return lambda value: f"{100 * value:5.2f}%"
+
+
 class ProgressPrinter:
     """A reporter printing one line per epoch."""
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, epochs: int, show: Callable[[float], str] | None = None) -> None:
         self.epochs = epochs
+        self.show = show or error_format("")
 
     def __call__(self, record: dict[str, Any]) -> None:
         if record.get("done"):
@@ -147,6 +159,6 @@ class ProgressPrinter:
                              if record[name] == record[name])
         print(f"epoch {record['epoch']:>3}/{self.epochs}  batch {record['batch_size']:>5}  "
               f"lr {record['lr']:.4g}  loss {record['train_loss']:.4f}  "
-              f"train {100 * record['train_error']:5.2f}%  val {100 * record['val_error']:5.2f}%  "
-              f"test {100 * record['test_error']:5.2f}%  {measures}  "
+              f"train {self.show(record['train_error'])}  val {self.show(record['val_error'])}  "
+              f"test {self.show(record['test_error'])}  {measures}  "
               f"[{record['wall_time_s']:.1f}s]", flush=True)

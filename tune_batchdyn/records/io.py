@@ -41,16 +41,26 @@ def records_format(path: str | os.PathLike) -> str:
 
 
 def read_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """One records table from one file or several (stacked in the order given)."""
+    """One records table from one file or several (stacked in the order given).
+
+    Files whose trial ids collide (two Optuna studies both number their trials 0, 1, ...) get
+    their ids prefixed with the file's name (``study_a:0``), so their trials stay apart."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    paths = [Path(path) for path in paths]
     tables = []
     for path in paths:
-        if not Path(path).is_file():
+        if not path.is_file():
             raise ConfigError(f"records file={str(path)!r} does not exist.")
-        tables.append(_read_one(Path(path)))
+        tables.append(_read_one(path))
     if len(tables) == 1:
         return normalise_table(tables[0])
+    ids = [set(table["trial_id"].astype(str)) for table in tables]
+    if sum(map(len, ids)) != len(set().union(*ids)):
+        names = [path.stem if [p.stem for p in paths].count(path.stem) == 1 else f"{i}-{path.stem}"
+                 for i, path in enumerate(paths)]
+        tables = [table.assign(trial_id=name + ":" + table["trial_id"].astype(str))
+                  for name, table in zip(names, tables, strict=True)]
     return concat_tables(tables)
 
 

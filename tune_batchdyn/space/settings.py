@@ -70,14 +70,16 @@ def parse_search(source: str, table: Mapping[str, Any], params: Mapping[str, Par
     if budget is not None and (not is_int(budget) or budget < 1):
         raise _error(source, "budget", budget, "an integer >= 1 (training epochs)")
     return SearchSettings(metric=metric, mode=mode, num_samples=num_samples, budget=budget,
-                          beacons=_beacons(source, table, params),
-                          beacon_lr=_beacon_lr(source, table, constants),
+                          beacons=_beacons(source, table, params, constants),
+                          beacon_lr=_beacon_lr(source, table, params, constants),
                           dynamic=_dynamic(source, table.get("dynamic", []),
                                            _fewest_epochs(params, constants)))
 
 
-def _beacons(source: str, table: Mapping[str, Any], params: Mapping[str, Param]
-             ) -> tuple[int, ...]:
+def _beacons(source: str, table: Mapping[str, Any], params: Mapping[str, Param],
+             constants: Mapping[str, Any]) -> tuple[int, ...]:
+    """The beacon batch sizes: given, else the batch-size grid. A space with fixed-batch trials
+    must run each (a beacon is one of its trials), or that beacon would never run."""
     batch = params.get("batch_size")
     default = list(batch.values) if batch is not None and batch.is_categorical else []
     beacons = table.get("beacons", default)
@@ -85,18 +87,44 @@ def _beacons(source: str, table: Mapping[str, Any], params: Mapping[str, Param]
             or len(set(beacons)) != len(beacons):
         raise _error(source, "beacons", beacons, "a list of distinct batch sizes (integers "
                      ">= 1)")
+    runs = _values(params, constants, "batch_size") if _runs_fixed(params, constants) else None
+    if runs is not None and not set(beacons) <= set(runs):
+        raise _error(source, "beacons", beacons, f"batch sizes the space runs: {list(runs)}")
     return tuple(beacons)
 
 
-def _beacon_lr(source: str, table: Mapping[str, Any], constants: Mapping[str, Any]
-               ) -> float | None:
+def _beacon_lr(source: str, table: Mapping[str, Any], params: Mapping[str, Param],
+               constants: Mapping[str, Any]) -> float | None:
+    """The beacons' lr: given, else the fixed lr; one of the lrs the space runs when it has
+    fixed-batch trials."""
     value = table.get("beacon_lr", constants.get("lr"))
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not (value > 0 and math.isfinite(value)):
         raise _error(source, "beacon_lr", value, "a finite number > 0")
+    runs = _values(params, constants, "lr") if _runs_fixed(params, constants) else None
+    if runs is not None and not any(math.isclose(value, lr) for lr in runs):
+        raise _error(source, "beacon_lr", value, f"one of the lrs the space runs: {list(runs)}")
     return float(value)
+
+
+def _runs_fixed(params: Mapping[str, Param], constants: Mapping[str, Any]) -> bool:
+    """Whether some trials run at a fixed batch (the beacons' kind); a space of dynamic
+    schedules only compares with beacons recorded from another space."""
+    strategies = _values(params, constants, "strategy")
+    if strategies is None:
+        return "strategy" not in params  # not set: every trial is fixed-batch
+    return "fixed" in strategies
+
+
+def _values(params: Mapping[str, Param], constants: Mapping[str, Any],
+            key: str) -> tuple | None:
+    """Every value ``key`` takes in the space's trials, or None when a range leaves it open
+    (or the space does not set it)."""
+    if key in params:
+        return tuple(params[key].values) if params[key].is_categorical else None
+    return (constants[key],) if key in constants else None
 
 
 def _dynamic(source: str, specs: Any, epochs: int) -> tuple[str | Mapping[str, Any], ...]:
