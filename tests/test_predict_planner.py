@@ -137,3 +137,12 @@ def test_plan_error_from_a_fitted_predictor():
                          lr=lr, predictor=predictor)
     assert plan.prediction_mode == "gp"
     assert 0 < plan.predicted_error < 1 and plan.predicted_error_std > 0
+
+
+def test_candidates_that_train_as_a_beacon_or_as_another_candidate_are_dropped():
+    # 2 epochs with milestones at 50%/75%: "[16,32]-MS" has 1-epoch phases, so it runs 16 both
+    # epochs (a beacon's run); "[16,16,32,32]" runs as "[16,32]" does
+    plan = plan_schedule(_toy_beacons(), (5.0, 1.0),
+                         candidates=["[16,32]-MS", "[16,32]", "[16,16,32,32]", "[16]", "[32]"])
+    assert plan.candidates["schedule"].tolist().count("[16,32]-MS") == 0
+    assert sorted(plan.candidates["schedule"]) == ["[16,32]", "fixed", "fixed"]

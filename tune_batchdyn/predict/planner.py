@@ -29,6 +29,7 @@ from tune_batchdyn.predict.region import OptimumRegion
 from tune_batchdyn.predict.schedules import (
     LR_DECAY_FACTOR,
     LR_MILESTONES,
+    Schedule,
     epoch_batch_sizes,
     milestone_epochs,
     parse_schedule,
@@ -92,16 +93,16 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
                  else schedule_family(sorted(by_size)))
     if not (isinstance(tie_tolerance, (int, float)) and tie_tolerance >= 0):
         raise ConfigError(f"tie_tolerance={tie_tolerance!r} is not accepted; use a number >= 0.")
-    rows, paths = [], {}
+    rows, paths, realised = [], {}, set()
     for schedule in schedules:
         sizes = epoch_batch_sizes(schedule, beacon_set.epochs, lr_milestones)
-        if not set(int(b) for b in sizes) <= set(by_size):
+        if not set(int(b) for b in sizes) <= set(by_size) or _same_run(schedule, sizes,
+                                                                      realised):
             continue
+        realised.add(tuple(int(b) for b in sizes))
         path = compose(by_size, sizes, beacon_set.measure_every, lr / beacon_lr)
         point = _point_at(path, fraction)
         key = (schedule.spec, int(sizes[0]))
-        if key in paths:
-            continue
         paths[key] = (schedule, sizes, path, point)
         rows.append({"schedule": key[0], "batch_size": key[1],
                      "ck_bar": math.exp(point[0]), "lk": math.exp(point[1]),
@@ -123,6 +124,14 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
         point=(math.exp(point[0]), math.exp(point[1])), distance=float(chosen["distance"]),
         iterations=int(chosen["iterations"]), predicted_error=mean, predicted_error_std=std,
         prediction_mode=mode, candidates=table)
+
+
+def _same_run(schedule: Schedule, sizes: np.ndarray, realised: set[tuple[int, ...]]) -> bool:
+    """A candidate that trains as one already listed (the same batch size each epoch), or a
+    dynamic spec that trains at one batch size throughout (over a few epochs ``-MS`` phases
+    can be shorter than their stages): that run is a beacon's, not a plan."""
+    runs = tuple(int(b) for b in sizes)
+    return runs in realised or (schedule.spec != "fixed" and len(set(runs)) == 1)
 
 
 def _beacon_set(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
