@@ -1,7 +1,9 @@
 """The brain: predict final errors early, locate the optimum region, plan batch-size schedules.
 
 numpy/scipy/pandas (and scikit-learn's estimator base) only; works on records tables
-(``tune_batchdyn.records``), never on models.
+(``tune_batchdyn.records``), never on models. The names below are imported on first use
+(PEP 562), so code that needs only ``predict.schedules`` (the strategies, so every trial) does
+not import scikit-learn and SciPy (1.5 s of a trial's start).
 
 - ``FinalErrorPredictor``: a running trial's final error with an uncertainty (GP on its
   measures at the same budget fraction as the finished trials), cold-start and diverged rules;
@@ -13,58 +15,34 @@ numpy/scipy/pandas (and scikit-learn's estimator base) only; works on records ta
   composed from fixed-batch beacons, ends nearest the region's centre.
 """
 
-from tune_batchdyn.predict.baselines import (
-    CurrentValErrorPredictor,
-    NearestNeighbourPredictor,
-    PowerLawPredictor,
-)
-from tune_batchdyn.predict.beacons import (
-    Beacon,
-    BeaconSet,
-    beacons_from_records,
-    compose,
-    nearest_lr,
-)
-from tune_batchdyn.predict.features import CONFIG_FEATURES, FEATURE_GROUPS, FEATURES
-from tune_batchdyn.predict.neighbours import nearest_average
-from tune_batchdyn.predict.planner import SchedulePlan, plan_schedule
-from tune_batchdyn.predict.predictor import ConfigOnlyPredictor, FinalErrorPredictor
-from tune_batchdyn.predict.region import OptimumRegion, informative_k
-from tune_batchdyn.predict.result import Prediction
-from tune_batchdyn.predict.schedules import (
-    Schedule,
-    epoch_batch_sizes,
-    geometric_stages,
-    parse_schedule,
-    schedule_family,
-)
-from tune_batchdyn.predict.trials import Trial, TrialSet
+import importlib
+from typing import Any
 
-__all__ = [
-    "CONFIG_FEATURES",
-    "FEATURES",
-    "FEATURE_GROUPS",
-    "Beacon",
-    "BeaconSet",
-    "ConfigOnlyPredictor",
-    "CurrentValErrorPredictor",
-    "FinalErrorPredictor",
-    "NearestNeighbourPredictor",
-    "OptimumRegion",
-    "PowerLawPredictor",
-    "Prediction",
-    "Schedule",
-    "SchedulePlan",
-    "Trial",
-    "TrialSet",
-    "beacons_from_records",
-    "compose",
-    "epoch_batch_sizes",
-    "geometric_stages",
-    "informative_k",
-    "nearest_average",
-    "nearest_lr",
-    "parse_schedule",
-    "plan_schedule",
-    "schedule_family",
-]
+#: Public names and their modules.
+_EXPORTS: dict[str, str] = {
+    "CurrentValErrorPredictor": "baselines", "NearestNeighbourPredictor": "baselines",
+    "PowerLawPredictor": "baselines",
+    "Beacon": "beacons", "BeaconSet": "beacons", "beacons_from_records": "beacons",
+    "compose": "beacons", "nearest_lr": "beacons",
+    "CONFIG_FEATURES": "features", "FEATURE_GROUPS": "features", "FEATURES": "features",
+    "nearest_average": "neighbours",
+    "SchedulePlan": "planner", "plan_schedule": "planner",
+    "ConfigOnlyPredictor": "predictor", "FinalErrorPredictor": "predictor",
+    "OptimumRegion": "region", "informative_k": "region",
+    "Prediction": "result",
+    "Schedule": "schedules", "epoch_batch_sizes": "schedules", "geometric_stages": "schedules",
+    "parse_schedule": "schedules", "schedule_family": "schedules",
+    "Trial": "trials", "TrialSet": "trials",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
