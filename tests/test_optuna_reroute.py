@@ -154,3 +154,11 @@ def test_a_failed_plan_may_be_planned_again(beacons):
 def test_arguments_are_checked(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         RerouteCallback(**kwargs)
+
+
+def test_the_reason_no_plan_was_made_is_kept_for_the_summary():
+    callback = RerouteCallback(min_beacons=2, k=50)
+    assert callback.no_plan_reason == ""
+    records = synthetic_records(n_configs=6, n_seeds=1, epochs=5, seed=0, diverging=0.0)
+    assert callback.plan(records) is None
+    assert callback.no_plan_reason.endswith("finished trials in the (C̄K, LK) plane, need k=50")

@@ -6,6 +6,11 @@ even when more workers join; the pruner stops trials and
 ``RerouteCallback`` enqueues planned dynamic-sampling trials after them, and each worker stops
 when the queue is empty. A range space is sampled by TPE, ``grid_size * num_samples`` trials
 per study.
+
+A study the sweep creates is marked with the space's name and the ``--set`` overrides (study
+user attributes ``sweep/space``, ``sweep/set``); joining a marked study with others is refused,
+as its finished trials would be reported for settings they did not run with. After the run, the
+decision log (each pruned trial and each enqueued plan) is read back from the study.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from tune_batchdyn.cli._settings import run_settings, settings_differences
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.optuna import (
+    DUPLICATE_ATTR,
+    PLAN_ATTR,
+    PLAN_KEY_ATTR,
     MeasurePruner,
     RerouteCallback,
     composable,
@@ -26,9 +36,15 @@ from tune_batchdyn.optuna import (
     enqueue_beacon,
     make_objective,
     open_study,
+    planned_keys,
 )
 from tune_batchdyn.records import record_attr_name, records_from_optuna
 from tune_batchdyn.space import Space
+
+#: Study user attributes: the space's name and the ``--set`` overrides the study was created
+#: with (``run_settings``); the space is written last, so a reader that finds it finds both.
+SPACE_ATTR = "sweep/space"
+SET_ATTR = "sweep/set"
 
 
 def pruner_for(name: str) -> optuna.pruners.BasePruner:
@@ -109,6 +125,7 @@ def run_optuna(space: Space, overrides: dict[str, Any],
     study = open_study(args.storage, name if args.storage else None,
                        pruner=pruner_for(args.pruner),
                        sampler=optuna.samplers.TPESampler(seed=0))
+    check_study_settings(study, run_settings(space, overrides), args.storage)
     grid = grid_order(space)
     for params, beacon in grid:
         if beacon:
@@ -123,8 +140,11 @@ def run_optuna(space: Space, overrides: dict[str, Any],
             print(f"[search] dynamic: none is made of the beacon batch sizes "
                   f"{list(search.beacons or ())} alone; plans use the schedules over the "
                   "finished beacons")
+        # a space declaring fewer beacon sizes than the callback's default plans from them all
+        fewer = {"min_beacons": len(search.beacons)} if 2 <= len(search.beacons) < 3 else {}
         callbacks.append(RerouteCallback(max_plans=args.max_planned, lr=search.beacon_lr,
-                                         candidates=candidates or None, metric=search.metric))
+                                         candidates=candidates or None, metric=search.metric,
+                                         **fewer))
     callbacks.append(Budget(search.metric, args.budget))
     objective = make_objective(space, metric=search.metric, **overrides)
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -141,4 +161,80 @@ def run_optuna(space: Space, overrides: dict[str, Any],
     else:
         study.optimize(objective, n_trials=n_trials, n_jobs=args.max_concurrent or 1,
                        callbacks=callbacks)
+    print_decision_log(study)
+    reroute = next((c for c in callbacks if isinstance(c, RerouteCallback)), None)
+    if reroute is not None and not planned_keys(study) and reroute.no_plan_reason:
+        print(f"no plan enqueued: {reroute.no_plan_reason}")
     return records_from_optuna(study), decisions_line(study)
+
+
+def stored_settings(study: optuna.Study) -> dict[str, Any] | None:
+    """The ``run_settings`` a study was created with, or ``None`` for an unmarked study."""
+    attrs = study.user_attrs  # read from storage: another worker may have just written them
+    if SPACE_ATTR not in attrs:
+        return None
+    return {"space": attrs[SPACE_ATTR], "set": attrs.get(SET_ATTR) or {}}
+
+
+def check_study_settings(study: optuna.Study, settings: dict[str, Any],
+                         storage: str | None) -> None:
+    """Mark a new study with ``settings`` and refuse to join a study marked with others: its
+    finished trials would be reported as this sweep's ("nothing to run").
+
+    A study with trials but no marks (older, or made by user code) is joined as before. The
+    marks are written only by a worker that finds the study empty and unmarked, then read
+    back, so of two workers that write at once, the one whose marks were overwritten fails
+    unless its settings are the same."""
+    fresh = not study.get_trials(deepcopy=False)
+    stored = stored_settings(study)
+    if stored is None and fresh:
+        study.set_user_attr(SET_ATTR, settings["set"])
+        study.set_user_attr(SPACE_ATTR, settings["space"])
+        stored = stored_settings(study)
+    found = "" if stored is None else settings_differences(stored, settings)
+    if found:
+        raise ConfigError(f"study {study.study_name!r} in {storage} was created by another "
+                          f"sweep ({found}); pass another --study-name to start a new study, "
+                          "or the same --space and --set to continue this one.")
+
+
+def print_decision_log(study: optuna.Study) -> None:
+    """Print ``decision_lines`` under a heading, as the Ray side prints its decision log."""
+    lines = decision_lines(study)
+    if lines:
+        print(f"\ndecision log (read from study {study.study_name!r}):")
+        print("\n".join(f"  {line}" for line in lines), flush=True)
+
+
+def decision_lines(study: optuna.Study) -> list[str]:
+    """One line per enqueued plan and per pruned trial, by trial number; the trials
+    ``decisions_line`` counts (a plan once, a trial pruned as a duplicate plan not at all)."""
+    lines: list[str] = []
+    plans: set[str] = set()
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if DUPLICATE_ATTR in trial.user_attrs:
+            continue
+        key = trial.user_attrs.get(PLAN_KEY_ATTR)
+        if key is not None and key not in plans:
+            plans.add(key)
+            lines.append(plan_line(trial))
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            lines.append(f"prune trial {trial.number} at epoch {trial.last_step}: "
+                         f"{shown_params(trial)}")
+    return lines
+
+
+def plan_line(trial: optuna.trial.FrozenTrial) -> str:
+    """``enqueue trial 22: strategy=[8,128]-MS batch_size=8 lr=0.1 (predicted error 0.12,
+    complete)``."""
+    predicted = trial.user_attrs.get("reroute/predicted_error")
+    why = "" if predicted is None else f"predicted error {predicted:.4g}, "
+    return (f"enqueue trial {trial.number}: {shown_params(trial)} "
+            f"({why}{trial.state.name.lower()})")
+
+
+def shown_params(trial: optuna.trial.FrozenTrial) -> str:
+    """The trial's params, with a plan's overrides (its schedule) over them."""
+    params = {**trial.params, **trial.user_attrs.get(PLAN_ATTR, {})}
+    return " ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                    for key, value in params.items())

@@ -1,11 +1,19 @@
-"""The Ray Tune side of ``tune-batchdyn sweep`` (imported only when ``--backend ray``)."""
+"""The Ray Tune side of ``tune-batchdyn sweep`` (imported only when ``--backend ray``).
+
+A new experiment folder gets ``sweep.json`` (the space's name and the ``--set`` overrides) next
+to ``decisions.csv``; ``--resume`` with other settings is refused, as Ray would continue the
+experiment with its stored ones. Ctrl-C (which Ray catches: it saves the experiment and
+returns) ends with one line saying how to continue, and exit status 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 from typing import Any
@@ -20,6 +28,7 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
 )
 
+from tune_batchdyn.cli._settings import run_settings, settings_differences
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.records import records_from_ray_dir
 from tune_batchdyn.space import Space
@@ -38,6 +47,10 @@ class Progress(tune.Callback):
     """A status line at most every ``every`` seconds: trials by state (finished trials split
     into stopped early and run to the end, with the scheduler's ``decisions``), reroutes and
     spawns, and the best trial by its latest result (what the summary ranks by at the end)."""
+
+    #: Each trial's status after the latest step: at the end of an interrupted run Ray marks
+    #: every live trial TERMINATED, so the last line shows the statuses from before.
+    statuses: dict[str, str] | None = None
 
     def __init__(self, metric: str, every: float = 5.0,
                  decisions: DecisionLog | None = None) -> None:
@@ -58,18 +71,23 @@ class Progress(tune.Callback):
             self._last = time.monotonic()
             self.print(trials)
 
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.print(trials)
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.statuses = {t.trial_id: t.status for t in trials}
 
-    def print(self, trials: list) -> None:
-        states = pd.Series([t.status.lower() for t in trials]).value_counts().to_dict()
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.print(trials, self.statuses)
+
+    def print(self, trials: list, statuses: dict[str, str] | None = None) -> None:
+        status = {t.trial_id: t.status for t in trials}
+        status.update(statuses or {})
+        states = pd.Series([s.lower() for s in status.values()]).value_counts().to_dict()
         acted = ""
         if self.decisions is not None:
             log = self.decisions.frame()
             stopped = set(log.loc[log["action"] == STOPPED, "trial_id"])
             ended = states.pop("terminated", 0)
-            states["stopped"] = sum(t.trial_id in stopped for t in trials
-                                    if t.status == "TERMINATED")
+            states["stopped"] = sum(trial_id in stopped for trial_id, s in status.items()
+                                    if s == "TERMINATED")
             states["finished"] = ended - states["stopped"]
             counts = self.decisions.counts()
             acted = f"; rerouted {counts[REROUTED]}, spawned {counts[SPAWNED]}"
@@ -133,6 +151,77 @@ def _add_filter(logger_name: str, rule: Any) -> None:
         logger.addFilter(rule)
 
 
+#: The experiment folder's record of what the sweep was started with (``run_settings``).
+SETTINGS_FILE = "sweep.json"
+
+
+def write_settings(experiment: str, settings: dict[str, Any]) -> None:
+    """Write ``sweep.json`` into a new experiment folder (created here, before Ray does)."""
+    os.makedirs(experiment, exist_ok=True)
+    with open(os.path.join(experiment, SETTINGS_FILE), "w") as handle:
+        json.dump(settings, handle, indent=1, sort_keys=True)
+
+
+def check_resumed_settings(experiment: str, settings: dict[str, Any]) -> None:
+    """Refuse ``--resume`` with settings other than ``sweep.json``'s: Ray would continue the
+    stored experiment and ignore them. A folder without the file resumes as before."""
+    path = os.path.join(experiment, SETTINGS_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as handle:
+        found = settings_differences(json.load(handle), settings)
+    if found:
+        raise ConfigError(f"--resume: {experiment} holds another sweep ({found}); pass another "
+                          "--name to start a new experiment, or the same --space and --set to "
+                          "continue this one.")
+
+
+class Interruption:
+    """Log filter for Ray's loggers: notes Ray's "Experiment has been interrupted ... Resume
+    experiment with: Tuner.restore(...)" (Ray catches Ctrl-C, saves the experiment and returns
+    from ``fit`` as if done) and drops it, and then the "Failed to fetch metrics" notes on
+    trials that never reported: the sweep says how to continue in its own words."""
+
+    LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Experiment has been interrupted"):
+            self.seen = True
+            return False
+        return not (self.seen and message.startswith("Failed to fetch metrics"))
+
+
+def fit(tuner: Any, experiment: str, resumed: bool) -> None:
+    """``tuner.fit()``; when Ray reports it interrupted, ``interrupted_line`` and exit status 130
+    (the CLI's for Ctrl-C; raised as ``SystemExit``, since the CLI's own interrupt line
+    would follow a ``KeyboardInterrupt`` and be the last one)."""
+    interruption = Interruption()
+    loggers = [logging.getLogger(name) for name in Interruption.LOGGERS]
+    for logger in loggers:
+        logger.addFilter(interruption)
+    try:
+        tuner.fit()
+        if interruption.seen:
+            print(interrupted_line(experiment, resumed), file=sys.stderr, flush=True)
+            raise SystemExit(130)
+    finally:
+        for logger in loggers:
+            logger.removeFilter(interruption)
+
+
+def interrupted_line(experiment: str, resumed: bool) -> str:
+    """How to continue, with the trials finished before the interrupt (as the experiment state
+    Ray saved then holds them: a trial it stopped on the way out is not one of them)."""
+    finished = sum(t.status == "TERMINATED" for t in tune.ExperimentAnalysis(experiment).trials)
+    again = "the same command" if resumed else "the same command with --resume"
+    return (f"tune-batchdyn sweep: interrupted: rerun {again} to continue ({finished} "
+            f"trial{'' if finished == 1 else 's'} finished so far).")
+
+
 def run_ray(space: Space, overrides: dict[str, Any],
             args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -150,6 +239,10 @@ def run_ray(space: Space, overrides: dict[str, Any],
                           "it (finished trials are kept) or another --name.")
     if args.resume and not exists:
         raise ConfigError(f"--resume: {experiment} holds no Ray experiment to continue.")
+    if args.resume:
+        check_resumed_settings(experiment, run_settings(space, overrides))
+    else:
+        write_settings(experiment, run_settings(space, overrides))
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
@@ -197,7 +290,7 @@ def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
                                   callbacks=callbacks,
                                   stop=EpochBudget(args.budget) if args.budget else None,
                                   failure_config=tune.FailureConfig(max_failures=2)))
-    tuner.fit()
+    fit(tuner, experiment, resumed=False)
     decisions = scheduler.history.decisions if isinstance(scheduler, MeasureScheduler) else None
     return _results(experiment, decisions, epochs)
 
@@ -206,7 +299,8 @@ def _resumed(experiment: str, trainable: Any, epochs: int) -> tuple[pd.DataFrame
     """``Tuner.restore`` of an interrupted sweep: the searcher, scheduler and callbacks come
     back from the experiment folder; the decisions are read back from its decisions.csv."""
     print(f"resuming {experiment}", flush=True)
-    tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True).fit()
+    fit(tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True), experiment,
+        resumed=True)
     path = os.path.join(experiment, DECISIONS_FILE)
     return _results(experiment, DecisionLog.read_csv(path) if os.path.exists(path) else None,
                     epochs)

@@ -3,7 +3,9 @@
 Each (configuration, seed) of the space's grid runs in this process with the one training
 engine; its records table is appended atomically to ``--out`` as soon as it finishes. Running
 the same command again skips the trials already in ``--out`` (a finished trial is never
-recomputed), so an interrupted recording resumes where it stopped.
+recomputed), so an interrupted recording resumes where it stopped; more ``--seeds`` may be
+added to it. A file whose trials were recorded with other settings (another space's fixed
+fields, other ``--set`` values) is refused, naming the fields: one file holds one grid.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from tune_batchdyn.cli._settings import differences
 from tune_batchdyn.cli.train import parse_config_overrides
 from tune_batchdyn.errors import ConfigError
 
@@ -27,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("--space", required=True,
                    help="a space file (searchspaces/*.toml) or a shipped space's name")
-    p.add_argument("--out", required=True, help="records file (.parquet or .csv)")
+    p.add_argument("--out", required=True,
+                   help="records file (.parquet or .csv); an existing one is continued when "
+                        "its trials have the same settings (space, --set), else refused")
     p.add_argument("--seeds", default="0", help="comma list of trial seeds, e.g. 0,1,2")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a fixed TrialConfig field, e.g. epochs=10 (repeatable)")
@@ -56,6 +63,48 @@ def trial_id(config: dict[str, Any]) -> str:
             f"-s{config.get('seed', 0)}-{digest[:8]}")
 
 
+def check_recorded(path: str, recorded: pd.DataFrame, configs: list[dict[str, Any]]) -> None:
+    """Refuse to add ``configs`` to a records file whose trials were recorded with other
+    settings (e.g. ``epochs=2`` there, ``epochs=3`` asked): skipping by trial id would append a
+    second grid and mix them. The fields compared are those every requested config shares
+    (the space's fixed fields, ``--set``, defaults), the seed excepted: more seeds may be added.
+    """
+    from tune_batchdyn.records import config_columns, flatten_config
+    from tune_batchdyn.train import TrialConfig
+
+    flats = [flatten_config(TrialConfig.from_dict(c).to_dict()) for c in configs]
+    columns = (set(config_columns(recorded)) | set().union(*flats)) - {"config/seed"}
+    stored: dict[str, Any] = {}
+    given: dict[str, Any] = {}
+    for column in sorted(columns):
+        wanted = {_cell(flat.get(column)) for flat in flats}
+        if len(wanted) > 1:  # a searched parameter
+            continue
+        there = (sorted({_cell(v) for v in recorded[column].unique()}, key=str)
+                 if column in recorded.columns else [None])
+        if there != list(wanted):
+            field = column.removeprefix("config/")
+            stored[field] = there[0] if len(there) == 1 else "|".join(map(str, there))
+            given[field] = next(iter(wanted))
+    found = differences(stored, given)
+    if found:
+        raise ConfigError(f"--out {path} holds trials recorded with other settings ({found}); "
+                          "pass another --out to record this grid, or the same --space and "
+                          "--set to continue that one.")
+
+
+def _cell(value: Any) -> Any:
+    """A config cell as it compares: NaN and None alike, numpy numbers as Python ones, a whole
+    float as an int (a CSV file may read ``2`` back as ``2.0``)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def main(args: argparse.Namespace) -> int:
     from tune_batchdyn.records import append_records, read_records, records_format, trial_table
     from tune_batchdyn.space import read_space
@@ -73,7 +122,9 @@ def main(args: argparse.Namespace) -> int:
     configs = [{**c, "seed": seed} for c in grid_configs(space, overrides) for seed in seeds]
     done = set()
     if Path(args.out).exists():
-        done = set(read_records(args.out)["trial_id"].unique())
+        recorded = read_records(args.out)
+        check_recorded(args.out, recorded, configs)
+        done = set(recorded["trial_id"].unique())
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     todo = [c for c in configs if trial_id(c) not in done]
     print(f"recording {len(configs)} trials of {space.source} into {args.out} "

@@ -124,6 +124,8 @@ class RerouteCallback:
         self._lr_milestones = tuple(lr_milestones)
         self._lr_decay_factor = lr_decay_factor
         self._k = k
+        #: Why the latest check made no plan ("" until one did not).
+        self.no_plan_reason = ""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state != TrialState.COMPLETE:
@@ -155,17 +157,15 @@ class RerouteCallback:
             beacon_lr = nearest_lr(beacons.lrs, lr)
             sizes = sorted(beacons.at_lr(beacon_lr))
             if len(sizes) < self._min_beacons:
-                log.debug("no plan: %d beacon batch sizes at lr %g, need %d", len(sizes),
-                          beacon_lr, self._min_beacons)
-                return None
+                return self._no_plan(f"{len(sizes)} beacon batch sizes at lr {beacon_lr:g}, "
+                                     f"need min_beacons={self._min_beacons}")
             candidates = [spec for spec in self._candidates or [
                 s.spec for s in schedule_family(sizes) if s.spec != "fixed"]
                 if len(parse_schedule(spec).stages) <= beacons.epochs]
             region = OptimumRegion(fraction=1.0, k=self._k, target=self._target).fit(records)
             if len(region.points_) < self._k:
-                log.debug("no plan: %d finished trials in the plane, need k=%d",
-                          len(region.points_), self._k)
-                return None
+                return self._no_plan(f"{len(region.points_)} finished trials in the (C̄K, LK) "
+                                     f"plane, need k={self._k}")
             k = informative_k(self._k, len(region.points_))
             if k != self._k:  # too few trials for a k-nearest map that is not flat
                 region = region.set_params(k=k).fit(records)
@@ -173,8 +173,12 @@ class RerouteCallback:
                                  lr_milestones=self._lr_milestones,
                                  lr_decay_factor=self._lr_decay_factor)
         except ConfigError as err:
-            log.debug("no plan: %s", err)
-            return None
+            return self._no_plan(str(err))
+
+    def _no_plan(self, reason: str) -> None:
+        """Keep why no plan was made (``no_plan_reason``, for the sweep's summary)."""
+        self.no_plan_reason = reason
+        log.debug("no plan: %s", reason)
 
 
 def composable(candidates: Iterable[Any], beacon_sizes: Iterable[int]) -> list[str]:

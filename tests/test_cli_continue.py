@@ -1,0 +1,191 @@
+"""Continuing a sweep or a recording: other settings are refused, the same ones continue; the
+Optuna sweep's decision log; the Ray sweep's Ctrl-C line."""
+
+import json
+import logging
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from tune_batchdyn.cli import main
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.optuna import DUPLICATE_ATTR, PLAN_ATTR, PLAN_KEY_ATTR, plan_key
+from tune_batchdyn.records import read_records
+
+NQM_OPTIONS = 'dataset_options={"dim": 200, "bins": 10, "samples_per_epoch": 2000}'
+SMALL_NQM = ["--set", "epochs=4", "--set", NQM_OPTIONS]
+
+
+def test_optuna_sweep_refuses_other_settings_and_continues_the_same(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = ["sweep", "--space", "nqm", "--backend", "optuna", "--storage", storage,
+            "--max-planned", "0"]
+    assert main([*argv, *SMALL_NQM]) == 0
+    text = capsys.readouterr().out
+    # the decision log: one line per pruned trial, before the decisions line
+    pruned = int(text.rsplit("decisions: pruned=", 1)[1].split()[0])
+    assert pruned >= 1
+    log = text.split("decision log (read from study 'nqm'):\n", 1)[1].split("\n\n", 1)[0]
+    lines = log.splitlines()
+    assert len(lines) == pruned
+    assert all(line.startswith("  prune trial ") and " at epoch " in line
+               and "batch_size=" in line and "lr=" in line for line in lines)
+    assert text.index("decision log") < text.index("decisions: pruned=")
+    study = optuna.load_study(study_name="nqm", storage=storage)
+    assert study.user_attrs["sweep/space"] == "nqm"
+    assert study.user_attrs["sweep/set"] == {
+        "epochs": 4, "dataset_options": {"dim": 200, "bins": 10, "samples_per_epoch": 2000}}
+    # other --set: refused in one line naming the study, the storage and the field
+    assert main([*argv, "--set", "epochs=3", "--set", NQM_OPTIONS]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"tune-batchdyn sweep: error: study 'nqm' in {storage} was created by another sweep "
+        "(--set epochs: 4 stored, 3 given); pass another --study-name to start a new study, or "
+        "the same --space and --set to continue this one.")
+    # another space under the same study name: refused too
+    assert main([*argv, "--space", "digits_mlp_smoke", "--study-name", "nqm", *SMALL_NQM]) == 2
+    assert "(--space: nqm stored, digits_mlp_smoke given)" in capsys.readouterr().err
+    # the same command continues the study (finished: nothing to run) and logs the same
+    assert main([*argv, *SMALL_NQM]) == 0
+    again = capsys.readouterr().out
+    assert "already holds 21 finished trials: nothing to run" in again
+    assert "\n".join(f"  {line.strip()}" for line in lines) in again
+
+
+def in_memory_study(trials: int = 0) -> optuna.Study:
+    study = optuna.create_study()
+    for value in range(trials):
+        study.add_trial(optuna.trial.create_trial(value=float(value)))
+    return study
+
+
+def test_a_new_study_is_marked_once_and_an_unmarked_one_is_joined_as_before():
+    from tune_batchdyn.cli._sweep_optuna import check_study_settings, stored_settings
+
+    settings = {"space": "nqm", "set": {"epochs": 4}}
+    study = in_memory_study()
+    check_study_settings(study, settings, None)
+    assert stored_settings(study) == settings
+    check_study_settings(study, settings, None)  # a second worker with the same command
+    with pytest.raises(ConfigError, match=r"--set epochs: 4 stored, unset given"):
+        check_study_settings(study, {"space": "nqm", "set": {}}, None)
+    # made by user code (or before the marks): joined, and left unmarked
+    legacy = in_memory_study(trials=1)
+    check_study_settings(legacy, settings, None)
+    assert stored_settings(legacy) is None and not legacy.user_attrs
+
+
+def pruned_trial(params: dict, steps: int, **user_attrs: object) -> optuna.trial.FrozenTrial:
+    distributions = {key: optuna.distributions.CategoricalDistribution([value])
+                     for key, value in params.items()}
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params=params, distributions=distributions,
+        intermediate_values={step: 0.5 for step in range(1, steps + 1)}, user_attrs=user_attrs)
+
+
+def test_optuna_decision_log_lists_pruned_trials_and_plans_once():
+    from tune_batchdyn.cli._sweep_optuna import decision_lines
+    from tune_batchdyn.optuna import decisions_line
+
+    study = in_memory_study(trials=1)
+    study.add_trial(pruned_trial({"batch_size": 8, "lr": 0.4}, steps=2))
+    plan = {"strategy": "[8,128]-MS", "batch_size": 8, "lr": 0.1}
+    attrs = {PLAN_ATTR: plan, PLAN_KEY_ATTR: plan_key(plan), "reroute/predicted_error": 0.1234}
+    study.enqueue_trial(plan, user_attrs=attrs)
+    study.add_trial(pruned_trial({}, steps=0, **attrs, **{DUPLICATE_ATTR: 2}))  # not counted
+    assert decision_lines(study) == [
+        "prune trial 1 at epoch 2: batch_size=8 lr=0.4",
+        "enqueue trial 2: strategy=[8,128]-MS batch_size=8 lr=0.1 (predicted error 0.1234, "
+        "waiting)",
+    ]
+    assert decisions_line(study) == "decisions: pruned=1 enqueued=1"
+
+
+def fake_experiment(folder, settings: dict | None) -> None:
+    """A folder that ``Tuner.can_restore`` takes for an experiment, with its ``sweep.json``."""
+    folder.mkdir(parents=True)
+    (folder / "tuner.pkl").write_bytes(b"")
+    if settings is not None:
+        (folder / "sweep.json").write_text(json.dumps(settings))
+
+
+def test_ray_resume_with_other_settings_is_refused_before_ray_starts(tmp_path, capsys):
+    experiment = tmp_path / "ray" / "run"
+    fake_experiment(experiment, {"space": "digits_mlp_smoke", "set": {"epochs": 6}})
+    argv = ["sweep", "--space", "nqm", "--storage-path", str(tmp_path / "ray"), "--name", "run",
+            "--resume", "--set", "epochs=6"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tune-batchdyn sweep: error: --resume: {experiment} holds another sweep (--space: "
+        "digits_mlp_smoke stored, nqm given); pass another --name to start a new experiment, "
+        "or the same --space and --set to continue this one.")
+
+
+def test_ray_settings_file_round_trip(tmp_path):
+    from tune_batchdyn.cli._sweep_ray import check_resumed_settings, write_settings
+
+    settings = {"space": "nqm", "set": {"epochs": 4, "measures": ["fisher"]}}
+    write_settings(str(tmp_path / "run"), settings)
+    check_resumed_settings(str(tmp_path / "run"), settings)
+    with pytest.raises(ConfigError, match=r"\(--set epochs: 4 stored, 3 given\)"):
+        check_resumed_settings(str(tmp_path / "run"),
+                               {"space": "nqm", "set": {"epochs": 3, "measures": ["fisher"]}})
+    check_resumed_settings(str(tmp_path / "older"), settings)  # no sweep.json: resumed as before
+
+
+def test_record_refuses_a_file_of_other_settings_and_continues_its_own(tmp_path, capsys):
+    from tune_batchdyn.cli.record import check_recorded, grid_configs
+    from tune_batchdyn.space import read_space
+
+    out = tmp_path / "grid.csv"  # CSV: the values compared are the ones read back
+    argv = ["record", "--space", "nqm", "--out", str(out), "--quiet", "--set", NQM_OPTIONS]
+    assert main([*argv, "--set", "epochs=2"]) == 0
+    recorded = read_records(out)
+    assert recorded["trial_id"].nunique() == 21
+    capsys.readouterr()
+    assert main([*argv, "--set", "epochs=3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tune-batchdyn record: error: --out {out} holds trials recorded with other settings "
+        "(epochs: 2 stored, 3 given); pass another --out to record this grid, or the same "
+        "--space and --set to continue that one.")
+    assert main(["record", "--space", "nqm", "--out", str(out), "--set", "epochs=2"]) == 2
+    assert "(dataset_options/bins: 10 stored, unset given; " in capsys.readouterr().err
+    assert read_records(out).equals(recorded)  # nothing was appended
+    assert main([*argv, "--set", "epochs=2"]) == 0
+    assert "(21 already there)" in capsys.readouterr().out
+    # more seeds of the same grid may be added
+    overrides = {"epochs": 2, "dataset_options": {"dim": 200, "bins": 10,
+                                                  "samples_per_epoch": 2000}}
+    configs = [{**c, "seed": seed} for c in grid_configs(read_space("nqm"), overrides)
+               for seed in (0, 1)]
+    check_recorded(str(out), recorded, configs)
+
+
+def test_ray_interrupt_is_noted_and_its_notes_dropped():
+    from tune_batchdyn.cli._sweep_ray import Interruption
+
+    def record(name: str, message: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, "tune.py", 1, message, None, None)
+
+    interruption = Interruption()
+    failed = record("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for 1")
+    assert interruption(failed) and not interruption.seen  # kept: not after an interrupt
+    assert not interruption(record("ray.tune.tune", "Experiment has been interrupted, but the "
+                                   "most recent state was saved.\nResume experiment with: "
+                                   "Tuner.restore(...)"))
+    assert interruption.seen
+    assert not interruption(failed)
+    assert interruption(record("ray.tune.tune", "Stop signal received (e.g. via SIGINT/Ctrl+C)"))
+
+
+def test_ray_progress_ends_with_the_statuses_from_before_the_interrupt(capsys):
+    from tune_batchdyn.cli._sweep_ray import Progress
+
+    progress = Progress("val_error")
+    trials = [SimpleNamespace(trial_id="a", status="TERMINATED"),
+              SimpleNamespace(trial_id="b", status="RUNNING")]
+    progress.on_step_end(iteration=1, trials=trials)
+    trials[1].status = "TERMINATED"  # what Ray sets on its way out of an interrupted run
+    progress.on_experiment_end(trials)
+    assert capsys.readouterr().out.startswith("[trials 2: running 1, terminated 1]")
