@@ -70,3 +70,4 @@ def test_set_takes_comma_lists_for_list_fields():
     assert parse_config_overrides(["measures=none"]) == {"measures": []}
     assert parse_config_overrides(["lr_milestones=0.5"]) == {"lr_milestones": [0.5]}
     assert parse_config_overrides(['measures=["hessian"]']) == {"measures": ["hessian"]}
+    assert parse_config_overrides(["strategy=[32,64,128]"]) == {"strategy": "[32,64,128]"}

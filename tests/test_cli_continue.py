@@ -76,6 +76,23 @@ def test_a_new_study_is_marked_once_and_an_unmarked_one_is_joined_as_before():
     assert stored_settings(legacy) is None and not legacy.user_attrs
 
 
+def test_workers_with_their_own_data_path_or_device_join_one_study():
+    from tune_batchdyn.cli._settings import run_settings
+    from tune_batchdyn.cli._sweep_optuna import check_study_settings
+    from tune_batchdyn.space import read_space
+    from tune_batchdyn.train.config import RUN_ONLY_FIELDS
+
+    space = read_space("nqm")
+    study = in_memory_study()
+    first = {"epochs": 4, "data_dir": "/nfs/data"}
+    check_study_settings(study, run_settings(space, first, ignore=RUN_ONLY_FIELDS), None)
+    other_machine = {"epochs": 4, "data_dir": "/scratch/data", "device": "cuda"}
+    check_study_settings(study, run_settings(space, other_machine, ignore=RUN_ONLY_FIELDS), None)
+    with pytest.raises(ConfigError, match=r"--set epochs: 4 stored, 5 given"):
+        check_study_settings(study, run_settings(space, {"epochs": 5}, ignore=RUN_ONLY_FIELDS),
+                             None)
+
+
 def pruned_trial(params: dict, steps: int, **user_attrs: object) -> optuna.trial.FrozenTrial:
     distributions = {key: optuna.distributions.CategoricalDistribution([value])
                      for key, value in params.items()}

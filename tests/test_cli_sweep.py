@@ -208,3 +208,16 @@ def test_optuna_progress_line_says_diverged(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("trial 0 complete after 1 epochs: val_error=0.9000")
     assert lines[1].startswith("trial 1 diverged after 1 epochs: val_error=0.9000")
+
+
+def test_a_cluster_named_by_ray_address_is_not_checked_for_local_gpus(monkeypatch):
+    from types import SimpleNamespace
+
+    from tune_batchdyn.cli.sweep import runs_here
+
+    args = SimpleNamespace(backend="ray", address=None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert runs_here(args)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert not runs_here(args)
+    assert runs_here(SimpleNamespace(backend="optuna", address=None))

@@ -262,7 +262,8 @@ def test_storage_files_get_their_folders(tmp_path):
 @pytest.mark.parametrize(("storage", "message"), [
     ("sqlite:sweep.db", r"storage='sqlite:sweep.db' is not accepted: a URL needs '://'"),
     ("mysql://user@nohost/db", r"storage='mysql://user@nohost/db': the database driver it "
-                               r"names is not installed \(PostgreSQL: pip install"),
+                               r"names is not installed \(PostgreSQL: pip install -e "
+                               r"'.\[postgres\]'; MySQL: pip install pymysql"),
     ("nosuchdb://x/y", r"storage='nosuchdb://x/y' cannot be opened: NoSuchModuleError: "),
 ])
 def test_storages_that_cannot_be_opened_fail_in_one_line(storage, message):
@@ -279,6 +280,17 @@ def test_plain_postgresql_urls_use_the_installed_driver(monkeypatch):
                         lambda name: object() if name in installed else None)
     url = "postgresql://u:p@host/db"
     assert storage._with_installed_driver(url) == "postgresql+psycopg2://u:p@host/db"
-    installed.add("psycopg")  # SQLAlchemy's default driver for postgresql://
+    installed.add("psycopg")  # psycopg 3 first, whatever SQLAlchemy's default
+    assert storage._with_installed_driver(url) == "postgresql+psycopg://u:p@host/db"
+    installed.clear()  # none: SQLAlchemy's own message, in one line (test above)
     assert storage._with_installed_driver(url) == url
     assert storage._with_installed_driver("postgresql+pg8000://h/d") == "postgresql+pg8000://h/d"
+
+
+def test_journal_names_may_hold_colons_and_start_at_home(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    open_study("run:1.journal", "s")
+    open_study("~/sweeps/j.journal", "s")
+    assert (tmp_path / "run:1.journal").is_file()
+    assert (tmp_path / "home" / "sweeps" / "j.journal").is_file()

@@ -159,6 +159,7 @@ def test_fb_in_a_trial_records_the_warm_up_rates():
     ({"name": "fb", "warm": 2}, r"strategy=.*unknown option\(s\) \['warm'\]; 'fb' takes "
                                   r"ref_batch, warmup_epochs"),
     ("nonsense", r"strategy='nonsense' is not accepted; use one of: fixed, "),
+    ("dynamic", r"strategy='dynamic': 'dynamic' needs sizes \(a table such as "),
 ])
 def test_bad_specs_raise_one_config_error_naming_spec_and_forms(spec, message):
     with pytest.raises(ConfigError, match=message):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 #: Shown for a setting that one side does not have.
@@ -23,10 +23,13 @@ def _json_default(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def run_settings(space: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def run_settings(space: Any, overrides: Mapping[str, Any],
+                 ignore: Iterable[str] = ()) -> dict[str, Any]:
     """What defines a sweep besides its space's contents: the space's name (the file's stem,
-    the same on every machine) and the ``--set`` overrides, as plain JSON values."""
-    return {"space": space.path.stem if space.path else "sweep", "set": plain(dict(overrides))}
+    the same on every machine) and the ``--set`` overrides but those in ``ignore``, as plain
+    JSON values."""
+    kept = {key: value for key, value in overrides.items() if key not in set(ignore)}
+    return {"space": space.path.stem if space.path else "sweep", "set": plain(kept)}
 
 
 def settings_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> str:

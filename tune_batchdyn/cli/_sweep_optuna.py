@@ -40,6 +40,7 @@ from tune_batchdyn.optuna import (
 )
 from tune_batchdyn.records import record_attr_name, records_from_optuna
 from tune_batchdyn.space import Space
+from tune_batchdyn.train.config import RUN_ONLY_FIELDS
 
 #: Study user attributes: the space's name and the ``--set`` overrides the study was created
 #: with (``run_settings``); the space is written last, so a reader that finds it finds both.
@@ -125,7 +126,9 @@ def run_optuna(space: Space, overrides: dict[str, Any],
     study = open_study(args.storage, name if args.storage else None,
                        pruner=pruner_for(args.pruner),
                        sampler=optuna.samplers.TPESampler(seed=0))
-    check_study_settings(study, run_settings(space, overrides), args.storage)
+    # each worker may have its own data path or device (RUN_ONLY_FIELDS): not the study's
+    check_study_settings(study, run_settings(space, overrides, ignore=RUN_ONLY_FIELDS),
+                         args.storage)
     grid = grid_order(space)
     for params, beacon in grid:
         if beacon:

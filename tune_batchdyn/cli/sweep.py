@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--resume continues a Ray experiment: pass --backend ray and the "
                           "--storage-path (and --name) of the run to continue. An Optuna study "
                           "continues by itself when the same --storage is given again.")
-    if args.backend == "ray" and args.address is None and args.gpus_per_trial > 0:
+    if args.backend == "ray" and runs_here(args) and args.gpus_per_trial > 0:
         check_local_gpus(args.gpus_per_trial)
     if args.storage_path and "://" in args.storage_path:
         raise ConfigError(f"--storage-path {args.storage_path} is not accepted; the sweep reads "
@@ -105,6 +106,13 @@ def check_args(args: argparse.Namespace) -> None:
         from tune_batchdyn.records import records_format
 
         records_format(args.out)
+
+
+def runs_here(args: argparse.Namespace) -> bool:
+    """Whether the trials run on this machine: no cluster named by --address or, as
+    ``ray.init`` reads it, ``RAY_ADDRESS`` (Optuna trials always run here)."""
+    return args.backend == "optuna" or (args.address is None
+                                        and not os.environ.get("RAY_ADDRESS"))
 
 
 def check_local_gpus(gpus_per_trial: float) -> None:
@@ -122,7 +130,7 @@ def check_device(device: object, args: argparse.Namespace) -> None:
     retries each): refuse it at once when the trials run here."""
     import torch
 
-    if (isinstance(device, str) and device.startswith("cuda") and args.address is None
+    if (isinstance(device, str) and device.startswith("cuda") and runs_here(args)
             and not torch.cuda.is_available()):
         raise ConfigError(f"device={device!r} is not accepted: this machine has no CUDA GPU; "
                           "use device=auto (the GPU when there is one) or cpu.")

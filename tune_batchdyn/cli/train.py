@@ -74,6 +74,9 @@ def parse_config_overrides(pairs: list[str], flag: str = "--set") -> dict[str, A
     for field in dataclasses.fields(TrialConfig):
         if field.name in options and isinstance(field.default, tuple):
             options[field.name] = _as_list(options[field.name])
+    if isinstance(options.get("strategy"), list):  # a stage list, "[32,64,128]", is a spec
+        options["strategy"] = next(pair.partition("=")[2] for pair in reversed(pairs)
+                                   if pair.partition("=")[0] == "strategy")
     return options
 
 

@@ -12,13 +12,14 @@ Storage forms:
   ``mysql+pymysql://...``): Optuna's ``RDBStorage``, one code path for every database (tests
   run SQLite; PostgreSQL or MySQL is what several machines should share). A SQLite file's
   folder is created. ``postgresql://`` uses psycopg 3 when it is installed, else psycopg2
-  (what ``.[postgres]`` installs; SQLAlchemy alone would insist on psycopg 3). SQLite waits up to
-  ``sqlite_timeout`` seconds for a lock held by another process instead of failing at once,
-  and its transactions take the write lock when they begin (``immediate_transactions``), so
-  two workers never take the same queued trial;
+  (what ``.[postgres]`` installs; SQLAlchemy's own default depends on its version). SQLite
+  waits up to ``sqlite_timeout`` seconds for a lock held by another process instead of failing
+  at once, and its transactions take the write lock when they begin
+  (``immediate_transactions``), so two workers never take the same queued trial;
 - any other string or path: a journal file (``JournalStorage(JournalFileBackend(path))``),
   append-only, for processes on one machine or a shared file system without a database server;
-  its folder is created. ``sqlite:name.db`` (a scheme without ``//``) is refused as a typo;
+  its folder is created (``~`` is the home folder). ``sqlite:name.db`` (a database scheme
+  without ``//``) is refused as a typo;
 - an ``optuna.storages.BaseStorage``: used as it is.
 
 Kill and restart: a trial is written to storage as it runs (params, each epoch's record and
@@ -107,8 +108,9 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
             raise ConfigError(f"storage={location!r} is not accepted: a URL needs '://' (e.g. "
                               "sqlite:///sweep.db; sqlite:////abs/path.db); or give a journal "
                               "file path.")
-        _make_folder(location, location)
-        return JournalStorage(JournalFileBackend(location))
+        path = os.path.expanduser(location)
+        _make_folder(path, location)
+        return JournalStorage(JournalFileBackend(path))
     given, location = location, _with_installed_driver(location)
     sqlite = location.startswith("sqlite")
     if sqlite:
@@ -125,7 +127,8 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
                              grace_period=grace_period if heartbeat_interval is not None else None)
     except ImportError as err:
         raise ConfigError(f"storage={given!r}: the database driver it names is not installed "
-                          "(PostgreSQL: pip install -e '.[postgres]').") from err
+                          "(PostgreSQL: pip install -e '.[postgres]'; MySQL: pip install pymysql "
+                          "and a mysql+pymysql:// URL).") from err
     except Exception as err:  # SQLAlchemy's errors: a bad URL, an unreachable server, ...
         raise ConfigError(f"storage={given!r} cannot be opened: {_cause(err)}") from err
     if sqlite:
@@ -133,14 +136,19 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
     return rdb
 
 
-_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(?!\\)")  # a scheme, not a Windows drive
+#: A database URL's scheme without its "//" (``sqlite:sweep.db``): a typo, not a journal file.
+_URL_SCHEME = re.compile(r"^(sqlite|postgresql|postgres|mysql|mariadb|oracle|mssql)(\+\w+)?:",
+                         re.IGNORECASE)
 
 
 def _with_installed_driver(url: str) -> str:
-    """``postgresql://`` with the PostgreSQL driver that is installed (psycopg 3, else 2)."""
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    """``postgresql://`` with the PostgreSQL driver that is installed: psycopg 3, else
+    psycopg2 (SQLAlchemy's default driver for it changed between versions)."""
+    if not url.startswith("postgresql://"):
+        return url
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://" + url[len("postgresql://"):]
     return url
 
 

@@ -16,6 +16,7 @@ not import scikit-learn and SciPy (1.5 s of a trial's start).
 """
 
 import importlib
+import importlib.util
 from typing import Any
 
 #: Public names and their modules.
@@ -39,10 +40,12 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # ``predict.planner``
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return sorted({*globals(), *__all__, *_EXPORTS.values()})

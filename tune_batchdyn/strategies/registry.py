@@ -37,10 +37,12 @@ def accepted_forms() -> list[str]:
     return [*NAMED, *(form for form, _ in PATTERNS)]
 
 
-def option_names(factory: Factory) -> list[str]:
-    """The options a named strategy takes: its factory's keyword parameters."""
+def option_names(factory: Factory, *, required: bool = False) -> list[str]:
+    """The options a named strategy takes (its factory's keyword parameters), or with
+    ``required`` those without a default."""
     return [p.name for p in inspect.signature(factory).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and (not required or p.default is p.empty)]
 
 
 def parse_strategy(spec: str | Mapping[str, Any]) -> Strategy:
@@ -60,6 +62,11 @@ def parse_strategy(spec: str | Mapping[str, Any]) -> Strategy:
         if unknown:
             raise ConfigError(f"strategy={spec!r}: unknown option(s) {unknown}; '{name}' takes "
                               f"{', '.join(accepted) or 'no options'}.")
+        missing = [option for option in option_names(NAMED[name], required=True)
+                   if option not in options]
+        if missing:
+            raise ConfigError(f"strategy={spec!r}: '{name}' needs {', '.join(missing)} (a table "
+                              f"such as {{name = \"{name}\", {missing[0]} = ...}}).")
         return NAMED[name](**options)
     for _, parser in PATTERNS:
         strategy = parser(name, options)
