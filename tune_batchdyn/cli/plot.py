@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("plot", help="draw the (C̄K, LK) plane, travelling paths and "
-                                   "measures of a records file", description=__doc__)
+                                   "measures of a records file",
+                                   description=__doc__.replace("``", ""))
     parser.add_argument("records", nargs="*", help="records files (.parquet or .csv)")
     parser.add_argument("--storage", default=None,
                         help="an Optuna storage URL to read a study from instead")

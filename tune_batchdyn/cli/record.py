@@ -29,7 +29,7 @@ from tune_batchdyn.errors import ConfigError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("record", help="run a grid of trials and write all trajectories",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--space", required=True,
                    help="a space file (searchspaces/*.toml) or a shipped space's name")
     p.add_argument("--out", required=True,

@@ -28,7 +28,7 @@ PRUNERS = ("measure", "median", "successive-halving", "hyperband", "wilcoxon", "
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sweep", help="run a scheduled sweep on Ray Tune or Optuna",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--space", required=True,
                    help="a space file (searchspaces/*.toml) or a shipped space's name")
     p.add_argument("--backend", default="ray", help="ray (default) or optuna")
@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-planned", type=int, default=3,
                    help="dynamic-sampling trials spawned (default: 3)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a fixed TrialConfig field, e.g. epochs=10 (repeatable)")
+                   help="override a fixed TrialConfig field, e.g. epochs=10 or "
+                        "measures=fisher,quality (repeatable)")
     p.add_argument("--out", default=None, help="write all records (.parquet or .csv)")
     p.add_argument("--figures", default=None, metavar="DIR", help="write the (C̄K, LK) figures")
     p.set_defaults(func=main)
