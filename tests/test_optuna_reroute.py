@@ -162,3 +162,13 @@ def test_the_reason_no_plan_was_made_is_kept_for_the_summary():
     records = synthetic_records(n_configs=6, n_seeds=1, epochs=5, seed=0, diverging=0.0)
     assert callback.plan(records) is None
     assert callback.no_plan_reason.endswith("finished trials in the (C̄K, LK) plane, need k=50")
+
+
+def test_the_reason_is_cleared_by_a_check_that_plans():
+    callback = RerouteCallback(min_beacons=2, k=5)
+    records = synthetic_records(n_configs=6, n_seeds=1, epochs=5, seed=0, diverging=0.0)
+    first_four = records[records["trial_id"].isin(records["trial_id"].unique()[:4])]
+    assert callback.plan(first_four) is None
+    assert callback.no_plan_reason.endswith("need k=5")
+    assert callback.plan(records) is not None
+    assert callback.no_plan_reason == ""

@@ -141,3 +141,32 @@ def test_block_hessian_uses_only_the_last_layers():
 def test_bad_options_are_config_errors(spec, message):
     with pytest.raises(ConfigError, match=message):
         parse_strategy(spec)
+
+
+@pytest.mark.parametrize(("block_layers", "calls_per_epoch"), [(None, 1), (1, 2)])
+def test_a_trial_reports_abs_eigenvalue_instead_of_measuring_twice(monkeypatch, block_layers,
+                                                                   calls_per_epoch):
+    """ABS measures λmax at each epoch's end; the record takes it (one Lanczos run per epoch,
+    not two) unless ABS measured a block Hessian, which is not the record's λmax."""
+    import tune_batchdyn.strategies.adaptive_batch as abs_module
+    import tune_batchdyn.train.monitor as monitor_module
+    from tune_batchdyn.measures import hessian_top_eigenvalue
+    from tune_batchdyn.train import TrialConfig, run_trial
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        result = hessian_top_eigenvalue(*args, **kwargs)
+        calls.append((kwargs.get("params") is not None, result.eigenvalue))
+        return result
+
+    monkeypatch.setattr(abs_module, "hessian_top_eigenvalue", counted)
+    monkeypatch.setattr(monitor_module, "hessian_top_eigenvalue", counted)
+    strategy = {"name": "abs"} if block_layers is None else {"name": "abs",
+                                                            "block_layers": block_layers}
+    config = TrialConfig(strategy=strategy, epochs=3, batch_size=128, lr=0.05,
+                         measures=("hessian",), hessian_every=1)
+    trajectory = run_trial(config)
+    assert len(calls) == 3 * calls_per_epoch
+    whole_model = [value for block, value in calls if not block]
+    assert trajectory["hessian_top"].tolist() == pytest.approx(whole_model, rel=1e-12)

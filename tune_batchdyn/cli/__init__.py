@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.user_code import import_from_working_directory
 
 #: The order ``--help`` lists sub-commands in; any other sub-command module follows, by name.
 ORDER: tuple[str, ...] = ("train", "sweep", "record", "replay", "plot", "nqm")
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import_from_working_directory()
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:

@@ -124,7 +124,7 @@ class RerouteCallback:
         self._lr_milestones = tuple(lr_milestones)
         self._lr_decay_factor = lr_decay_factor
         self._k = k
-        #: Why the latest check made no plan ("" until one did not).
+        #: Why the latest check made no plan ("" until one did not, and after one made a plan).
         self.no_plan_reason = ""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -169,9 +169,11 @@ class RerouteCallback:
             k = informative_k(self._k, len(region.points_))
             if k != self._k:  # too few trials for a k-nearest map that is not flat
                 region = region.set_params(k=k).fit(records)
-            return plan_schedule(beacons, region, lr=lr, candidates=candidates,
+            plan = plan_schedule(beacons, region, lr=lr, candidates=candidates,
                                  lr_milestones=self._lr_milestones,
                                  lr_decay_factor=self._lr_decay_factor)
+            self.no_plan_reason = ""
+            return plan
         except ConfigError as err:
             return self._no_plan(str(err))
 

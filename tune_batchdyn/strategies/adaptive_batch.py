@@ -124,6 +124,7 @@ class AdaptiveBatch(Strategy):
         self.checks_without_fall = 0
         self.checks = 0
         self.eigenvalue = math.nan
+        self.measured_epoch: int | None = None  #: the epoch ``eigenvalue`` was measured in
         self.eigenvector: torch.Tensor | None = None  #: warm start of the next λmax
         self.measure_indices: torch.Tensor | None = None
 
@@ -169,6 +170,7 @@ class AdaptiveBatch(Strategy):
             return
         self.checks = run.samples_seen // every
         self.eigenvalue = self._eigenvalue(run)
+        self.measured_epoch = run.epoch
         decision = abs_decision(
             eigenvalue=self.eigenvalue, reference=self.reference,
             checks_without_fall=self.checks_without_fall, batch=self.batch, alpha=self.alpha,
@@ -199,9 +201,10 @@ class AdaptiveBatch(Strategy):
             self.log(f"λmax at epoch {run.epoch + 1}: {result.message}")
         return result.eigenvalue
 
-    def end_epoch(self, run: RunView, record: dict[str, Any]) -> None:
-        if math.isnan(record["hessian_top"]) and not math.isnan(self.eigenvalue):
-            record["hessian_top"] = self.eigenvalue
+    def hessian_top(self, run: RunView) -> float | None:
+        if self.block_layers is not None or self.measured_epoch != run.epoch:
+            return None
+        return None if math.isnan(self.eigenvalue) else self.eigenvalue
 
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

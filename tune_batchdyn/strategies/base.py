@@ -119,6 +119,12 @@ class Strategy:
     def end_epoch(self, run: RunView, record: dict[str, Any]) -> None:
         """Called with the finished epoch's record; may add fields to it (e.g. ``tau``)."""
 
+    def hessian_top(self, run: RunView) -> float | None:
+        """λmax of the whole model's loss if the strategy measured it during the current epoch
+        (on a measurement batch, as the trial's ``hessian`` measure does): the record takes it
+        instead of paying for a second one. ``None``: it measured none."""
+        return None
+
     # --- reporting and checkpoints ------------------------------------------------------------
     def log(self, message: str) -> None:
         """Record an event ("batch 64 -> 128 at epoch 12 because ..."); the engine reports it."""

@@ -12,6 +12,13 @@ import numpy as np
 
 from tune_batchdyn.errors import ConfigError, check_choice
 from tune_batchdyn.strategies import parse_strategy
+from tune_batchdyn.user_code import (
+    DATASET_FORM,
+    IMPORT_FORM,
+    MODEL_FORM,
+    checked_callable,
+    is_import_path,
+)
 
 DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "nqm")
 MODELS = ("mlp", "cnn", "resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "densenet",
@@ -33,6 +40,8 @@ RUN_ONLY_FIELDS = frozenset({"device", "data_dir", "download", "micro_batch_size
 class TrialConfig:
     """One trial: data, model, batch-size strategy and the optimiser recipe of the seeds.
 
+    ``dataset`` and ``model`` are built-in names or a user's own functions as
+    ``"package.module:function"`` (``load_data`` and ``build_model`` give the contracts).
     ``seed`` drives the trial (initialisation, data order, augmentation); ``data_seed`` drives
     the data (the digits split, the synthetic task). The learning rate is divided by
     ``lr_decay_factor`` at each fraction of the epochs in ``lr_milestones`` (the seed: ÷10 at
@@ -68,8 +77,9 @@ class TrialConfig:
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
-        check_choice("dataset", self.dataset, DATASETS)
-        check_choice("model", self.model, MODELS)
+        _check_name("dataset", self.dataset, DATASETS, DATASET_FORM, self.data_seed,
+                    **(self.dataset_options if isinstance(self.dataset_options, Mapping) else {}))
+        _check_name("model", self.model, MODELS, MODEL_FORM, (1,), 2)
         if (self.dataset == "nqm") != (self.model == "nqm"):
             raise ConfigError(
                 f"dataset={self.dataset!r} with model={self.model!r}: the noisy quadratic model "
@@ -139,6 +149,18 @@ class TrialConfig:
 
     def replace(self, **changes: Any) -> TrialConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _check_name(field: str, value: Any, builtins: tuple[str, ...], form: str,
+                *example_args: Any, **example_kwargs: Any) -> None:
+    """A built-in name, or a user's function by import path, imported and its signature
+    checked against ``form`` now (not called), so a typo fails before any trial starts."""
+    if is_import_path(value):
+        checked_callable(field, value, form, *example_args, **example_kwargs)
+    elif value not in builtins:
+        options = ", ".join(repr(name) for name in builtins)
+        raise ConfigError(f"{field}={value!r} is not accepted; use one of: {options}, or your "
+                          f"own as {IMPORT_FORM}.")
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -17,8 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, check_choice, is_int
+from tune_batchdyn.train.augment import RECIPES
 from tune_batchdyn.train.synthetic import SyntheticSpec, make_synthetic
+from tune_batchdyn.user_code import (
+    DATASET_FORM,
+    IMPORT_FORM,
+    checked_callable,
+    is_import_path,
+)
 
 #: torchvision datasets: (class name, augmentation recipe, validation samples held out).
 TORCHVISION = {
@@ -80,6 +87,8 @@ def load_data(dataset: str, *, data_seed: int = 0, options: Mapping[str, Any] | 
         data = _digits(data_seed)
     elif dataset == "synthetic":
         data = _synthetic(data_seed, key)
+    elif is_import_path(dataset):
+        data = _user_dataset(dataset, data_seed, key)
     elif dataset in TORCHVISION:
         if options:
             raise ConfigError(f"dataset_options={options!r} is not accepted for {dataset}; "
@@ -87,7 +96,8 @@ def load_data(dataset: str, *, data_seed: int = 0, options: Mapping[str, Any] | 
         data = _torchvision(dataset, data_seed, data_dir, download)
     else:
         raise ConfigError(f"dataset={dataset!r} has no tensor data; use one of: 'digits', "
-                          f"'synthetic', {', '.join(map(repr, TORCHVISION))}.")
+                          f"'synthetic', {', '.join(map(repr, TORCHVISION))}, or your own as "
+                          f"{IMPORT_FORM}.")
     return data.to(device)
 
 
@@ -143,6 +153,65 @@ def _torchvision(dataset: str, data_seed: int, data_dir: str | None,
     classes = int(max(y_train.max(), y_test.max()) + 1)
     return _normalised(dataset, x_train[train_idx], y_train[train_idx], x_train[val_idx],
                        y_train[val_idx], x_test, y_test, classes, augmentation)
+
+
+#: The arrays a user's dataset function returns.
+SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+
+
+@functools.lru_cache(maxsize=4)
+def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
+    """A user's dataset: ``function(data_seed, **dataset_options)`` returns a mapping with
+    ``SPLITS`` (arrays or tensors: inputs of any shape ``[N, ...]``, integer class labels
+    ``[N]``), and optionally ``num_classes`` (default: the largest label + 1) and
+    ``augmentation`` (an ``augment.RECIPES`` name for NCHW images; default "none"). Inputs are
+    used as given (no normalisation), as float32."""
+    field = f"dataset={path!r}"
+    options = json.loads(options_key)
+    result = checked_callable("dataset", path, DATASET_FORM, data_seed, **options)(
+        data_seed, **options)
+    if not isinstance(result, Mapping):
+        raise ConfigError(f"{field} returned a {type(result).__name__}; return a mapping with "
+                          f"keys {', '.join(SPLITS)} (and optionally num_classes, augmentation).")
+    missing = [key for key in SPLITS if key not in result]
+    if missing:
+        raise ConfigError(f"{field} returned no {', '.join(missing)}; return a mapping with keys "
+                          f"{', '.join(SPLITS)} (and optionally num_classes, augmentation).")
+    arrays = {key: _cpu_tensor(field, key, result[key]) for key in SPLITS}
+    for split in ("train", "val", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if y.ndim != 1 or x.ndim < 2 or len(x) != len(y) or len(y) == 0:
+            raise ConfigError(f"{field}: {split}_x has shape {tuple(x.shape)} and {split}_y "
+                              f"{tuple(y.shape)}; accepted: inputs [N, ...] and labels [N], "
+                              "N > 0 alike.")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or int(y.min()) < 0:
+            raise ConfigError(f"{field}: {split}_y must hold integer class labels >= 0 "
+                              f"(got {y.dtype}).")
+    shapes = {tuple(arrays[f"{split}_x"].shape[1:]) for split in ("train", "val", "test")}
+    if len(shapes) != 1:
+        raise ConfigError(f"{field}: train_x, val_x and test_x have different input shapes "
+                          f"{sorted(shapes)}.")
+    largest = max(int(arrays[key].max()) for key in ("train_y", "val_y", "test_y"))
+    classes = result.get("num_classes", largest + 1)
+    if not is_int(classes) or classes <= largest:
+        raise ConfigError(f"{field}: num_classes={classes!r}; use an integer above the largest "
+                          f"label ({largest}).")
+    augmentation = result.get("augmentation", "none")
+    check_choice(f"{field}: augmentation", augmentation, tuple(RECIPES))
+    if augmentation != "none" and len(shapes.pop()) != 3:
+        raise ConfigError(f"{field}: augmentation={augmentation!r} needs images [N, C, H, W].")
+    return DeviceData(path, *(arrays[key].float() if key.endswith("_x") else arrays[key].long()
+                              for key in SPLITS), num_classes=classes, augmentation=augmentation)
+
+
+def _cpu_tensor(field: str, key: str, values: Any) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu()
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise ConfigError(f"{field}: {key} holds {array.dtype} values; accepted: an array or "
+                          "tensor of numbers.")
+    return torch.as_tensor(array)
 
 
 def _as_nchw(images: Any) -> np.ndarray:

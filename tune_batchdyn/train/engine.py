@@ -193,7 +193,7 @@ class Trial:
             test_error=self.error(self.data.test_x, self.data.test_y),
             diverged=diverged or not math.isfinite(loss_sum),
         )
-        record.update(self.monitor.end_epoch(self))
+        record.update(self.monitor.end_epoch(self, self.strategy.hessian_top(self)))
         self.strategy.end_epoch(self, record)
         for event in self.strategy.drain_events():
             log.info("%s", event)

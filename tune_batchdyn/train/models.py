@@ -16,12 +16,25 @@ from torch import nn
 from torch.nn import functional as F
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.user_code import MODEL_FORM, checked_callable, is_import_path
 
 RESNET_DEPTHS = (8, 20, 32, 56, 110)
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """A freshly initialised model (initialisation follows the global torch seed)."""
+    """A freshly initialised model (initialisation follows the global torch seed).
+
+    ``name`` may name a user's function as ``"package.module:function"``: it is called as
+    ``function(input_shape, num_classes)`` (the shape of one input, without the batch
+    dimension) and returns an ``nn.Module`` mapping a batch of inputs to class logits.
+    """
+    if is_import_path(name):
+        model = checked_callable("model", name, MODEL_FORM, input_shape, num_classes)(
+            input_shape, num_classes)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model={name!r} returned a {type(model).__name__}, not a "
+                              "torch.nn.Module.")
+        return model
     channels = input_shape[0]
     if name == "mlp":
         return MLP(math.prod(input_shape), num_classes)

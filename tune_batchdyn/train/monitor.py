@@ -6,10 +6,13 @@ The engine calls ``before_step`` with every training mini-batch (before its upda
 - ``fisher``: the per-sample Gram F̃ of the current mini-batch every ``measure_every``
   iterations (iterations 1, 51, 101, ... as the seed) feeds C̄K, LK and the noise-scale EMA.
   The lr in LK is the first parameter group's (RMSGD's per-layer rates: its first layer's).
+  Modules of a user's model without a per-sample rule get theirs from torch.func (slower; the
+  process logs which, once).
 - ``quality``: the stable-rank quality Q of the weights after each epoch (no data needed).
 - ``hessian``: λmax of the loss on a fixed measurement batch of ``hessian_samples`` training
   samples (eval-mode batch-norm, as the seed), every ``hessian_every`` epochs and at the last,
-  warm-started from the previous measurement's eigenvector (kept in checkpoints).
+  warm-started from the previous measurement's eigenvector (kept in checkpoints); an epoch in
+  which the strategy measured λmax itself (ABS) reports that one instead of paying twice.
   ``hessian_every=None`` picks the interval that keeps its cost near 10% of training: one λmax
   costs about ``HESSIAN_COST_STEPS`` training steps of the base batch size.
 
@@ -34,6 +37,7 @@ from tune_batchdyn.measures import (
     network_quality,
     per_sample_gram,
 )
+from tune_batchdyn.measures.gram import plan_layers
 from tune_batchdyn.train.config import TrialConfig
 
 log = logging.getLogger("tune_batchdyn.train")
@@ -42,6 +46,10 @@ log = logging.getLogger("tune_batchdyn.train")
 HESSIAN_COST_STEPS = 40
 #: Share of the training time the Hessian may take when ``hessian_every`` is automatic.
 HESSIAN_BUDGET = 0.10
+#: What the Gram does with a module it has no per-sample rule for (a user's model may hold one).
+FALLBACK = "torch.func"
+#: The torch.func fallbacks this process has logged (once each, not once per trial).
+_FALLBACKS_LOGGED: set[tuple[str, ...]] = set()
 #: Version of `Monitor.state_dict`'s layout.
 STATE_VERSION = 1
 
@@ -65,16 +73,27 @@ class Monitor:
         self._hessian_batch: torch.Tensor | None = None
         self._hessian_vector: torch.Tensor | None = None  # warm start of the next λmax
         self._n_train = n_train
+        self._gram_planned = False  # whether the torch.func fallback was looked for and logged
 
     def before_step(self, run: Any, x: torch.Tensor, y: torch.Tensor) -> None:
         """Measure on the current mini-batch every ``measure_every`` iterations."""
         if self.fisher is None or run.iteration % self.config.measure_every:
             return
+        if not self._gram_planned:
+            self._gram_planned = True
+            fallback = [f"{layer.name or '<model>'} ({type(layer.module).__name__})"
+                        for layer in plan_layers(run.model, FALLBACK) if layer.builder is None]
+            if fallback and tuple(fallback) not in _FALLBACKS_LOGGED:
+                _FALLBACKS_LOGGED.add(tuple(fallback))
+                log.info("C̄K/LK: no per-sample rule for module(s) %s; their per-sample "
+                         "gradients come from torch.func (slower)", ", ".join(fallback))
         lr = float(run.optimizer.param_groups[0]["lr"])
-        gram = per_sample_gram(run.model, x, y, run.loss_fn)
+        gram = per_sample_gram(run.model, x, y, run.loss_fn, unsupported=FALLBACK)
         self.fisher.update(gram, lr, len(y))
 
-    def end_epoch(self, run: Any) -> dict[str, float]:
+    def end_epoch(self, run: Any, hessian_top: float | None = None) -> dict[str, float]:
+        """The epoch's measures; ``hessian_top``: a λmax the strategy measured this epoch (ABS),
+        reported instead of measuring another."""
         record = {"ck_bar": math.nan, "lk": math.nan, "noise_scale": math.nan,
                   "quality_q": math.nan, "hessian_top": math.nan}
         if self.fisher is not None and self.fisher.updates:
@@ -83,8 +102,10 @@ class Monitor:
         if "quality" in self.config.measures:
             record["quality_q"] = float(network_quality(run.model)["Q"])
         epoch = run.epoch + 1
-        if "hessian" in self.config.measures and (epoch % self.hessian_every == 0
-                                                  or epoch == self.config.epochs):
+        if hessian_top is not None:
+            record["hessian_top"] = hessian_top
+        elif "hessian" in self.config.measures and (epoch % self.hessian_every == 0
+                                                    or epoch == self.config.epochs):
             record["hessian_top"] = self._hessian(run)
         return record
 

@@ -1,0 +1,225 @@
+"""A user's own model and dataset, named "module:function": trials, sweeps' checks, errors."""
+
+import logging
+import math
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from tune_batchdyn.cli import main
+from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.train import TrialConfig, run_trial
+
+USER_MODULE = '''
+import numpy as np
+import torch
+from torch import nn
+
+
+class Scale(nn.Module):
+    """A module that owns a parameter and has no per-sample rule in per_sample_gram."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+def make_net(input_shape, num_classes):
+    n = int(np.prod(input_shape))
+    return nn.Sequential(nn.Flatten(), nn.Linear(n, 16), Scale(16), nn.ReLU(),
+                         nn.Linear(16, num_classes))
+
+
+def make_linear(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes))
+
+
+def blobs(data_seed, n=300, dim=6, classes=3, **extra):
+    rng = np.random.default_rng(data_seed)
+    centres = rng.normal(size=(classes, dim)) * 2.0
+    y = rng.integers(0, classes, size=n)
+    x = centres[y] + rng.normal(size=(n, dim))
+    out = {"train_x": x[:200], "train_y": y[:200], "val_x": x[200:250], "val_y": y[200:250],
+           "test_x": x[250:], "test_y": y[250:]}
+    out.update(extra)
+    return out
+
+
+def images(data_seed):
+    generator = torch.Generator().manual_seed(data_seed)
+    x = torch.randn(120, 1, 8, 8, generator=generator)
+    y = torch.arange(120) % 4
+    return {"train_x": x[:80], "train_y": y[:80], "val_x": x[80:100], "val_y": y[80:100],
+            "test_x": x[100:], "test_y": y[100:], "num_classes": 5, "augmentation": "crop"}
+
+
+def no_labels(data_seed):
+    return {"train_x": np.zeros((4, 2)), "val_x": np.zeros((4, 2)), "test_x": np.zeros((4, 2))}
+
+
+def not_a_mapping(data_seed):
+    return [1, 2, 3]
+
+
+def no_module(input_shape, num_classes):
+    return "a string"
+
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """``usermod`` importable from a temporary folder, forgotten afterwards."""
+    (tmp_path / "usermod.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "usermod"
+    sys.modules.pop("usermod", None)
+
+
+def quick(**fields):
+    defaults = dict(dataset="usermod:blobs", model="usermod:make_linear", epochs=2,
+                    batch_size=32, lr=0.1, measure_every=2, measures=("fisher", "quality"))
+    return TrialConfig(**{**defaults, **fields})
+
+
+def test_user_model_and_dataset_train_and_report_every_measure(user_module, caplog):
+    config = quick(model="usermod:make_net", measures=("fisher", "quality", "hessian"))
+    with caplog.at_level(logging.INFO, logger="tune_batchdyn"):
+        trajectory = run_trial(config)
+    assert len(trajectory) == 2
+    last = trajectory.iloc[-1]
+    assert last["val_error"] < 0.2  # well-separated blobs
+    for column in ("ck_bar", "lk", "noise_scale", "quality_q", "hessian_top"):
+        assert math.isfinite(last[column]), column
+    # the Scale module has no per-sample rule: torch.func computes it, and the trial says so
+    assert "2 (Scale)" in caplog.text and "torch.func" in caplog.text
+
+
+def test_user_dataset_options_reach_the_function(user_module):
+    trajectory = run_trial(quick(dataset_options={"n": 400, "classes": 5}, epochs=1))
+    assert math.isfinite(trajectory.iloc[-1]["val_error"])
+    from tune_batchdyn.train.data import load_data
+
+    data = load_data("usermod:blobs", options={"n": 400, "classes": 5})
+    assert data.n_train == 200 and data.num_classes == 5 and data.input_shape == (6,)
+    assert data.train_x.dtype == torch.float32 and data.train_y.dtype == torch.int64
+    # used as given: no normalisation
+    expected = np.asarray(__import__("usermod").blobs(0, n=400, classes=5)["train_x"])
+    assert torch.allclose(data.train_x, torch.as_tensor(expected, dtype=torch.float32))
+
+
+def test_user_images_with_augmentation_and_num_classes(user_module):
+    trajectory = run_trial(quick(dataset="usermod:images", model="usermod:make_linear"))
+    assert len(trajectory) == 2
+    from tune_batchdyn.train.data import load_data
+
+    data = load_data("usermod:images")
+    assert data.num_classes == 5 and data.augmentation == "crop"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"model": "nosuchmodule:f"}, "model='nosuchmodule:f': cannot import module "
+                                      "'nosuchmodule'"),
+        ({"model": "usermod:missing"}, "model='usermod:missing': module 'usermod' has no "
+                                       "attribute 'missing'"),
+        ({"model": "usermod:NOT_CALLABLE"}, "names a int, not a function"),
+        ({"model": ":f"}, "an import path has the form 'package.module:function'"),
+        ({"model": "usermod:no_labels"}, "model='usermod:no_labels' cannot be called as "
+                                         "function(input_shape, num_classes)"),
+        ({"dataset": "usermod:make_net"}, "dataset='usermod:make_net' cannot be called as "
+                                          "function(data_seed, **dataset_options)"),
+        ({"dataset_options": {"n": 10, "colour": "red"}}, None),  # **extra takes it
+        ({"dataset": "usermod:images", "dataset_options": {"n": 10}},
+         "got an unexpected keyword argument 'n'"),
+        ({"model": "resnet7"}, "or your own as 'package.module:function'"),
+    ],
+)
+def test_bad_import_paths_fail_at_construction(user_module, fields, message):
+    if message is None:
+        quick(**fields)  # accepted
+        return
+    with pytest.raises(ConfigError) as info:
+        quick(**fields)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"model": "usermod:no_module"}, "model='usermod:no_module' returned a str, not a "
+                                         "torch.nn.Module"),
+        ({"dataset": "usermod:not_a_mapping"}, "returned a list; return a mapping with keys "
+                                               "train_x"),
+        ({"dataset": "usermod:no_labels"}, "returned no train_y, val_y, test_y"),
+        ({"dataset_options": {"num_classes": 2}}, "num_classes=2; use an integer above the "
+                                                  "largest label (2)"),
+        ({"dataset_options": {"augmentation": "flip"}}, "augmentation='flip' is not accepted; "
+                                                        "use one of: 'none', 'crop'"),
+        ({"dataset_options": {"augmentation": "crop"}}, "augmentation='crop' needs images "
+                                                        "[N, C, H, W]"),
+        ({"dataset_options": {"train_y": [0] * 7}}, "train_x has shape (200, 6) and train_y "
+                                                    "(7,)"),
+        ({"dataset_options": {"val_y": [0.5] * 50}}, "val_y must hold integer class labels"),
+        ({"dataset_options": {"val_y": ["cat"] * 50}}, "val_y holds <U3 values; accepted: an "
+                                                       "array or tensor of numbers"),
+        ({"dataset_options": {"test_x": [[0, 0, 0]] * 50}}, "different input shapes"),
+    ],
+)
+def test_bad_user_data_or_model_fail_at_trial_start_naming_the_problem(user_module, fields,
+                                                                       message):
+    # the extra keys go through blobs' **extra into its returned mapping
+    options = fields.pop("dataset_options", {})
+    config = quick(**fields)
+    config = config.replace(dataset_options=options) if options else config
+    with pytest.raises(ConfigError) as info:
+        run_trial(config)
+    assert message in str(info.value)
+
+
+def test_command_line_imports_from_its_working_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "cwdmod.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    try:
+        status = main(["train", "--dataset", "cwdmod:blobs", "--model", "cwdmod:make_linear",
+                       "--epochs", "1", "--batch-size", "32"])
+    finally:
+        sys.modules.pop("cwdmod", None)
+    assert status == 0
+    assert "training cwdmod:blobs/cwdmod:make_linear" in capsys.readouterr().out
+    # processes started from here (local Ray workers) find it too
+    assert os.environ["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/somewhere/else"]
+
+
+def test_user_code_in_a_search_space_is_checked_before_any_trial(user_module, tmp_path):
+    from tune_batchdyn.space import load_space
+
+    space_file = tmp_path / "space.toml"
+    space_file.write_text(textwrap.dedent("""
+        [search]
+        metric = "val_error"
+        mode = "min"
+
+        [fixed]
+        dataset = "usermod:blobs"
+        model = "usermod:make_nett"
+
+        [params]
+        lr = { grid = [0.05, 0.1] }
+    """))
+    with pytest.raises(ConfigError) as info:
+        load_space(str(space_file), backend="optuna")
+    assert "module 'usermod' has no attribute 'make_nett'" in str(info.value)
+    assert str(space_file) in str(info.value)

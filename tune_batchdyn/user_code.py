@@ -1,0 +1,77 @@
+"""A user's own model or dataset, named by import path: ``"package.module:function"``.
+
+A string names the code, so it travels wherever a config goes (Ray workers, Optuna storages,
+records, checkpoints, TOML spaces, ``--set model=...``) and every process imports it itself; the
+module must be importable where trials run (installed, or on ``PYTHONPATH``; the command line
+adds its working directory, as ``uvicorn module:app`` does).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tune_batchdyn.errors import ConfigError
+
+#: How the error messages name the form.
+IMPORT_FORM = "'package.module:function'"
+#: The calls a user's model and dataset functions must accept (``build_model``, ``load_data``).
+MODEL_FORM = "function(input_shape, num_classes)"
+DATASET_FORM = "function(data_seed, **dataset_options)"
+
+
+def is_import_path(name: object) -> bool:
+    """``name`` is of the form ``module:attribute`` (built-in names never hold a colon)."""
+    return isinstance(name, str) and ":" in name
+
+
+def import_callable(field: str, path: str) -> Callable[..., Any]:
+    """The callable that ``path`` (``"package.module:function"``, attributes may be dotted)
+    names; a ``ConfigError`` naming ``field`` when it cannot be imported or is not callable."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"{field}={path!r} is not accepted; an import path has the form "
+                          f"{IMPORT_FORM}.")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"{field}={path!r}: cannot import module {module_name!r} ({err}); "
+                          "it must be importable where trials run (installed, or on "
+                          "PYTHONPATH).") from err
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ConfigError(f"{field}={path!r}: module {module_name!r} has no attribute "
+                              f"{attribute!r}.")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ConfigError(f"{field}={path!r} names a {type(target).__name__}, not a function.")
+    return target
+
+
+def checked_callable(field: str, path: str, form: str, *args: Any,
+                     **kwargs: Any) -> Callable[..., Any]:
+    """The function ``path`` names, once its signature takes the arguments of ``form`` (how
+    the contract writes the call, for the error); checked without calling it."""
+    function = import_callable(field, path)
+    try:
+        inspect.signature(function).bind(*args, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{field}={path!r} cannot be called as {form}: {err}.") from err
+    except ValueError:  # no signature to inspect (some builtins): the call decides
+        pass
+    return function
+
+
+def import_from_working_directory() -> None:
+    """Let ``module:function`` name a module in the working directory, here and in the
+    processes started from here (local Ray workers inherit ``PYTHONPATH``)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if cwd not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([cwd, *paths])
