@@ -33,6 +33,7 @@ from tune_batchdyn.optuna import (
     make_objective,
     open_study,
 )
+from tune_batchdyn.records import REPEAT_ATTR
 from tune_batchdyn.space import read_space
 
 #: The smoke run: two batch sizes × two lrs, 5 epochs (a 5-stage schedule needs 5), C̄K and LK
@@ -93,8 +94,10 @@ def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """One line per finished trial."""
     config = trial.user_attrs.get("config", {})
     value = "-" if trial.value is None else f"{trial.value:.4f}"
-    print(f"trial {trial.number}: {trial.state.name.lower()} after "
-          f"{len(trial.intermediate_values)} epochs, val_error={value}, "
+    done_how = f"{trial.state.name.lower()} after {len(trial.intermediate_values)} epochs"
+    if REPEAT_ATTR in trial.user_attrs:  # TPE re-suggested a finished configuration
+        done_how = f"repeats trial {trial.user_attrs[REPEAT_ATTR]} (not trained again)"
+    print(f"trial {trial.number}: {done_how}, val_error={value}, "
           f"strategy={config.get('strategy')} batch_size={config.get('batch_size')} "
           f"lr={config.get('lr')}", flush=True)
 

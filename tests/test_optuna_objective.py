@@ -18,7 +18,12 @@ from tune_batchdyn.optuna import (
     open_study,
     plan_key,
 )
-from tune_batchdyn.records import RECORD_COLUMNS, record_attr_name, records_from_optuna
+from tune_batchdyn.records import (
+    RECORD_COLUMNS,
+    REPEAT_ATTR,
+    record_attr_name,
+    records_from_optuna,
+)
 from tune_batchdyn.space import load_space
 from tune_batchdyn.train import TrialConfig, run_trial
 
@@ -154,3 +159,50 @@ def test_sqlite_round_trip_rebuilds_the_trajectories(tmp_path):
         reference = run_trial(TrialConfig.from_dict(trial.user_attrs["config"]))
         assert rows["val_error"].to_numpy() == pytest.approx(reference["val_error"].to_numpy())
         assert rows["config/batch_size"].iloc[0] == trial.params["batch_size"]
+
+
+def test_a_repeated_config_takes_the_finished_trials_value_without_training(monkeypatch):
+    import sys
+
+    objective_module = sys.modules["tune_batchdyn.optuna.objective"]  # the package exports a
+    trained = []                                                       # function of that name
+
+    def counting_run_trial(config, reporter=None):
+        trained.append((config.batch_size, config.lr))
+        return run_trial(config, reporter)
+
+    monkeypatch.setattr(objective_module, "run_trial", counting_run_trial)
+    study = _study()
+    study.enqueue_trial({"batch_size": 16, "lr": 0.1})
+    study.enqueue_trial({"batch_size": 64, "lr": 0.1})
+    study.enqueue_trial({"batch_size": 16, "lr": 0.1})  # a sampler's repeat
+    study.optimize(make_objective(SPACE, **NQM), n_trials=3)
+    assert trained == [(16, 0.1), (64, 0.1)]
+    first, _, repeat = study.trials
+    assert repeat.state == optuna.trial.TrialState.COMPLETE and repeat.value == first.value
+    assert repeat.user_attrs[REPEAT_ATTR] == 0 and not repeat.intermediate_values
+    assert records_from_optuna(study)["trial_id"].unique().tolist() == ["0", "1"]
+    # a worker's device is not the trajectory: still a repeat; another seed is not
+    other = make_objective(SPACE, **NQM, device="cpu")
+    study.enqueue_trial({"batch_size": 64, "lr": 0.1})
+    study.optimize(other, n_trials=1)
+    assert study.trials[-1].user_attrs[REPEAT_ATTR] == 1
+    study.enqueue_trial({"batch_size": 64, "lr": 0.1})
+    study.optimize(make_objective(SPACE, **NQM, seed=1), n_trials=1)
+    assert REPEAT_ATTR not in study.trials[-1].user_attrs and len(trained) == 3
+    # skip_duplicates=False trains it again
+    study.enqueue_trial({"batch_size": 16, "lr": 0.1})
+    study.optimize(make_objective(SPACE, **NQM, skip_duplicates=False), n_trials=1)
+    assert len(trained) == 4 and study.trials[-1].value == first.value
+
+
+def test_a_repeated_config_is_found_by_another_worker_of_a_sqlite_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = open_study(storage, "repeats", sampler=optuna.samplers.RandomSampler(seed=0))
+    first.enqueue_trial({"batch_size": 16, "lr": 0.4})
+    first.optimize(make_objective(SPACE, **NQM), n_trials=1)
+    again = open_study(storage, "repeats")  # another worker: the config comes back from JSON
+    again.enqueue_trial({"batch_size": 16, "lr": 0.4})
+    again.optimize(make_objective(SPACE, **NQM), n_trials=1)
+    assert again.trials[-1].user_attrs[REPEAT_ATTR] == 0
+    assert again.trials[-1].value == again.trials[0].value

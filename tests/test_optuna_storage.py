@@ -65,7 +65,7 @@ KILLED_WORKER = textwrap.dedent(f"""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(sys.argv[1], "killed", pruner=optuna.pruners.NopPruner(),
                        heartbeat_interval=1, grace_period=2)
-    run = make_objective({SPACE!r}, **{NQM!r})
+    run = make_objective({SPACE!r}, skip_duplicates=False, **{NQM!r})  # every trial trains
 
     def slow(trial):
         time.sleep(0.3)
@@ -166,7 +166,7 @@ def test_killed_worker_loses_nothing_finished(workers):
 
     study = open_study(workers["killed"], "killed", pruner=optuna.pruners.NopPruner(),
                        heartbeat_interval=1, grace_period=2)
-    study.optimize(make_objective(SPACE, **NQM), n_trials=2)
+    study.optimize(make_objective(SPACE, skip_duplicates=False, **NQM), n_trials=2)
     after = {t.number: (t.value, t.params, t.user_attrs, t.intermediate_values)
              for t in study.get_trials(states=(State.COMPLETE,))}
     assert {n: after[n] for n in before} == before
@@ -180,12 +180,13 @@ def test_open_study_creates_then_joins(tmp_path, form):
     storage = {"memory": None, "sqlite": f"sqlite:///{tmp_path / 'a.db'}",
                "journal": tmp_path / "a.journal"}[form]
     name = None if form == "memory" else "joined"
+    objective = make_objective(SPACE, skip_duplicates=False, **NQM)  # every trial trains
     study = open_study(storage, name, heartbeat_interval=None)
-    study.optimize(make_objective(SPACE, **NQM), n_trials=2)
+    study.optimize(objective, n_trials=2)
     if storage is None:
         return
     again = open_study(storage, name, heartbeat_interval=None)
-    again.optimize(make_objective(SPACE, **NQM), n_trials=1)
+    again.optimize(objective, n_trials=1)
     reloaded = optuna.load_study(study_name=name, storage=storage if form == "sqlite" else
                                  optuna.storages.JournalStorage(
                                      optuna.storages.journal.JournalFileBackend(str(storage))))

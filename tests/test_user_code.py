@@ -60,6 +60,28 @@ def images(data_seed):
             "test_x": x[100:], "test_y": y[100:], "num_classes": 5, "augmentation": "crop"}
 
 
+def tokens(data_seed):
+    rng = np.random.default_rng(data_seed)
+    y = rng.integers(0, 2, size=160)
+    x = rng.integers(0, 10, size=(160, 6)) + 10 * y[:, None]  # class 1 uses ids 10..19
+    return {"train_x": x[:100], "train_y": y[:100], "val_x": x[100:130], "val_y": y[100:130],
+            "test_x": x[130:], "test_y": y[130:]}
+
+
+class MeanEmbedding(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.out = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.out(self.embed(x).mean(dim=1))
+
+
+def make_bag(input_shape, num_classes):
+    return MeanEmbedding(num_classes)
+
+
 def no_labels(data_seed):
     return {"train_x": np.zeros((4, 2)), "val_x": np.zeros((4, 2)), "test_x": np.zeros((4, 2))}
 
@@ -124,6 +146,18 @@ def test_user_images_with_augmentation_and_num_classes(user_module):
 
     data = load_data("usermod:images")
     assert data.num_classes == 5 and data.augmentation == "crop"
+
+
+def test_integer_inputs_stay_token_ids_for_an_embedding_model(user_module):
+    from tune_batchdyn.train.data import load_data
+
+    data = load_data("usermod:tokens")
+    assert data.train_x.dtype == torch.int64 and data.input_shape == (6,)
+    trajectory = run_trial(quick(dataset="usermod:tokens", model="usermod:make_bag", epochs=3,
+                                 batch_size=20))
+    last = trajectory.iloc[-1]
+    assert math.isfinite(last["ck_bar"]) and math.isfinite(last["lk"])
+    assert last["val_error"] < 0.2
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ from tune_batchdyn.optuna import (
     open_study,
     planned_keys,
 )
-from tune_batchdyn.records import record_attr_name, records_from_optuna
+from tune_batchdyn.records import REPEAT_ATTR, record_attr_name, records_from_optuna
 from tune_batchdyn.space import Space
 from tune_batchdyn.train.config import RUN_ONLY_FIELDS
 
@@ -75,8 +75,10 @@ class Budget:
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         last = trial.user_attrs.get(record_attr_name(trial.last_step or 0), {})
         state = "diverged" if last.get("diverged") else trial.state.name.lower()
-        print(f"trial {trial.number} {state} after "
-              f"{len(trial.intermediate_values)} epochs: {self.metric}={value} "
+        done_how = f"{state} after {len(trial.intermediate_values)} epochs"
+        if REPEAT_ATTR in trial.user_attrs:
+            done_how = f"repeats trial {trial.user_attrs[REPEAT_ATTR]} (not trained again)"
+        print(f"trial {trial.number} {done_how}: {self.metric}={value} "
               f"strategy={config.get('strategy')} batch={config.get('batch_size')} "
               f"lr={config.get('lr')} | {epochs} trial-epochs, best {best:.4f}", flush=True)
         if self.budget is not None and epochs >= self.budget:

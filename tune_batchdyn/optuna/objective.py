@@ -7,6 +7,11 @@ as the user attribute ``config`` (``records.optuna_import``). Each epoch goes th
 ``TrialReporter``: record stored as a user attribute, ``trial.report(metric, epoch)``,
 ``optuna.TrialPruned`` when ``trial.should_prune()``.
 
+A config that a finished (complete) trial of the study already ran, RUN_ONLY_FIELDS aside, is
+not trained again: samplers re-suggest categorical values, and the same config and seed give
+the same trajectory. The trial takes that trial's value and marks itself with its number
+(user attribute ``repeat_of``, no records); ``skip_duplicates=False`` trains it anyway.
+
 Return value: the final epoch's ``metric`` (``val_error`` by default: the study never selects
 on the test error). A trial that diverged returns its error rather than raising, so the
 study keeps it as a complete (bad) result that samplers learn from: the last record's metric
@@ -29,6 +34,7 @@ Example (NQM trials take milliseconds)::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -40,15 +46,18 @@ from tune_batchdyn.errors import ConfigError, check_choice
 from tune_batchdyn.optuna.reporter import METRICS, TrialReporter
 from tune_batchdyn.optuna.reroute import plan_overrides
 from tune_batchdyn.optuna.sampling import SpaceLike, TrialSpace, as_trial_space, suggest_config
-from tune_batchdyn.records import CONFIG_ATTR
+from tune_batchdyn.records import CONFIG_ATTR, REPEAT_ATTR
 from tune_batchdyn.train import TrialConfig, run_trial
+from tune_batchdyn.train.config import RUN_ONLY_FIELDS
+
+log = logging.getLogger("tune_batchdyn.optuna")
 
 #: A diverged trial's value when its last metric is NaN: chance level with ten classes.
 DIVERGED_ERROR = 0.9
 
 
 def make_objective(space: SpaceLike = None, *, metric: str = "val_error",
-                   diverged_error: float = DIVERGED_ERROR,
+                   diverged_error: float = DIVERGED_ERROR, skip_duplicates: bool = True,
                    **defaults: Any) -> Callable[[optuna.trial.Trial], float]:
     """The objective for ``study.optimize``, its space read and its arguments checked once."""
     trial_space = as_trial_space(space)
@@ -66,9 +75,18 @@ def make_objective(space: SpaceLike = None, *, metric: str = "val_error",
         raise ConfigError(f"field(s) {searched} are both searched by the space and fixed in the "
                           "defaults; keep each field in one place.")
 
+    if not isinstance(skip_duplicates, bool):
+        raise ConfigError(f"skip_duplicates must be True or False, but got {skip_duplicates=}.")
+
     def run(trial: optuna.trial.Trial) -> float:
         config = trial_config(trial, trial_space, defaults)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
+        earlier = finished_with_config(trial.study, config) if skip_duplicates else None
+        if earlier is not None:
+            trial.set_user_attr(REPEAT_ATTR, earlier.number)
+            log.debug("trial %d repeats finished trial %d's config: its value %.4f, not trained "
+                      "again", trial.number, earlier.number, earlier.value)
+            return float(earlier.value)
         trajectory = run_trial(config, TrialReporter(trial, metric, epochs=config.epochs))
         return final_value(trajectory, metric, diverged_error)
 
@@ -76,10 +94,28 @@ def make_objective(space: SpaceLike = None, *, metric: str = "val_error",
 
 
 def objective(trial: optuna.trial.Trial, space: SpaceLike = None, *, metric: str = "val_error",
-              diverged_error: float = DIVERGED_ERROR, **defaults: Any) -> float:
+              diverged_error: float = DIVERGED_ERROR, skip_duplicates: bool = True,
+              **defaults: Any) -> float:
     """Run one trial (see the module docstring); ``make_objective`` reads the space once."""
     return make_objective(space, metric=metric, diverged_error=diverged_error,
-                          **defaults)(trial)
+                          skip_duplicates=skip_duplicates, **defaults)(trial)
+
+
+def finished_with_config(study: optuna.Study,
+                         config: TrialConfig) -> optuna.trial.FrozenTrial | None:
+    """The first complete trial that trained ``config`` (RUN_ONLY_FIELDS aside: a worker's
+    device or data path does not change the trajectory), or ``None``."""
+    wanted = _trajectory_fields(config.to_dict())
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        stored = trial.user_attrs.get(CONFIG_ATTR)
+        if (REPEAT_ATTR not in trial.user_attrs and isinstance(stored, dict)
+                and _trajectory_fields(stored) == wanted):
+            return trial
+    return None
+
+
+def _trajectory_fields(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in RUN_ONLY_FIELDS}
 
 
 def trial_config(trial: optuna.trial.Trial, space: TrialSpace,

@@ -70,7 +70,7 @@ from tune_batchdyn.errors import ConfigError, is_int
 from tune_batchdyn.optuna.reporter import METRICS
 from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
 from tune_batchdyn.predict import FinalErrorPredictor
-from tune_batchdyn.records import records_from_optuna, target_column
+from tune_batchdyn.records import REPEAT_ATTR, records_from_optuna, target_column
 
 
 class MeasurePruner(BasePruner):
@@ -144,7 +144,8 @@ class MeasurePruner(BasePruner):
             return False
         if self._base.prune(study, trial):  # every step: its rungs are kept in the storage
             return True
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                     if REPEAT_ATTR not in t.user_attrs]  # each config counted once
         running = records_from_optuna([trial])
         if len(completed) < self._n_startup_trials or running.empty:
             return False

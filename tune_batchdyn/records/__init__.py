@@ -12,6 +12,7 @@ from tune_batchdyn.records.io import append_records, read_records, records_forma
 from tune_batchdyn.records.optuna_import import (
     CONFIG_ATTR,
     RECORD_ATTR_PREFIX,
+    REPEAT_ATTR,
     record_attr_name,
     record_user_attr,
     records_from_optuna,
@@ -43,6 +44,7 @@ __all__ = [
     "INT_COLUMNS",
     "RECORD_ATTR_PREFIX",
     "RECORD_COLUMNS",
+    "REPEAT_ATTR",
     "TABLE_EXTRA_COLUMNS",
     "append_records",
     "concat_tables",

@@ -7,7 +7,9 @@ Convention (the Optuna plugin writes it, this module reads it):
   (``record_user_attr`` makes one; NaN stays a float NaN);
 - the trial's config is its ``params`` (what the sampler chose) together with an optional user
   attribute ``config`` holding the whole config as a dict; where both give a field, ``params``
-  wins (it is what Optuna recorded).
+  wins (it is what Optuna recorded);
+- a trial that repeated a finished trial's config holds that trial's number in ``repeat_of``
+  and no records.
 
 Trials are read duck-typed (``number``, ``params``, ``user_attrs``), so no Optuna import is needed:
 pass a study (anything with ``get_trials()``) or a list of ``FrozenTrial``. The trial id is the
@@ -31,6 +33,9 @@ from tune_batchdyn.records.table import concat_tables, empty_table, trial_table
 RECORD_ATTR_PREFIX = "record/"
 #: User attribute holding the whole trial config (a dict).
 CONFIG_ATTR = "config"
+#: User attribute of a trial that repeated a finished trial's config and took its value instead
+#: of training again: that trial's number. Such a trial has no records.
+REPEAT_ATTR = "repeat_of"
 
 
 def record_attr_name(epoch: int) -> str:

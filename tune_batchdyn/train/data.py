@@ -165,7 +165,7 @@ def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
     ``SPLITS`` (arrays or tensors: inputs of any shape ``[N, ...]``, integer class labels
     ``[N]``), and optionally ``num_classes`` (default: the largest label + 1) and
     ``augmentation`` (an ``augment.RECIPES`` name for NCHW images; default "none"). Inputs are
-    used as given (no normalisation), as float32."""
+    used as given (no normalisation): integer inputs (token ids) as int64, others as float32."""
     field = f"dataset={path!r}"
     options = json.loads(options_key)
     result = checked_callable("dataset", path, DATASET_FORM, data_seed, **options)(
@@ -200,7 +200,12 @@ def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
     check_choice(f"{field}: augmentation", augmentation, tuple(RECIPES))
     if augmentation != "none" and len(shapes.pop()) != 3:
         raise ConfigError(f"{field}: augmentation={augmentation!r} needs images [N, C, H, W].")
-    return DeviceData(path, *(arrays[key].float() if key.endswith("_x") else arrays[key].long()
+    tokens = not arrays["train_x"].is_floating_point() and arrays["train_x"].dtype != torch.bool
+    if augmentation != "none" and tokens:
+        raise ConfigError(f"{field}: augmentation={augmentation!r} needs float images, but "
+                          f"train_x holds {arrays['train_x'].dtype}.")
+    inputs = torch.long if tokens else torch.float32
+    return DeviceData(path, *(arrays[key].to(inputs if key.endswith("_x") else torch.long)
                               for key in SPLITS), num_classes=classes, augmentation=augmentation)
 
 
