@@ -502,3 +502,42 @@ class TimeMajor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.transpose(0, 1)).mean(dim=0)
+
+
+class FunctionallyTied(nn.Module):
+    """An LM-style tie: the encoder's weight is reused by a matrix product outside its module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(4, 6, bias=False)
+        self.mid = nn.Linear(6, 6)
+        self.head = nn.Linear(4, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.mid(self.enc(x))) @ self.enc.weight)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "sequence", "batch_norm"])
+def test_check_sums_passes_and_changes_nothing_where_every_use_is_seen(name: str) -> None:
+    generator = torch.Generator().manual_seed(6)
+    torch.manual_seed(6)
+    if name == "batch_norm":  # training mode: the decomposition still adds up exactly
+        model, x = BatchNormNet(), torch.randn(6, 2, 6, 6, generator=generator)
+    else:
+        model, x = MODELS[name](), inputs_for(name, 6, generator)
+    y = torch.randint(0, CLASSES, (6,), generator=generator)
+    plain = per_sample_gram(model, x, y)
+    assert torch.equal(per_sample_gram(model, x, y, check_sums=True), plain)
+
+
+def test_check_sums_names_the_layer_whose_weight_is_used_outside_it() -> None:
+    torch.manual_seed(7)
+    model = FunctionallyTied()
+    x, y = torch.randn(5, 4), torch.randint(0, CLASSES, (5,))
+    hooks_only = per_sample_gram(model, x, y)  # silently misses the functional use
+    jacobian = per_sample_jacobian(model, x, y)
+    assert relative_error(hooks_only, jacobian @ jacobian.T) > 1e-2
+    with pytest.raises(ConfigError, match="module 'enc' \\(Linear\\) add up to .* a parameter "
+                                          "of it is also used outside the module"):
+        per_sample_gram(model, x, y, check_sums=True)
+    assert relative_error(per_sample_gram(model, x, y, exact=True), jacobian @ jacobian.T) < 1e-8

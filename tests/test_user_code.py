@@ -82,6 +82,40 @@ def make_bag(input_shape, num_classes):
     return MeanEmbedding(num_classes)
 
 
+def pixels(data_seed):
+    rng = np.random.default_rng(data_seed)
+    x = rng.integers(0, 256, size=(60, 1, 4, 4), dtype=np.uint8)
+    y = np.arange(60) % 3
+    return {"train_x": x[:40], "train_y": y[:40], "val_x": x[40:50], "val_y": y[40:50],
+            "test_x": x[50:], "test_y": y[50:], "num_classes": np.int64(3)}
+
+
+def two_logits(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 2))
+
+
+def expects_100(input_shape, num_classes):
+    return nn.Sequential(nn.Linear(100, num_classes))
+
+
+class Pair(nn.Module):
+    def __init__(self, n, k):
+        super().__init__()
+        self.linear = nn.Linear(n, k)
+
+    def forward(self, x):
+        return self.linear(x), x
+
+
+def pair(input_shape, num_classes):
+    return Pair(int(np.prod(input_shape)), num_classes)
+
+
+def frozen(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes)
+                         ).requires_grad_(False)
+
+
 def no_labels(data_seed):
     return {"train_x": np.zeros((4, 2)), "val_x": np.zeros((4, 2)), "test_x": np.zeros((4, 2))}
 
@@ -257,3 +291,132 @@ def test_user_code_in_a_search_space_is_checked_before_any_trial(user_module, tm
         load_space(str(space_file), backend="optuna")
     assert "module 'usermod' has no attribute 'make_nett'" in str(info.value)
     assert str(space_file) in str(info.value)
+
+
+def test_uint8_pixels_become_floats_and_numpy_num_classes_is_accepted(user_module):
+    from tune_batchdyn.train.data import load_data
+
+    data = load_data("usermod:pixels")
+    assert data.train_x.dtype == torch.float32 and data.num_classes == 3
+    assert float(data.train_x.max()) > 1.0  # used as given: no scaling
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("usermod:two_logits", "returned a torch.float32 tensor of shape (2, 2) for 2 inputs; "
+                               "expected class logits, a float tensor of shape [2, 3]"),
+        ("usermod:expects_100", "failed on inputs of shape (2, 6) (torch.float32): "
+                                "RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
+        ("usermod:pair", "returned a tuple for 2 inputs"),
+        ("usermod:frozen", "model='usermod:frozen' has no trainable parameters"),
+    ],
+)
+def test_a_model_returning_the_wrong_thing_fails_in_one_line_at_trial_start(user_module, model,
+                                                                             message):
+    with pytest.raises(ConfigError) as info:
+        run_trial(quick(model=model))
+    assert message in str(info.value)
+
+
+def test_sweeps_and_objectives_probe_user_code_before_any_trial(user_module, tmp_path):
+    from tune_batchdyn.optuna import make_objective
+    from tune_batchdyn.space import read_space
+
+    space_file = tmp_path / "space.toml"
+    space_file.write_text(textwrap.dedent("""
+        [search]
+        metric = "val_error"
+        mode = "min"
+
+        [fixed]
+        dataset = "usermod:blobs"
+        model = "usermod:two_logits"
+
+        [params]
+        lr = { grid = [0.05, 0.1] }
+    """))
+    space = read_space(str(space_file))  # the names import: accepted at reading
+    with pytest.raises(ConfigError, match="space.toml: model='usermod:two_logits' returned a "
+                                          "torch.float32 tensor of shape \\(2, 2\\)"):
+        space.check_trials({})  # what sweep and record run before the first trial
+    space.check_trials({"model": "usermod:make_net"})
+    with pytest.raises(ConfigError, match="returned no train_y"):
+        make_objective({"lr": [0.1]}, dataset="usermod:no_labels", model="usermod:make_net")
+    with pytest.raises(ConfigError, match="model='usermod:mpl': module 'usermod' has no "
+                                          "attribute 'mpl'"):
+        make_objective({"lr": [0.1]}, dataset="usermod:blobs", model="usermod:mpl")
+
+
+def test_ray_trainables_refuse_functions_of_the_running_script(user_module):
+    from tune_batchdyn.tune import make_trainable
+
+    sys.modules["__main__"].make_test_net = __import__("usermod").make_net
+    try:
+        with pytest.raises(ConfigError, match="Ray's workers do not import the running script"):
+            make_trainable(dataset="usermod:blobs", model="__main__:make_test_net")
+    finally:
+        del sys.modules["__main__"].make_test_net
+    with pytest.raises(ConfigError, match="returned a torch.float32 tensor of shape \\(2, 2\\)"):
+        make_trainable(dataset="usermod:blobs", model="usermod:two_logits")
+
+
+def test_import_failures_are_one_line(tmp_path, monkeypatch):
+    (tmp_path / "raising_mod.py").write_text("raise RuntimeError('no config file')\n")
+    (tmp_path / "broken_mod.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for path, message in [
+        ("raising_mod:f", "importing module 'raising_mod' raised RuntimeError: no config file"),
+        ("broken_mod:f", "importing module 'broken_mod' raised SyntaxError"),
+        ("./mymodels.py:f", "names a file; name the module instead"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            TrialConfig(model=path)
+        assert message in str(info.value)
+
+
+def test_resuming_a_checkpoint_of_a_changed_model_is_refused(tmp_path, monkeypatch):
+    module = tmp_path / "changing.py"
+    module.write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = TrialConfig(dataset="changing:blobs", model="changing:make_net", epochs=2,
+                         measures=("quality",), checkpoint_dir=str(tmp_path / "ck"))
+    try:
+        run_trial(config.replace(epochs=1))
+        module.write_text(USER_MODULE.replace("nn.Linear(n, 16)", "nn.Linear(n, 24)")
+                          .replace("Scale(16)", "Scale(24)").replace("nn.Linear(16,",
+                                                                     "nn.Linear(24,"))
+        sys.modules.pop("changing")
+        with pytest.raises(ConfigError, match="holds the weights of another model than "
+                                              "model='changing:make_net' builds now"):
+            run_trial(config.replace(epochs=1))
+    finally:
+        sys.modules.pop("changing", None)
+
+
+def test_a_weight_used_outside_its_module_is_refused_at_the_first_measurement(user_module,
+                                                                              tmp_path,
+                                                                              monkeypatch):
+    (tmp_path / "tiedmod.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class Tied(nn.Module):
+            def __init__(self, n, k):
+                super().__init__()
+                self.enc = nn.Linear(n, 8, bias=False)
+                self.head = nn.Linear(n, k)
+
+            def forward(self, x):
+                return self.head(torch.tanh(self.enc(x)) @ self.enc.weight)
+
+        def make(input_shape, num_classes):
+            return Tied(input_shape[0], num_classes)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match="module 'enc' \\(Linear\\) add up to"):
+            run_trial(quick(model="tiedmod:make"))
+        assert len(run_trial(quick(model="tiedmod:make", measures=("quality",)))) == 2
+    finally:
+        sys.modules.pop("tiedmod", None)

@@ -36,16 +36,26 @@ def import_callable(field: str, path: str) -> Callable[..., Any]:
     if not module_name or not attribute:
         raise ConfigError(f"{field}={path!r} is not accepted; an import path has the form "
                           f"{IMPORT_FORM}.")
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        raise ConfigError(f"{field}={path!r} names a file; name the module instead, as "
+                          f"{IMPORT_FORM} (e.g. 'mymodels:make_net' for mymodels.py in the "
+                          "working directory).")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as err:
         raise ConfigError(f"{field}={path!r}: cannot import module {module_name!r} ({err}); "
                           "it must be importable where trials run (installed, or on "
                           "PYTHONPATH).") from err
+    except Exception as err:  # the module itself raised while being imported
+        raise ConfigError(f"{field}={path!r}: importing module {module_name!r} raised "
+                          f"{type(err).__name__}: {err}") from err
     for part in attribute.split("."):
         if not hasattr(target, part):
+            hint = (" (__main__ is the running script, which other processes such as Ray's "
+                    "workers do not import: move the function into a module of its own)"
+                    if module_name == "__main__" else "")
             raise ConfigError(f"{field}={path!r}: module {module_name!r} has no attribute "
-                              f"{attribute!r}.")
+                              f"{attribute!r}{hint}.")
         target = getattr(target, part)
     if not callable(target):
         raise ConfigError(f"{field}={path!r} names a {type(target).__name__}, not a function.")

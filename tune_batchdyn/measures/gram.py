@@ -25,6 +25,7 @@ statistics and tied weights, at the memory cost of B gradients at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -214,6 +215,7 @@ def per_sample_gram(
     *,
     exact: bool = False,
     unsupported: str = "error",
+    check_sums: bool = False,
 ) -> Tensor:
     """F̃ = JᵀJ ∈ R^{B×B} (float64) of the per-sample gradient contributions on one batch.
 
@@ -222,7 +224,10 @@ def per_sample_gram(
     used as it is (training mode during training: batch-norm with batch statistics, see the
     module docstring); modes, buffers (running statistics), RNG, hooks, ``requires_grad`` and
     ``.grad`` are as before afterwards. ``unsupported``: "error" or "torch.func" for layers
-    without a per-sample rule; ``exact``: the exact ∂ℓᵢ/∂θ by torch.func.
+    without a per-sample rule; ``exact``: the exact ∂ℓᵢ/∂θ by torch.func. ``check_sums``: also
+    compute the batch gradient and check that each layer's contributions add up to it
+    (1ᵀF̃ₗ1 = ‖∇θₗ Σᵢ ℓᵢ‖²), raising ``ConfigError`` naming the layer whose parameter is also
+    used outside it (a weight tied by ``h @ layer.weight``), which module hooks cannot see.
 
     Example::
 
@@ -243,28 +248,56 @@ def per_sample_gram(
         with preserved_state(model, inputs), torch.enable_grad():
             losses = per_sample_losses(loss_fn, model(inputs), targets, batch)
             _check_inputs_unchanged(layers)
-            grads = _output_gradients(layers, losses)
+            grads = _output_gradients(layers, losses, check_sums)
     finally:
         for handle in handles:
             handle.remove()
     for layer in layers:
         per_call = [tuple(grads.get(id(t)) for t in call.outputs) for call in layer.calls]
         share = _layer_gram(layer, per_call, batch)
+        if check_sums:
+            _check_layer_sum(layer, share, grads)
         if share is not None:
             gram += share
     return gram
 
 
-def _output_gradients(layers: list[_Layer], losses: Tensor) -> dict[int, Tensor | None]:
-    """∂(Σᵢ ℓᵢ)/∂(each recorded output) as it was made, keyed by the output's id; no
-    parameter gradients."""
-    recorded = [
+#: Relative gap between a layer's 1ᵀF̃ₗ1 and its squared batch gradient that ``check_sums``
+#: tolerates (rounding of float32 products; a missed use of a parameter is far larger).
+SUM_TOLERANCE = 1e-3
+
+
+def _layer_parameters(layer: _Layer) -> list[Tensor]:
+    return [p for p in layer.module.parameters(recurse=layer.builder is None) if p.requires_grad]
+
+
+def _check_layer_sum(layer: _Layer, share: Tensor | None, grads: dict[int, Tensor | None]) -> None:
+    expected = sum(float(g.double().square().sum()) for p in _layer_parameters(layer)
+                   if (g := grads.get(id(p))) is not None)
+    found = 0.0 if share is None else float(share.sum())
+    if abs(found - expected) > SUM_TOLERANCE * max(expected, 1e-30):
+        raise ConfigError(
+            f"per_sample_gram: the per-sample contributions of module {layer.name or '<model>'!r}"
+            f" ({type(layer.module).__name__}) add up to {found:.6g}, not to its squared batch "
+            f"gradient {expected:.6g}: a parameter of it is also used outside the module (a "
+            "tied weight in a functional call?), which module hooks do not see. Use exact=True "
+            "(or, in a trial, measures without 'fisher'), or make that use go through a module."
+        )
+
+
+def _output_gradients(layers: list[_Layer], losses: Tensor,
+                      with_parameters: bool = False) -> dict[int, Tensor | None]:
+    """∂(Σᵢ ℓᵢ)/∂(each recorded output) as it was made, keyed by the output's id; the
+    layers' parameter gradients too (keyed by the parameter's id) if ``with_parameters``."""
+    recorded: list[tuple[Tensor, Any]] = [
         (t, edge)
         for layer in layers
         for call in layer.calls
         for t, edge in zip(call.outputs, call.edges, strict=True)
         if edge is not None
     ]
+    if with_parameters:
+        recorded += [(p, p) for layer in layers for p in _layer_parameters(layer)]
     if not losses.requires_grad or not recorded:
         return {}
     edges = [edge for _, edge in recorded]

@@ -49,6 +49,7 @@ from tune_batchdyn.optuna.sampling import SpaceLike, TrialSpace, as_trial_space,
 from tune_batchdyn.records import CONFIG_ATTR, REPEAT_ATTR
 from tune_batchdyn.train import TrialConfig, run_trial
 from tune_batchdyn.train.config import RUN_ONLY_FIELDS
+from tune_batchdyn.train.engine import check_user_code
 
 log = logging.getLogger("tune_batchdyn.optuna")
 
@@ -75,6 +76,8 @@ def make_objective(space: SpaceLike = None, *, metric: str = "val_error",
         raise ConfigError(f"field(s) {searched} are both searched by the space and fixed in the "
                           "defaults; keep each field in one place.")
 
+    # a bad default (a typo in model=...) or a user model returning the wrong shape fails now
+    check_user_code(first_config(trial_space, defaults))
     if not isinstance(skip_duplicates, bool):
         raise ConfigError(f"skip_duplicates must be True or False, but got {skip_duplicates=}.")
 
@@ -99,6 +102,16 @@ def objective(trial: optuna.trial.Trial, space: SpaceLike = None, *, metric: str
     """Run one trial (see the module docstring); ``make_objective`` reads the space once."""
     return make_objective(space, metric=metric, diverged_error=diverged_error,
                           skip_duplicates=skip_duplicates, **defaults)(trial)
+
+
+def first_config(space: TrialSpace, defaults: dict[str, Any]) -> TrialConfig:
+    """The config of the space's first choices (a range's low end) with ``defaults``: checked
+    when the objective is made, so a bad default is one error, not a failed trial each."""
+    first = {}
+    for name, distribution in space.distributions.items():
+        first[name] = (distribution.choices[0] if hasattr(distribution, "choices")
+                       else distribution.low)
+    return TrialConfig.from_dict({**space.constants, **defaults, **space.decode(first)})
 
 
 def finished_with_config(study: optuna.Study,

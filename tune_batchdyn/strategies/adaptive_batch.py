@@ -161,6 +161,9 @@ class AdaptiveBatch(Strategy):
         count = int(self.gamma * len(x))
         if count == 0 or self.epsilon == 0:
             return x, y
+        if not x.is_floating_point():
+            raise ConfigError(f"strategy 'absa' perturbs the inputs (FGSM) and needs floating "
+                              f"inputs, but the data hold {x.dtype} (token ids?); use 'abs'.")
         perturbed = fgsm(run.model, run.loss_fn, x[:count], y[:count], self.epsilon)
         return torch.cat([perturbed, x[count:]]), y
 

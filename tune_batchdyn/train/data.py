@@ -159,13 +159,14 @@ def _torchvision(dataset: str, data_seed: int, data_dir: str | None,
 SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
-@functools.lru_cache(maxsize=4)
 def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
     """A user's dataset: ``function(data_seed, **dataset_options)`` returns a mapping with
     ``SPLITS`` (arrays or tensors: inputs of any shape ``[N, ...]``, integer class labels
     ``[N]``), and optionally ``num_classes`` (default: the largest label + 1) and
     ``augmentation`` (an ``augment.RECIPES`` name for NCHW images; default "none"). Inputs are
-    used as given (no normalisation): integer inputs (token ids) as int64, others as float32."""
+    used as given (no normalisation): int32/int64 inputs (token ids) as int64, others (uint8
+    pixels, floats) as float32. Called on every trial start, not cached, so a redefined
+    function takes effect (cache in the function, if loading is slow)."""
     field = f"dataset={path!r}"
     options = json.loads(options_key)
     result = checked_callable("dataset", path, DATASET_FORM, data_seed, **options)(
@@ -193,6 +194,7 @@ def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
                           f"{sorted(shapes)}.")
     largest = max(int(arrays[key].max()) for key in ("train_y", "val_y", "test_y"))
     classes = result.get("num_classes", largest + 1)
+    classes = classes.item() if isinstance(classes, np.generic) else classes
     if not is_int(classes) or classes <= largest:
         raise ConfigError(f"{field}: num_classes={classes!r}; use an integer above the largest "
                           f"label ({largest}).")
@@ -200,7 +202,7 @@ def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
     check_choice(f"{field}: augmentation", augmentation, tuple(RECIPES))
     if augmentation != "none" and len(shapes.pop()) != 3:
         raise ConfigError(f"{field}: augmentation={augmentation!r} needs images [N, C, H, W].")
-    tokens = not arrays["train_x"].is_floating_point() and arrays["train_x"].dtype != torch.bool
+    tokens = arrays["train_x"].dtype in (torch.int32, torch.int64)
     if augmentation != "none" and tokens:
         raise ConfigError(f"{field}: augmentation={augmentation!r} needs float images, but "
                           f"train_x holds {arrays['train_x'].dtype}.")
@@ -212,11 +214,11 @@ def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
 def _cpu_tensor(field: str, key: str, values: Any) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         return values.detach().cpu()
-    array = np.asarray(values)
+    array = np.array(values)  # a copy: pandas and memory-mapped arrays may be read-only
     if array.dtype.kind not in "biuf":
         raise ConfigError(f"{field}: {key} holds {array.dtype} values; accepted: an array or "
                           "tensor of numbers.")
-    return torch.as_tensor(array)
+    return torch.from_numpy(array)
 
 
 def _as_nchw(images: Any) -> np.ndarray:

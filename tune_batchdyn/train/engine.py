@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.predict.schedules import milestone_epochs
 from tune_batchdyn.records.schema import RECORD_COLUMNS, empty_record
 from tune_batchdyn.strategies import Strategy, parse_strategy
@@ -30,9 +31,10 @@ from tune_batchdyn.train.checkpoint import (
 )
 from tune_batchdyn.train.config import TrialConfig
 from tune_batchdyn.train.data import DeviceData, load_data
-from tune_batchdyn.train.models import build_model
+from tune_batchdyn.train.models import build_model, probe_model
 from tune_batchdyn.train.monitor import Monitor
 from tune_batchdyn.train.stepper import Stepper
+from tune_batchdyn.user_code import is_import_path
 
 log = logging.getLogger("tune_batchdyn.train")
 
@@ -40,6 +42,8 @@ Reporter = Callable[[dict[str, Any]], None]
 EVAL_BATCH = 2048
 #: Steps between host-side divergence checks (each check synchronises with the device).
 CHECK_EVERY = 10
+#: Training inputs a user's model is first run on, to check what it returns.
+PROBE_INPUTS = 2
 
 
 def run_trial(config: TrialConfig, reporter: Reporter | None = None) -> pd.DataFrame:
@@ -57,14 +61,24 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None) -> pd.DataF
     return Trial(config).run(reporter)
 
 
+def check_user_code(config: TrialConfig) -> None:
+    """Load a user's dataset and build and probe a user's model (``config.dataset`` or
+    ``config.model`` by import path) on the CPU, as a trial would: sweeps call it once before
+    any trial starts, so a wrong return value is one line there, not an error in every trial."""
+    if not (is_import_path(config.dataset) or is_import_path(config.model)):
+        return
+    data = load_data(config.dataset, data_seed=config.data_seed, options=config.dataset_options,
+                     data_dir=config.data_dir, download=config.download)
+    model = build_model(config.model, data.input_shape, data.num_classes)
+    probe_model(config.model, model, data.train_x[:PROBE_INPUTS], data.num_classes)
+
+
 def resolve_device(name: str) -> torch.device:
     """The config's device: "auto" is CUDA when available, else the CPU; an unavailable one
     is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from tune_batchdyn.errors import ConfigError
-
         raise ConfigError("device='cuda' but no CUDA GPU is visible; use device='auto' or 'cpu'.")
     return torch.device(name)
 
@@ -85,6 +99,9 @@ class Trial:
         torch.manual_seed(config.seed)
         self.model: nn.Module = build_model(config.model, self.data.input_shape,
                                             self.data.num_classes).to(self.device)
+        if is_import_path(config.model):
+            probe_model(config.model, self.model, self.data.train_x[:PROBE_INPUTS],
+                        self.data.num_classes)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.aug_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         # RunView fields
@@ -268,7 +285,13 @@ class Trial:
         # batch size; every other training field must be the checkpoint's
         check_training_config(self.config.checkpoint_dir, saved, self.config,
                               ignore=("strategy", "batch_size") if rerouted else ())
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # a user's model changed behind the same import path
+            raise ConfigError(
+                f"checkpoint_dir={self.config.checkpoint_dir!r} holds the weights of another "
+                f"model than model={self.config.model!r} builds now (its code changed?): "
+                f"{' '.join(str(err).split())[:300]} Use a new checkpoint_dir.") from err
         if rerouted:  # the new strategy starts fresh from the checkpointed weights
             self._switch_strategy(state)
         else:

@@ -48,6 +48,32 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
     raise ConfigError(f"model={name!r} is not accepted; use one of: {', '.join(accepted)}.")
 
 
+def probe_model(name: str, model: nn.Module, inputs: torch.Tensor, num_classes: int) -> None:
+    """Raise a one-line ``ConfigError`` unless ``model`` has trainable parameters and maps
+    ``inputs`` (a few training inputs) to float logits ``[N, num_classes]``: one forward pass in
+    eval mode without gradients, so weights, statistics and random generators stay as they are."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model={name!r} has no trainable parameters.")
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(inputs)
+    except Exception as err:  # the user's forward pass, on inputs it does not expect
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError(f"model={name!r} failed on inputs of shape {tuple(inputs.shape)} "
+                          f"({inputs.dtype}): {type(err).__name__}: {first_line}") from err
+    finally:
+        model.train(training)
+    expected = (len(inputs), num_classes)
+    if not (isinstance(outputs, torch.Tensor) and outputs.is_floating_point()
+            and tuple(outputs.shape) == expected):
+        got = (f"a {outputs.dtype} tensor of shape {tuple(outputs.shape)}"
+               if isinstance(outputs, torch.Tensor) else f"a {type(outputs).__name__}")
+        raise ConfigError(f"model={name!r} returned {got} for {len(inputs)} inputs; expected "
+                          f"class logits, a float tensor of shape {list(expected)}.")
+
+
 class MLP(nn.Sequential):
     """The seed's MLP: two hidden layers of ``hidden`` ReLU units."""
 

@@ -79,7 +79,8 @@ class Monitor:
         """Measure on the current mini-batch every ``measure_every`` iterations."""
         if self.fisher is None or run.iteration % self.config.measure_every:
             return
-        if not self._gram_planned:
+        first = not self._gram_planned
+        if first:
             self._gram_planned = True
             fallback = [f"{layer.name or '<model>'} ({type(layer.module).__name__})"
                         for layer in plan_layers(run.model, FALLBACK) if layer.builder is None]
@@ -88,7 +89,10 @@ class Monitor:
                 log.info("C̄K/LK: no per-sample rule for module(s) %s; their per-sample "
                          "gradients come from torch.func (slower)", ", ".join(fallback))
         lr = float(run.optimizer.param_groups[0]["lr"])
-        gram = per_sample_gram(run.model, x, y, run.loss_fn, unsupported=FALLBACK)
+        # the first measurement also checks that the layers' contributions add up to the
+        # batch gradient: a user's model may use a weight outside its module (tied weights)
+        gram = per_sample_gram(run.model, x, y, run.loss_fn, unsupported=FALLBACK,
+                               check_sums=first)
         self.fisher.update(gram, lr, len(y))
 
     def end_epoch(self, run: Any, hessian_top: float | None = None) -> dict[str, float]:

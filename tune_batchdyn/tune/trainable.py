@@ -36,15 +36,26 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.train import TrialConfig, run_trial
+from tune_batchdyn.train.engine import check_user_code
 from tune_batchdyn.tune.session import report_epoch, restore_checkpoint
 
 
 def make_trainable(**defaults: Any) -> Callable[[dict[str, Any]], None]:
     """A function trainable running ``run_trial`` on ``{**defaults, **config}``.
 
-    The defaults are checked here (a bad field fails now, not in every trial)."""
-    TrialConfig.from_dict(defaults)
+    The defaults are checked here (a bad field fails now, not in every trial), a user's
+    dataset or model included: it is loaded and probed once, and a function of the running
+    script (``"__main__:..."``) is refused, since Ray's worker processes cannot import it."""
+    config = TrialConfig.from_dict(defaults)
+    for field in ("dataset", "model"):
+        if str(defaults.get(field, "")).startswith("__main__:"):
+            raise ConfigError(f"{field}={defaults[field]!r}: Ray's workers do not import the "
+                              "running script (__main__); move the function into a module "
+                              "of its own and name that module.")
+    if "dataset" in defaults and "model" in defaults:
+        check_user_code(config)
 
     def batchdyn_trial(config: dict[str, Any]) -> None:
         run_tune_trial({**defaults, **config})
