@@ -242,6 +242,8 @@ def test_bad_import_paths_fail_at_construction(user_module, fields, message):
         ({"dataset_options": {"val_y": ["cat"] * 50}}, "val_y holds <U3 values; accepted: an "
                                                        "array or tensor of numbers"),
         ({"dataset_options": {"test_x": [[0, 0, 0]] * 50}}, "different input shapes"),
+        ({"dataset_options": {"val_x": [[float("nan")] * 6] * 50}}, "val_x holds NaN or "
+                                                                     "infinite values"),
     ],
 )
 def test_bad_user_data_or_model_fail_at_trial_start_naming_the_problem(user_module, fields,

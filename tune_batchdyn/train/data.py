@@ -188,6 +188,8 @@ def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or int(y.min()) < 0:
             raise ConfigError(f"{field}: {split}_y must hold integer class labels >= 0 "
                               f"(got {y.dtype}).")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ConfigError(f"{field}: {split}_x holds NaN or infinite values.")
     shapes = {tuple(arrays[f"{split}_x"].shape[1:]) for split in ("train", "val", "test")}
     if len(shapes) != 1:
         raise ConfigError(f"{field}: train_x, val_x and test_x have different input shapes "
