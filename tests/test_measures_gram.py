@@ -541,3 +541,23 @@ def test_check_sums_names_the_layer_whose_weight_is_used_outside_it() -> None:
                                           "of it is also used outside the module"):
         per_sample_gram(model, x, y, check_sums=True)
     assert relative_error(per_sample_gram(model, x, y, exact=True), jacobian @ jacobian.T) < 1e-8
+
+
+class Shift(nn.Module):
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.offset = nn.Parameter(torch.randn(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.offset
+
+
+def test_check_sums_accepts_a_layer_whose_batch_gradient_cancels() -> None:
+    """A shift before training-mode batch-norm has a zero batch gradient: both sums are
+    rounding, which the per-sample scale of the layer bounds."""
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Linear(4, 5), Shift(5), nn.BatchNorm1d(5), nn.Tanh(),
+                          nn.Linear(5, CLASSES))
+    x, y = torch.randn(16, 4), torch.randint(0, CLASSES, (16,))
+    gram = per_sample_gram(model, x, y, unsupported="torch.func", check_sums=True)
+    assert gram.trace() > 0

@@ -170,3 +170,33 @@ def test_a_trial_reports_abs_eigenvalue_instead_of_measuring_twice(monkeypatch, 
     assert len(calls) == 3 * calls_per_epoch
     whole_model = [value for block, value in calls if not block]
     assert trajectory["hessian_top"].tolist() == pytest.approx(whole_model, rel=1e-12)
+
+
+def test_the_monitor_measures_itself_when_abs_used_another_sample_count(monkeypatch):
+    import tune_batchdyn.strategies.adaptive_batch as abs_module
+    import tune_batchdyn.train.monitor as monitor_module
+    from tune_batchdyn.measures import hessian_top_eigenvalue
+    from tune_batchdyn.train import TrialConfig, run_trial
+
+    calls = []
+
+    def counted(model, inputs, *args, **kwargs):
+        calls.append(len(inputs))
+        return hessian_top_eigenvalue(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(abs_module, "hessian_top_eigenvalue", counted)
+    monkeypatch.setattr(monitor_module, "hessian_top_eigenvalue", counted)
+    config = TrialConfig(strategy={"name": "abs", "measure_samples": 64}, epochs=2,
+                         batch_size=128, lr=0.05, measures=("hessian",), hessian_every=1)
+    run_trial(config)
+    assert calls == [64, 128, 64, 128]  # ABS's own, then the record's, each epoch
+
+
+def test_an_unconverged_abs_eigenvalue_is_not_reported():
+    strategy = parse_strategy("abs")
+    strategy.eigenvalue, strategy.measured_epoch, strategy.converged = 3.0, 0, False
+    run = SimpleNamespace(epoch=0)
+    assert strategy.hessian_top(run, strategy.measure_samples) is None
+    strategy.converged = True
+    assert strategy.hessian_top(run, strategy.measure_samples) == 3.0
+    assert strategy.hessian_top(run, strategy.measure_samples + 1) is None

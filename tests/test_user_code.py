@@ -116,6 +116,35 @@ def frozen(input_shape, num_classes):
                          ).requires_grad_(False)
 
 
+class Noisy(nn.Module):
+    def __init__(self, n, k):
+        super().__init__()
+        self.linear = nn.Linear(n, k)
+
+    def forward(self, x):
+        return self.linear(x + 0.01 * torch.randn_like(x))
+
+
+def noisy(input_shape, num_classes):
+    return Noisy(int(np.prod(input_shape)), num_classes)
+
+
+class TiedModules(nn.Module):
+    def __init__(self, n, k):
+        super().__init__()
+        self.enc = nn.Linear(n, n, bias=False)
+        self.dec = nn.Linear(n, n, bias=False)
+        self.dec.weight = self.enc.weight
+        self.head = nn.Linear(n, k)
+
+    def forward(self, x):
+        return self.head(self.dec(torch.tanh(self.enc(x))))
+
+
+def tied_modules(input_shape, num_classes):
+    return TiedModules(int(np.prod(input_shape)), num_classes)
+
+
 def no_labels(data_seed):
     return {"train_x": np.zeros((4, 2)), "val_x": np.zeros((4, 2)), "test_x": np.zeros((4, 2))}
 
@@ -322,6 +351,7 @@ def test_a_model_returning_the_wrong_thing_fails_in_one_line_at_trial_start(user
 
 
 def test_sweeps_and_objectives_probe_user_code_before_any_trial(user_module, tmp_path):
+    from tune_batchdyn.cli._checks import check_user_code
     from tune_batchdyn.optuna import make_objective
     from tune_batchdyn.space import read_space
 
@@ -339,10 +369,12 @@ def test_sweeps_and_objectives_probe_user_code_before_any_trial(user_module, tmp
         lr = { grid = [0.05, 0.1] }
     """))
     space = read_space(str(space_file))  # the names import: accepted at reading
+    space.check_trials({})  # the names import and take the contract's arguments
     with pytest.raises(ConfigError, match="space.toml: model='usermod:two_logits' returned a "
                                           "torch.float32 tensor of shape \\(2, 2\\)"):
-        space.check_trials({})  # what sweep and record run before the first trial
-    space.check_trials({"model": "usermod:make_net"})
+        check_user_code(space, {})  # what sweep and record run before the first trial
+    check_user_code(space, {"model": "usermod:make_net"})
+    assert space.user_code_configs({"model": "mlp", "dataset": "digits"}) == []
     with pytest.raises(ConfigError, match="returned no train_y"):
         make_objective({"lr": [0.1]}, dataset="usermod:no_labels", model="usermod:make_net")
     with pytest.raises(ConfigError, match="model='usermod:mpl': module 'usermod' has no "
@@ -422,3 +454,35 @@ def test_a_weight_used_outside_its_module_is_refused_at_the_first_measurement(us
         assert len(run_trial(quick(model="tiedmod:make", measures=("quality",)))) == 2
     finally:
         sys.modules.pop("tiedmod", None)
+
+
+def test_the_probe_leaves_random_generators_and_modes_as_they_were(user_module):
+    from tune_batchdyn.train.models import build_model, probe_model
+
+    model, inputs = build_model("usermod:noisy", (6,), 3), torch.randn(2, 6)
+    state = torch.get_rng_state()
+    probe_model("usermod:noisy", model, inputs, 3)  # its forward draws noise
+    assert torch.equal(torch.get_rng_state(), state) and model.training
+
+
+def test_tied_modules_are_refused_before_any_trial_unless_fisher_is_off(user_module, tmp_path):
+    from tune_batchdyn.train.engine import check_user_code
+
+    config = quick(model="usermod:tied_modules")
+    with pytest.raises(ConfigError, match="tied weights.*in a trial: measures without 'fisher'"):
+        check_user_code(config)
+    check_user_code(config.replace(measures=("quality",)))
+    assert len(run_trial(config.replace(measures=("quality",)))) == 2
+
+
+def test_dataset_options_reach_the_function_as_given(user_module):
+    from tune_batchdyn.train.data import load_data
+
+    data = load_data("usermod:blobs", options={"n": np.int64(300), "classes": 3})
+    assert data.n_train == 200  # np.int64 arrives as a number, not as the string "300"
+
+
+def test_inputs_mixing_token_ids_and_numbers_are_refused(user_module):
+    with pytest.raises(ConfigError, match="the inputs mix token ids and numbers \\(train_x "
+                                          "torch.int64, val_x torch.float64"):
+        run_trial(quick(dataset_options={"train_x": [[1] * 6] * 200}))

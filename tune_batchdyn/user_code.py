@@ -81,7 +81,7 @@ def import_from_working_directory() -> None:
     processes started from here (local Ray workers inherit ``PYTHONPATH``)."""
     cwd = os.getcwd()
     if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+        sys.path.append(cwd)  # last: a stray torch.py there does not shadow the real one
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if cwd not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([cwd, *paths])

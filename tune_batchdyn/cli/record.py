@@ -106,6 +106,7 @@ def _cell(value: Any) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
+    from tune_batchdyn.cli._checks import check_user_code
     from tune_batchdyn.records import append_records, read_records, records_format, trial_table
     from tune_batchdyn.space import read_space
     from tune_batchdyn.train import TrialConfig, run_trial
@@ -119,6 +120,7 @@ def main(args: argparse.Namespace) -> int:
     space = read_space(args.space)
     overrides = parse_config_overrides(args.set, "--set")
     space.check_trials(overrides)
+    check_user_code(space, overrides)
     configs = [{**c, "seed": seed} for c in grid_configs(space, overrides) for seed in seeds]
     done = set()
     if Path(args.out).exists():

@@ -138,12 +138,14 @@ def check_device(device: object, args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from tune_batchdyn.cli._checks import check_user_code
     from tune_batchdyn.space import read_space
 
     check_args(args)
     space = read_space(args.space)
     overrides = parse_config_overrides(args.set, "--set")
     space.check_trials(overrides)  # a typo fails here, not in every trial
+    check_user_code(space, overrides)
     check_device(overrides.get("device", space.constants.get("device")), args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     start = time.perf_counter()

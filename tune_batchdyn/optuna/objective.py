@@ -60,7 +60,38 @@ DIVERGED_ERROR = 0.9
 def make_objective(space: SpaceLike = None, *, metric: str = "val_error",
                    diverged_error: float = DIVERGED_ERROR, skip_duplicates: bool = True,
                    **defaults: Any) -> Callable[[optuna.trial.Trial], float]:
-    """The objective for ``study.optimize``, its space read and its arguments checked once."""
+    """The objective for ``study.optimize``, its space read and its arguments checked once
+    (a user's dataset and model loaded and probed too: ``train.engine.check_user_code``)."""
+    run = _objective(space, metric, diverged_error, skip_duplicates, defaults)
+    check_user_code(first_config(run.space, defaults))
+    return run
+
+
+class _Objective:
+    """``make_objective``'s callable: one trial per call, the arguments checked at creation."""
+
+    def __init__(self, space: TrialSpace, metric: str, diverged_error: float,
+                 skip_duplicates: bool, defaults: dict[str, Any]) -> None:
+        self.space, self.metric, self.diverged_error = space, metric, diverged_error
+        self.skip_duplicates, self.defaults = skip_duplicates, defaults
+
+    def __call__(self, trial: optuna.trial.Trial) -> float:
+        config = trial_config(trial, self.space, self.defaults)
+        trial.set_user_attr(CONFIG_ATTR, config.to_dict())
+        earlier = finished_with_config(trial.study, config) if self.skip_duplicates else None
+        if earlier is not None:
+            trial.set_user_attr(REPEAT_ATTR, earlier.number)
+            log.debug("trial %d repeats finished trial %d's config: its value %.4f, not trained "
+                      "again", trial.number, earlier.number, earlier.value)
+            return float(earlier.value)
+        trajectory = run_trial(config, TrialReporter(trial, self.metric, epochs=config.epochs))
+        return final_value(trajectory, self.metric, self.diverged_error)
+
+
+def _objective(space: SpaceLike, metric: str, diverged_error: float, skip_duplicates: bool,
+               defaults: dict[str, Any]) -> _Objective:
+    """The objective with its arguments checked (a bad default, such as a typo in
+    ``model=...``, fails here), without running the user's code."""
     trial_space = as_trial_space(space)
     check_choice("metric", metric, METRICS)
     if isinstance(diverged_error, bool) or not isinstance(diverged_error, (int, float)) \
@@ -76,32 +107,18 @@ def make_objective(space: SpaceLike = None, *, metric: str = "val_error",
         raise ConfigError(f"field(s) {searched} are both searched by the space and fixed in the "
                           "defaults; keep each field in one place.")
 
-    # a bad default (a typo in model=...) or a user model returning the wrong shape fails now
-    check_user_code(first_config(trial_space, defaults))
     if not isinstance(skip_duplicates, bool):
         raise ConfigError(f"skip_duplicates must be True or False, but got {skip_duplicates=}.")
-
-    def run(trial: optuna.trial.Trial) -> float:
-        config = trial_config(trial, trial_space, defaults)
-        trial.set_user_attr(CONFIG_ATTR, config.to_dict())
-        earlier = finished_with_config(trial.study, config) if skip_duplicates else None
-        if earlier is not None:
-            trial.set_user_attr(REPEAT_ATTR, earlier.number)
-            log.debug("trial %d repeats finished trial %d's config: its value %.4f, not trained "
-                      "again", trial.number, earlier.number, earlier.value)
-            return float(earlier.value)
-        trajectory = run_trial(config, TrialReporter(trial, metric, epochs=config.epochs))
-        return final_value(trajectory, metric, diverged_error)
-
-    return run
+    first_config(trial_space, defaults)
+    return _Objective(trial_space, metric, diverged_error, skip_duplicates, defaults)
 
 
 def objective(trial: optuna.trial.Trial, space: SpaceLike = None, *, metric: str = "val_error",
               diverged_error: float = DIVERGED_ERROR, skip_duplicates: bool = True,
               **defaults: Any) -> float:
-    """Run one trial (see the module docstring); ``make_objective`` reads the space once."""
-    return make_objective(space, metric=metric, diverged_error=diverged_error,
-                          skip_duplicates=skip_duplicates, **defaults)(trial)
+    """Run one trial (see the module docstring); ``make_objective`` reads the space once and
+    runs a user's code once before the first trial."""
+    return _objective(space, metric, diverged_error, skip_duplicates, defaults)(trial)
 
 
 def first_config(space: TrialSpace, defaults: dict[str, Any]) -> TrialConfig:

@@ -87,7 +87,23 @@ class Space:
                 check_data_dir(dataset, fixed.get("data_dir"))
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from err
-        _check_user_code(source, fixed, params)
+
+    def user_code_configs(self, overrides: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Config values (first choices elsewhere) for each combination of ``dataset``,
+        ``model``, ``dataset_options`` and ``data_seed`` that names a user's code
+        (``module:function``): what a command loads and probes before any trial starts."""
+        from tune_batchdyn.user_code import is_import_path
+
+        params = {key: p for key, p in self.params.items() if key not in overrides}
+        fixed = {**self.constants, **overrides}
+        fields = [key for key in ("dataset", "model", "dataset_options", "data_seed")
+                  if key in params or key in fixed]
+        first = {**fixed, **{key: p.values[0] for key, p in params.items()}}
+        choices = [params[key].values if key in params else [fixed[key]] for key in fields]
+        configs = [{**first, **dict(zip(fields, combination, strict=True))}
+                   for combination in itertools.product(*choices)]
+        return [values for values in configs
+                if is_import_path(values.get("dataset")) or is_import_path(values.get("model"))]
 
     def to_ray(self) -> dict[str, Any]:
         """The Ray Tune ``param_space`` (``ray_form.to_ray``)."""
@@ -141,28 +157,6 @@ def _config_fields() -> list[str]:
     from tune_batchdyn.train.config import TrialConfig
 
     return [f.name for f in dataclasses.fields(TrialConfig)]
-
-
-def _check_user_code(source: str, fixed: Mapping[str, Any], params: Mapping[str, Param]) -> None:
-    """Load each user dataset and probe each user model (``module:function``) the space names,
-    once per combination, as a trial would (``train.engine.check_user_code``)."""
-    from tune_batchdyn.train.config import TrialConfig
-    from tune_batchdyn.train.engine import check_user_code
-    from tune_batchdyn.user_code import is_import_path
-
-    code_fields = ("dataset", "model", "dataset_options", "data_seed")
-    choices = [params[key].values if key in params else [fixed.get(key)] for key in code_fields]
-    first = {**fixed, **{key: p.values[0] for key, p in params.items()}}
-    for combination in itertools.product(*choices):
-        values = {**first, **{key: value for key, value in zip(code_fields, combination,
-                                                                strict=True)
-                              if key in params or key in fixed}}
-        if not any(is_import_path(values.get(key)) for key in ("dataset", "model")):
-            continue
-        try:
-            check_user_code(TrialConfig.from_dict(values))
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from err
 
 
 def _check_trial_configs(source: str, fixed: Mapping[str, Any],

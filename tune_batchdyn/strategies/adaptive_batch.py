@@ -125,6 +125,7 @@ class AdaptiveBatch(Strategy):
         self.checks = 0
         self.eigenvalue = math.nan
         self.measured_epoch: int | None = None  #: the epoch ``eigenvalue`` was measured in
+        self.converged = False  #: whether that measurement met its tolerance
         self.eigenvector: torch.Tensor | None = None  #: warm start of the next λmax
         self.measure_indices: torch.Tensor | None = None
 
@@ -200,14 +201,16 @@ class AdaptiveBatch(Strategy):
                                         run.loss_fn, tol=self.tol, params=params,
                                         start=self.eigenvector, return_info=True)
         self.eigenvector = result.vector.cpu()
+        self.converged = bool(result.converged)
         if not result.converged:
             self.log(f"λmax at epoch {run.epoch + 1}: {result.message}")
         return result.eigenvalue
 
-    def hessian_top(self, run: RunView) -> float | None:
-        if self.block_layers is not None or self.measured_epoch != run.epoch:
+    def hessian_top(self, run: RunView, samples: int) -> float | None:
+        if (self.block_layers is not None or self.measured_epoch != run.epoch
+                or not self.converged or self.measure_samples != samples):
             return None
-        return None if math.isnan(self.eigenvalue) else self.eigenvalue
+        return self.eigenvalue
 
     # --- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -119,10 +119,10 @@ class Strategy:
     def end_epoch(self, run: RunView, record: dict[str, Any]) -> None:
         """Called with the finished epoch's record; may add fields to it (e.g. ``tau``)."""
 
-    def hessian_top(self, run: RunView) -> float | None:
-        """λmax of the whole model's loss if the strategy measured it during the current epoch
-        (on a measurement batch, as the trial's ``hessian`` measure does): the record takes it
-        instead of paying for a second one. ``None``: it measured none."""
+    def hessian_top(self, run: RunView, samples: int) -> float | None:
+        """λmax of the whole model's loss if the strategy measured it, converged, during the
+        current epoch on ``samples`` training samples (as the trial's ``hessian`` measure
+        does): the record takes it instead of paying for a second one. ``None``: it did not."""
         return None
 
     # --- reporting and checkpoints ------------------------------------------------------------

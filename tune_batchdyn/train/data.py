@@ -88,7 +88,7 @@ def load_data(dataset: str, *, data_seed: int = 0, options: Mapping[str, Any] | 
     elif dataset == "synthetic":
         data = _synthetic(data_seed, key)
     elif is_import_path(dataset):
-        data = _user_dataset(dataset, data_seed, key)
+        data = _user_dataset(dataset, data_seed, options)
     elif dataset in TORCHVISION:
         if options:
             raise ConfigError(f"dataset_options={options!r} is not accepted for {dataset}; "
@@ -159,7 +159,7 @@ def _torchvision(dataset: str, data_seed: int, data_dir: str | None,
 SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
-def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
+def _user_dataset(path: str, data_seed: int, options: dict[str, Any]) -> DeviceData:
     """A user's dataset: ``function(data_seed, **dataset_options)`` returns a mapping with
     ``SPLITS`` (arrays or tensors: inputs of any shape ``[N, ...]``, integer class labels
     ``[N]``), and optionally ``num_classes`` (default: the largest label + 1) and
@@ -168,7 +168,6 @@ def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
     pixels, floats) as float32. Called on every trial start, not cached, so a redefined
     function takes effect (cache in the function, if loading is slow)."""
     field = f"dataset={path!r}"
-    options = json.loads(options_key)
     result = checked_callable("dataset", path, DATASET_FORM, data_seed, **options)(
         data_seed, **options)
     if not isinstance(result, Mapping):
@@ -204,7 +203,13 @@ def _user_dataset(path: str, data_seed: int, options_key: str) -> DeviceData:
     check_choice(f"{field}: augmentation", augmentation, tuple(RECIPES))
     if augmentation != "none" and len(shapes.pop()) != 3:
         raise ConfigError(f"{field}: augmentation={augmentation!r} needs images [N, C, H, W].")
-    tokens = arrays["train_x"].dtype in (torch.int32, torch.int64)
+    kinds = {split: arrays[f"{split}_x"].dtype in (torch.int32, torch.int64)
+             for split in ("train", "val", "test")}
+    if len(set(kinds.values())) > 1:
+        dtypes = ", ".join(f"{split}_x {arrays[f'{split}_x'].dtype}" for split in kinds)
+        raise ConfigError(f"{field}: the inputs mix token ids and numbers ({dtypes}); give all "
+                          "three splits int32/int64 token ids, or all numbers.")
+    tokens = kinds["train"]
     if augmentation != "none" and tokens:
         raise ConfigError(f"{field}: augmentation={augmentation!r} needs float images, but "
                           f"train_x holds {arrays['train_x'].dtype}.")

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.measures import per_sample_gram
 from tune_batchdyn.predict.schedules import milestone_epochs
 from tune_batchdyn.records.schema import RECORD_COLUMNS, empty_record
 from tune_batchdyn.strategies import Strategy, parse_strategy
@@ -32,7 +33,7 @@ from tune_batchdyn.train.checkpoint import (
 from tune_batchdyn.train.config import TrialConfig
 from tune_batchdyn.train.data import DeviceData, load_data
 from tune_batchdyn.train.models import build_model, probe_model
-from tune_batchdyn.train.monitor import Monitor
+from tune_batchdyn.train.monitor import FALLBACK, Monitor
 from tune_batchdyn.train.stepper import Stepper
 from tune_batchdyn.user_code import is_import_path
 
@@ -63,14 +64,19 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None) -> pd.DataF
 
 def check_user_code(config: TrialConfig) -> None:
     """Load a user's dataset and build and probe a user's model (``config.dataset`` or
-    ``config.model`` by import path) on the CPU, as a trial would: sweeps call it once before
-    any trial starts, so a wrong return value is one line there, not an error in every trial."""
+    ``config.model`` by import path) on the CPU, as a trial would, and with ``fisher`` among
+    the measures take the checked Gram of a few inputs (``Monitor``'s first measurement):
+    sweeps call it once before any trial starts, so a wrong return value or a model whose
+    C̄K/LK cannot be measured is one line there, not an error in every trial."""
     if not (is_import_path(config.dataset) or is_import_path(config.model)):
         return
     data = load_data(config.dataset, data_seed=config.data_seed, options=config.dataset_options,
                      data_dir=config.data_dir, download=config.download)
-    model = build_model(config.model, data.input_shape, data.num_classes)
-    probe_model(config.model, model, data.train_x[:PROBE_INPUTS], data.num_classes)
+    model = build_model(config.model, data.input_shape, data.num_classes).to("cpu")
+    x, y = data.train_x[:PROBE_INPUTS], data.train_y[:PROBE_INPUTS]
+    probe_model(config.model, model, x, data.num_classes)
+    if "fisher" in config.measures:
+        per_sample_gram(model, x, y, unsupported=FALLBACK, check_sums=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -210,7 +216,8 @@ class Trial:
             test_error=self.error(self.data.test_x, self.data.test_y),
             diverged=diverged or not math.isfinite(loss_sum),
         )
-        record.update(self.monitor.end_epoch(self, self.strategy.hessian_top(self)))
+        record.update(self.monitor.end_epoch(
+            self, self.strategy.hessian_top(self, self.config.hessian_samples)))
         self.strategy.end_epoch(self, record)
         for event in self.strategy.drain_events():
             log.info("%s", event)

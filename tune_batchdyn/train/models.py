@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.measures.model_state import preserved_state
 from tune_batchdyn.user_code import MODEL_FORM, checked_callable, is_import_path
 
 RESNET_DEPTHS = (8, 20, 32, 56, 110)
@@ -51,20 +52,18 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
 def probe_model(name: str, model: nn.Module, inputs: torch.Tensor, num_classes: int) -> None:
     """Raise a one-line ``ConfigError`` unless ``model`` has trainable parameters and maps
     ``inputs`` (a few training inputs) to float logits ``[N, num_classes]``: one forward pass in
-    eval mode without gradients, so weights, statistics and random generators stay as they are."""
+    eval mode without gradients, inside ``preserved_state`` (modes, buffers and random
+    generators as before), so the trial trains as if it had not run."""
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"model={name!r} has no trainable parameters.")
-    training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with preserved_state(model, inputs), torch.no_grad():
+            model.eval()
             outputs = model(inputs)
     except Exception as err:  # the user's forward pass, on inputs it does not expect
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ConfigError(f"model={name!r} failed on inputs of shape {tuple(inputs.shape)} "
                           f"({inputs.dtype}): {type(err).__name__}: {first_line}") from err
-    finally:
-        model.train(training)
     expected = (len(inputs), num_classes)
     if not (isinstance(outputs, torch.Tensor) and outputs.is_floating_point()
             and tuple(outputs.shape) == expected):

@@ -37,7 +37,7 @@ from tune_batchdyn.measures import (
     network_quality,
     per_sample_gram,
 )
-from tune_batchdyn.measures.gram import plan_layers
+from tune_batchdyn.measures.gram import fallback_modules
 from tune_batchdyn.train.config import TrialConfig
 
 log = logging.getLogger("tune_batchdyn.train")
@@ -82,8 +82,7 @@ class Monitor:
         first = not self._gram_planned
         if first:
             self._gram_planned = True
-            fallback = [f"{layer.name or '<model>'} ({type(layer.module).__name__})"
-                        for layer in plan_layers(run.model, FALLBACK) if layer.builder is None]
+            fallback = fallback_modules(run.model)
             if fallback and tuple(fallback) not in _FALLBACKS_LOGGED:
                 _FALLBACKS_LOGGED.add(tuple(fallback))
                 log.info("C̄K/LK: no per-sample rule for module(s) %s; their per-sample "
@@ -96,8 +95,8 @@ class Monitor:
         self.fisher.update(gram, lr, len(y))
 
     def end_epoch(self, run: Any, hessian_top: float | None = None) -> dict[str, float]:
-        """The epoch's measures; ``hessian_top``: a λmax the strategy measured this epoch (ABS),
-        reported instead of measuring another."""
+        """The epoch's measures; ``hessian_top``: a converged λmax the strategy measured this
+        epoch on ``hessian_samples`` samples (ABS), reported instead of measuring another."""
         record = {"ck_bar": math.nan, "lk": math.nan, "noise_scale": math.nan,
                   "quality_q": math.nan, "hessian_top": math.nan}
         if self.fisher is not None and self.fisher.updates:

@@ -1,0 +1,28 @@
+"""Checks a command runs before any trial starts, so a mistake is one line, not a failed trial
+each."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tune_batchdyn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tune_batchdyn.space import Space
+
+
+def check_user_code(space: Space, overrides: Mapping[str, Any]) -> None:
+    """Load and probe each user dataset and model the space (with ``overrides``) names, once
+    per combination (``train.engine.check_user_code``), naming the space in the error."""
+    configs = space.user_code_configs(overrides)
+    if not configs:
+        return
+    from tune_batchdyn.train import TrialConfig
+    from tune_batchdyn.train.engine import check_user_code as check_config
+
+    for values in configs:
+        try:
+            check_config(TrialConfig.from_dict(values))
+        except ConfigError as err:
+            raise ConfigError(f"{space.source}: {err}") from err
