@@ -45,9 +45,10 @@ from tune_batchdyn.tune.session import report_epoch, restore_checkpoint
 def make_trainable(**defaults: Any) -> Callable[[dict[str, Any]], None]:
     """A function trainable running ``run_trial`` on ``{**defaults, **config}``.
 
-    The defaults are checked here (a bad field fails now, not in every trial), a user's
-    dataset or model included: it is loaded and probed once, and a function of the running
-    script (``"__main__:..."``) is refused, since Ray's worker processes cannot import it."""
+    The defaults are checked here (a bad field fails now, not in every trial); with both a
+    dataset and a model among them, a user's dataset or model is loaded and probed once
+    (``train.engine.check_user_code``); a function of the running script (``"__main__:..."``)
+    is refused, since Ray's worker processes cannot import it."""
     config = TrialConfig.from_dict(defaults)
     for field in ("dataset", "model"):
         if str(defaults.get(field, "")).startswith("__main__:"):
