@@ -302,22 +302,28 @@ def test_command_line_imports_from_its_working_directory(tmp_path, monkeypatch, 
     assert os.environ["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/somewhere/else"]
 
 
-def test_user_code_in_a_search_space_is_checked_before_any_trial(user_module, tmp_path):
-    from tune_batchdyn.space import load_space
-
-    space_file = tmp_path / "space.toml"
-    space_file.write_text(textwrap.dedent("""
+def space_naming(folder, model: str):
+    """A space file whose [fixed] table names the user's dataset and ``model``."""
+    path = folder / "space.toml"
+    path.write_text(textwrap.dedent(f"""
         [search]
         metric = "val_error"
         mode = "min"
 
         [fixed]
         dataset = "usermod:blobs"
-        model = "usermod:make_nett"
+        model = "{model}"
 
         [params]
-        lr = { grid = [0.05, 0.1] }
+        lr = {{ grid = [0.05, 0.1] }}
     """))
+    return path
+
+
+def test_user_code_in_a_search_space_is_checked_before_any_trial(user_module, tmp_path):
+    from tune_batchdyn.space import load_space
+
+    space_file = space_naming(tmp_path, "usermod:make_nett")
     with pytest.raises(ConfigError) as info:
         load_space(str(space_file), backend="optuna")
     assert "module 'usermod' has no attribute 'make_nett'" in str(info.value)
@@ -355,19 +361,7 @@ def test_sweeps_and_objectives_probe_user_code_before_any_trial(user_module, tmp
     from tune_batchdyn.optuna import make_objective
     from tune_batchdyn.space import read_space
 
-    space_file = tmp_path / "space.toml"
-    space_file.write_text(textwrap.dedent("""
-        [search]
-        metric = "val_error"
-        mode = "min"
-
-        [fixed]
-        dataset = "usermod:blobs"
-        model = "usermod:two_logits"
-
-        [params]
-        lr = { grid = [0.05, 0.1] }
-    """))
+    space_file = space_naming(tmp_path, "usermod:two_logits")
     space = read_space(str(space_file))  # the names import: accepted at reading
     space.check_trials({})  # the names import and take the contract's arguments
     with pytest.raises(ConfigError, match="space.toml: model='usermod:two_logits' returned a "
