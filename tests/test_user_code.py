@@ -145,6 +145,14 @@ def tied_modules(input_shape, num_classes):
     return TiedModules(int(np.prod(input_shape)), num_classes)
 
 
+LOADS = []
+
+
+def counted_blobs(data_seed):
+    LOADS.append(data_seed)
+    return blobs(data_seed)
+
+
 def no_labels(data_seed):
     return {"train_x": np.zeros((4, 2)), "val_x": np.zeros((4, 2)), "test_x": np.zeros((4, 2))}
 
@@ -480,3 +488,15 @@ def test_inputs_mixing_token_ids_and_numbers_are_refused(user_module):
     with pytest.raises(ConfigError, match="the inputs mix token ids and numbers \\(train_x "
                                           "torch.int64, val_x torch.float64"):
         run_trial(quick(dataset_options={"train_x": [[1] * 6] * 200}))
+
+
+def test_make_objective_loads_user_data_once_or_not_at_all_when_told(user_module):
+    from tune_batchdyn.optuna import make_objective
+
+    loads = __import__("usermod").LOADS
+    make_objective({"lr": [0.1]}, dataset="usermod:counted_blobs", model="usermod:make_net")
+    assert len(loads) == 1
+    # the sweep command checked every combination of its space already
+    make_objective({"lr": [0.1]}, dataset="usermod:counted_blobs", model="usermod:make_net",
+                   check_code=False)
+    assert len(loads) == 1

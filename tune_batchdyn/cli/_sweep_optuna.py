@@ -151,7 +151,8 @@ def run_optuna(space: Space, overrides: dict[str, Any],
                                          candidates=candidates or None, metric=search.metric,
                                          **fewer))
     callbacks.append(Budget(search.metric, args.budget))
-    objective = make_objective(space, metric=search.metric, **overrides)
+    # the user's code was loaded and probed for every combination (cli._checks): not again
+    objective = make_objective(space, metric=search.metric, check_code=False, **overrides)
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=ended))
     if grid:  # the queue is the plan: run it (and what RerouteCallback adds), then stop

@@ -59,11 +59,15 @@ DIVERGED_ERROR = 0.9
 
 def make_objective(space: SpaceLike = None, *, metric: str = "val_error",
                    diverged_error: float = DIVERGED_ERROR, skip_duplicates: bool = True,
+                   check_code: bool = True,
                    **defaults: Any) -> Callable[[optuna.trial.Trial], float]:
     """The objective for ``study.optimize``, its space read and its arguments checked once
-    (a user's dataset and model loaded and probed too: ``train.engine.check_user_code``)."""
+    (with ``check_code``, a user's dataset and model loaded and probed too:
+    ``train.engine.check_user_code``; the sweep command passes False, having checked every
+    combination of its space already)."""
     run = _objective(space, metric, diverged_error, skip_duplicates, defaults)
-    check_user_code(first_config(run.space, defaults))
+    if check_code:
+        check_user_code(first_config(run.space, defaults))
     return run
 
 
