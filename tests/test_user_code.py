@@ -364,7 +364,7 @@ def test_a_model_returning_the_wrong_thing_fails_in_one_line_at_trial_start(user
     assert message in str(info.value)
 
 
-def test_sweeps_and_objectives_probe_user_code_before_any_trial(user_module, tmp_path):
+def test_sweeps_and_objectives_probe_user_code_before_any_trial(user_module, tmp_path, capsys):
     from tune_batchdyn.cli._checks import check_user_code
     from tune_batchdyn.optuna import make_objective
     from tune_batchdyn.space import read_space
@@ -375,7 +375,13 @@ def test_sweeps_and_objectives_probe_user_code_before_any_trial(user_module, tmp
     with pytest.raises(ConfigError, match="space.toml: model='usermod:two_logits' returned a "
                                           "torch.float32 tensor of shape \\(2, 2\\)"):
         check_user_code(space, {})  # what sweep and record run before the first trial
+    check_user_code(space, {"model": "usermod:make_linear"})
+    assert capsys.readouterr().out == ""
+    # the trials' log lines stay in their workers: the fallback is said here, once
     check_user_code(space, {"model": "usermod:make_net"})
+    assert capsys.readouterr().out == (
+        "note: model='usermod:make_net': no per-sample rule for 2 (Scale); torch.func "
+        "computes their share of C̄K/LK (slower)\n")
     assert space.user_code_configs({"model": "mlp", "dataset": "digits"}) == []
     with pytest.raises(ConfigError, match="returned no train_y"):
         make_objective({"lr": [0.1]}, dataset="usermod:no_labels", model="usermod:make_net")
@@ -473,7 +479,8 @@ def test_tied_modules_are_refused_before_any_trial_unless_fisher_is_off(user_mod
     config = quick(model="usermod:tied_modules")
     with pytest.raises(ConfigError, match="tied weights.*in a trial: measures without 'fisher'"):
         check_user_code(config)
-    check_user_code(config.replace(measures=("quality",)))
+    assert check_user_code(config.replace(measures=("quality",))) == []
+    assert check_user_code(config.replace(model="usermod:make_net")) == ["2 (Scale)"]
     assert len(run_trial(config.replace(measures=("quality",)))) == 2
 
 

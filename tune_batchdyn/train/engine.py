@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.measures import per_sample_gram
+from tune_batchdyn.measures.gram import fallback_modules
 from tune_batchdyn.predict.schedules import milestone_epochs
 from tune_batchdyn.records.schema import RECORD_COLUMNS, empty_record
 from tune_batchdyn.strategies import Strategy, parse_strategy
@@ -62,21 +63,27 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None) -> pd.DataF
     return Trial(config).run(reporter)
 
 
-def check_user_code(config: TrialConfig) -> None:
+def check_user_code(config: TrialConfig) -> list[str]:
     """Load a user's dataset and build and probe a user's model (``config.dataset`` or
     ``config.model`` by import path) on the CPU, as a trial would, and with ``fisher`` among
     the measures take the checked Gram of a few inputs (``Monitor``'s first measurement):
     sweeps call it once before any trial starts, so a wrong return value or a model whose
-    C̄K/LK cannot be measured is one line there, not an error in every trial."""
+    C̄K/LK cannot be measured is one line there, not an error in every trial.
+
+    Returns the model's modules whose per-sample gradients will come from torch.func
+    (``"name (Type)"``, slower), so the sweep can say so where the user sees it.
+    """
     if not (is_import_path(config.dataset) or is_import_path(config.model)):
-        return
+        return []
     data = load_data(config.dataset, data_seed=config.data_seed, options=config.dataset_options,
                      data_dir=config.data_dir, download=config.download)
     model = build_model(config.model, data.input_shape, data.num_classes).to("cpu")
     x, y = data.train_x[:PROBE_INPUTS], data.train_y[:PROBE_INPUTS]
     probe_model(config.model, model, x, data.num_classes)
-    if "fisher" in config.measures:
-        per_sample_gram(model, x, y, unsupported=FALLBACK, check_sums=True)
+    if "fisher" not in config.measures:
+        return []
+    per_sample_gram(model, x, y, unsupported=FALLBACK, check_sums=True)
+    return fallback_modules(model)
 
 
 def resolve_device(name: str) -> torch.device:

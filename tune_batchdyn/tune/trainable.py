@@ -30,6 +30,7 @@ device's memory (Ray does not divide it); a batch that no longer fits runs as mi
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -41,13 +42,16 @@ from tune_batchdyn.train import TrialConfig, run_trial
 from tune_batchdyn.train.engine import check_user_code
 from tune_batchdyn.tune.session import report_epoch, restore_checkpoint
 
+log = logging.getLogger("tune_batchdyn.tune")
+
 
 def make_trainable(**defaults: Any) -> Callable[[dict[str, Any]], None]:
     """A function trainable running ``run_trial`` on ``{**defaults, **config}``.
 
     The defaults are checked here (a bad field fails now, not in every trial); with both a
     dataset and a model among them, a user's dataset or model is loaded and probed once
-    (``train.engine.check_user_code``); a function of the running script (``"__main__:..."``)
+    (``train.engine.check_user_code``; modules left to the torch.func fallback are logged
+    here, where the driver's log shows them); a function of the running script (``"__main__:..."``)
     is refused, since Ray's worker processes cannot import it."""
     config = TrialConfig.from_dict(defaults)
     for field in ("dataset", "model"):
@@ -56,7 +60,10 @@ def make_trainable(**defaults: Any) -> Callable[[dict[str, Any]], None]:
                               "running script (__main__); move the function into a module "
                               "of its own and name that module.")
     if "dataset" in defaults and "model" in defaults:
-        check_user_code(config)
+        fallback = check_user_code(config)
+        if fallback:
+            log.info("model=%r: no per-sample rule for %s; torch.func computes their share "
+                     "of C̄K/LK (slower)", config.model, ", ".join(fallback))
 
     def batchdyn_trial(config: dict[str, Any]) -> None:
         run_tune_trial({**defaults, **config})
