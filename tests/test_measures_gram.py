@@ -65,8 +65,16 @@ def conv_ghost_net() -> nn.Module:
 
 
 def conv1d_net() -> nn.Module:
-    return nn.Sequential(nn.Conv1d(2, 4, 3, padding="same"), nn.ReLU(), nn.Conv1d(4, 4, 3, 2),
-                         nn.Flatten(), nn.LayerNorm(16), nn.Linear(16, CLASSES))
+    return nn.Sequential(nn.Conv1d(2, 4, 3, padding="same"), nn.ReLU(),
+                         nn.Conv1d(4, 4, 3, 2, padding=1, padding_mode="circular"),
+                         nn.Flatten(), nn.LayerNorm(20), nn.Linear(20, CLASSES))
+
+
+def depthwise_net() -> nn.Module:
+    """Grouped and depthwise stride-1 convolutions, fed channels_last inputs."""
+    return nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.Tanh(),
+                         nn.Conv2d(8, 8, 3, padding=1, groups=8, padding_mode="replicate"),
+                         nn.Flatten(), nn.Linear(8 * 5 * 5, CLASSES))
 
 
 class _Block(nn.Module):
@@ -120,10 +128,14 @@ def inputs_for(name: str, batch: int, generator: torch.Generator) -> torch.Tenso
               "resnet8": (batch, 3, 8, 8), "conv-ghost": (batch, 3, 4, 4)}
     if name.startswith("sequence"):
         return torch.randint(0, 13, (batch, 4), generator=generator)
+    if name == "depthwise":
+        x = torch.randn(batch, 4, 5, 5, generator=generator)
+        return x.contiguous(memory_format=torch.channels_last)
     return torch.randn(*shapes[name], generator=generator)
 
 
 MODELS = {"mlp": mlp, "cnn": cnn, "conv1d": conv1d_net, "conv-ghost": conv_ghost_net,
+          "depthwise": depthwise_net,
           "resnet8": resnet8_no_bn,
           "sequence": SequenceNet, "sequence-wide": lambda: SequenceNet(wide=True)}
 

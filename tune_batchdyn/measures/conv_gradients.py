@@ -104,7 +104,7 @@ class ConvCall:
         g_columns = g.new_empty(batch * groups, out_height * width, per_group)
         rows = g_columns.view(batch * groups, out_height, width, per_group)
         rows[:, :, :out_width].copy_(
-            g.view(batch * groups, per_group, out_height, out_width).permute(0, 2, 3, 1)
+            g.reshape(batch * groups, per_group, out_height, out_width).permute(0, 2, 3, 1)
         )
         rows[:, :, out_width:].zero_()
         g_columns = g_columns[:, :length]  # (B·K, L, O/K)

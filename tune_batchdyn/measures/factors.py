@@ -81,12 +81,12 @@ def _spatial_padding(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) ->
 def conv_call(module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor) -> ConvCall:
     """Conv1d/Conv2d: the padded input and the output gradient (Conv1d as height 1)."""
     one_d = isinstance(module, nn.Conv1d)
-    if one_d:
-        x, g = x.unsqueeze(2), g.unsqueeze(2)
-    pads = _spatial_padding(module, x.shape[3:] if one_d else x.shape[2:])
-    if any(pads):
+    pads = _spatial_padding(module, x.shape[2:])
+    if any(pads):  # before Conv1d's height is added: F.pad's modes take (B, C, *spatial)
         mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
         x = F.pad(x, pads, mode=mode)
+    if one_d:
+        x, g = x.unsqueeze(2), g.unsqueeze(2)
     return ConvCall(
         padded_input=x,
         output_grads=g,
