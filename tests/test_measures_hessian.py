@@ -156,13 +156,20 @@ def test_lanczos_needs_fewer_products_than_power_iteration() -> None:
 
 
 @pytest.mark.parametrize("name", ["mlp", "bn"])
-def test_block_hessian_equals_explicit_sub_block(name: str) -> None:
+@pytest.mark.parametrize("hvp", ["double_backward", "forward_over_reverse"])
+def test_block_hessian_equals_explicit_sub_block(name: str, hvp: str) -> None:
     model, x, y = prepared(name)
     last = list(model[-1].parameters())
     size = sum(p.numel() for p in last)
     block = reference_hessian(name)[-size:, -size:]
-    value = hessian_top_eigenvalue(model, x, y, tol=1e-8, params=last)
+    value = hessian_top_eigenvalue(model, x, y, tol=1e-8, params=last, hvp=hvp)
     assert value == pytest.approx(top_eigenvalue(block), rel=1e-8)
+    # a parameter listed twice (a tied weight reached through both modules) counts once
+    assert hessian_top_eigenvalue(model, x, y, tol=1e-8, params=last + last[:1],
+                                  hvp=hvp) == pytest.approx(value, rel=1e-8)
+    trace = hessian_trace(model, x, y, params=last, hvp=hvp, tol=0.05, max_samples=2000,
+                          seed=1)
+    assert abs(trace.trace - float(block.trace())) <= 4.0 * trace.std_error
 
 
 def test_not_converged_warns_and_says_so() -> None:

@@ -41,7 +41,7 @@ def select_parameters(model: nn.Module, params: Iterable[Tensor] | None) -> list
     trainable = [p for p in model.parameters() if p.requires_grad]
     if params is None:
         return trainable
-    chosen = list(params)
+    chosen = list({id(p): p for p in params}.values())  # a tied weight listed twice is one
     known = {id(p) for p in trainable}
     if not chosen or any(id(p) not in known for p in chosen):
         raise ConfigError(
@@ -121,10 +121,12 @@ def make_hvp(
 
     names = {id(p): n for n, p in model.named_parameters()}
     keys = [names[id(p)] for p in params]
+    # the other parameters are constants of the transform (detached, as a block Hessian holds)
+    others = {n: p.detach() for n, p in model.named_parameters() if n not in keys}
     buffers = {n: b.clone() for n, b in model.named_buffers()}
 
     def mean_loss(chosen: dict) -> Tensor:
-        outputs = functional_call(model, (chosen, buffers), (inputs,))
+        outputs = functional_call(model, (chosen, others, buffers), (inputs,))
         return per_sample_losses(loss_fn, outputs, targets, batch).mean()
 
     primal = {k: p.detach() for k, p in zip(keys, params, strict=True)}
