@@ -132,6 +132,10 @@ def test_divergence_is_flagged_not_raised():
     assert bool(trajectory["diverged"].iloc[-1])
     assert len(trajectory) < 10
     assert trajectory["test_error"].iloc[-1] > 0.5
+    # C̄K measured on every step meets the NaN weights before the divergence check does
+    measured = run_trial(TrialConfig(**{**QUICK, "lr": 1e4, "epochs": 2, "batch_size": 32,
+                                        "measures": ("fisher",), "measure_every": 1}))
+    assert measured["diverged"].tolist() == [True]
 
 
 def test_out_of_memory_falls_back_to_micro_batches_with_the_same_update(caplog):

@@ -58,6 +58,12 @@ def test_truncated_condition_on_repeated_samples_and_zero_gram() -> None:
     assert truncated_condition(gram) == pytest.approx(expected, rel=1e-8)
     assert singular.numel() == 3
     assert math.isnan(truncated_condition(torch.zeros(4, 4, dtype=torch.float64)))
+    diverged = gram.clone()
+    diverged[0, 0] = math.nan  # a model with NaN weights: NaN, not a linalg error
+    assert math.isnan(truncated_condition(diverged))
+    tracker = FisherTracker()
+    tracker.update(diverged, lr=0.1, batch_size=5)
+    assert tracker.updates == 1 and math.isnan(tracker.ck_bar) and math.isnan(tracker.lk)
     with pytest.raises(ConfigError, match="square"):
         truncated_condition(torch.zeros(3, 4))
 

@@ -26,8 +26,11 @@ def check_gram(gram: Tensor) -> None:
 
 
 def nonzero_eigenvalues(gram: Tensor) -> Tensor:
-    """The eigenvalues of the symmetric PSD ``gram`` above eps·B·λmax (float64, ascending)."""
+    """The eigenvalues of the symmetric PSD ``gram`` above eps·B·λmax (float64, ascending);
+    none when ``gram`` is not finite (a diverged model's)."""
     check_gram(gram)
+    if not bool(torch.isfinite(gram).all()):
+        return gram.new_empty(0, dtype=torch.float64)
     eigenvalues = eigvalsh(gram.to(torch.float64))
     if eigenvalues.numel() == 0:
         return eigenvalues
@@ -37,7 +40,8 @@ def nonzero_eigenvalues(gram: Tensor) -> Tensor:
 
 
 def truncated_condition(gram: Tensor) -> float:
-    """c = sqrt(λmax / λmin⁺) of F̃ = JᵀJ; NaN when F̃ has no non-zero eigenvalue (J = 0)."""
+    """c = sqrt(λmax / λmin⁺) of F̃ = JᵀJ; NaN when F̃ has no non-zero eigenvalue (J = 0) or
+    is not finite."""
     kept = nonzero_eigenvalues(gram)
     if kept.numel() == 0:
         return math.nan
