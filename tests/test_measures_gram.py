@@ -418,7 +418,9 @@ def test_model_state_is_unchanged() -> None:
     assert [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
             for m in model.modules()] == hooks_before
     assert torch.equal(torch.get_rng_state(), rng_before)
-    assert len(calls) == 4  # the user's hook still runs, once per measurement
+    # the user's hook still runs on each forward: one per measurement, two more for the
+    # check that the first call on this model makes (the batch and a sub-batch in eval mode)
+    assert len(calls) == 4 + 2
 
 
 # --- what cannot be decomposed ---------------------------------------------------------------
@@ -501,19 +503,43 @@ def test_bad_inputs_raise_config_errors() -> None:
         per_sample_gram(model, x, y, lambda out, t: F.cross_entropy(out, t))
     with pytest.raises(ConfigError, match="unsupported"):
         per_sample_gram(model, x, y, unsupported="skip")
-    with pytest.raises(ConfigError, match="first dimension"):
-        per_sample_gram(TimeMajor(), torch.randn(4, 2, 3), torch.randint(0, CLASSES, (4,)))
+    with pytest.raises(ConfigError, match="has shape \\(8, 3\\); expected the batch \\(4\\) "
+                                          "as its first dimension"):
+        per_sample_gram(Merged(), torch.randn(4, 2, 3), torch.randint(0, CLASSES, (4,)))
+
+
+def test_sequence_first_positions_layers_are_turned_batch_first() -> None:
+    generator = torch.Generator().manual_seed(9)
+    model = TimeMajor()
+    x = torch.randn(4, 3, 3, generator=generator)
+    y = torch.randint(0, CLASSES, (4,), generator=generator)
+    jacobian = per_sample_jacobian(model, x, y)
+    assert relative_error(per_sample_gram(model, x, y), jacobian @ jacobian.T) < 1e-8
 
 
 class TimeMajor(nn.Module):
-    """Feeds its Linear a (T, B, d) tensor: not batch-first."""
+    """Feeds its Linear and LayerNorm (T, B, d) tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 5)
+        self.norm = nn.LayerNorm(5)
+        self.head = nn.Linear(5, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.norm(self.linear(x.transpose(0, 1))))
+        return self.head(h.mean(dim=0))
+
+
+class Merged(nn.Module):
+    """Feeds its Linear a (B·T, d) tensor: no dimension of it is the batch."""
 
     def __init__(self) -> None:
         super().__init__()
         self.linear = nn.Linear(3, CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.transpose(0, 1)).mean(dim=0)
+        return self.linear(x.reshape(-1, 3)).view(x.shape[0], -1, CLASSES).mean(dim=1)
 
 
 class FunctionallyTied(nn.Module):
@@ -530,7 +556,7 @@ class FunctionallyTied(nn.Module):
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "sequence", "batch_norm"])
-def test_check_sums_passes_and_changes_nothing_where_every_use_is_seen(name: str) -> None:
+def test_check_passes_and_changes_nothing_where_every_use_is_seen(name: str) -> None:
     generator = torch.Generator().manual_seed(6)
     torch.manual_seed(6)
     if name == "batch_norm":  # training mode: the decomposition still adds up exactly
@@ -539,19 +565,20 @@ def test_check_sums_passes_and_changes_nothing_where_every_use_is_seen(name: str
         model, x = MODELS[name](), inputs_for(name, 6, generator)
     y = torch.randint(0, CLASSES, (6,), generator=generator)
     plain = per_sample_gram(model, x, y)
-    assert torch.equal(per_sample_gram(model, x, y, check_sums=True), plain)
+    assert torch.equal(per_sample_gram(model, x, y, check=True), plain)
 
 
-def test_check_sums_names_the_layer_whose_weight_is_used_outside_it() -> None:
+def test_check_names_the_layer_whose_weight_is_used_outside_it() -> None:
     torch.manual_seed(7)
     model = FunctionallyTied()
     x, y = torch.randn(5, 4), torch.randint(0, CLASSES, (5,))
-    hooks_only = per_sample_gram(model, x, y)  # silently misses the functional use
+    hooks_only = per_sample_gram(model, x, y, check=False)  # misses the functional use
     jacobian = per_sample_jacobian(model, x, y)
     assert relative_error(hooks_only, jacobian @ jacobian.T) > 1e-2
-    with pytest.raises(ConfigError, match="module 'enc' \\(Linear\\) add up to .* a parameter "
-                                          "of it is also used outside the module"):
-        per_sample_gram(model, x, y, check_sums=True)
+    for check in (True, None):  # None: the first call on a model checks
+        with pytest.raises(ConfigError, match="module 'enc' \\(Linear\\) add up to .* a "
+                                              "parameter of it is also used outside"):
+            per_sample_gram(FunctionallyTied(), x, y, check=check)
     assert relative_error(per_sample_gram(model, x, y, exact=True), jacobian @ jacobian.T) < 1e-8
 
 
@@ -564,12 +591,12 @@ class Shift(nn.Module):
         return x + self.offset
 
 
-def test_check_sums_accepts_a_layer_whose_batch_gradient_cancels() -> None:
+def test_check_accepts_a_layer_whose_batch_gradient_cancels() -> None:
     """A shift before training-mode batch-norm has a zero batch gradient: both sums are
     rounding, which the per-sample scale of the layer bounds."""
     torch.manual_seed(8)
     model = nn.Sequential(nn.Linear(4, 5), Shift(5), nn.BatchNorm1d(5), nn.Tanh(),
                           nn.Linear(5, CLASSES))
     x, y = torch.randn(16, 4), torch.randint(0, CLASSES, (16,))
-    gram = per_sample_gram(model, x, y, unsupported="torch.func", check_sums=True)
+    gram = per_sample_gram(model, x, y, unsupported="torch.func", check=True)
     assert gram.trace() > 0

@@ -9,7 +9,8 @@ gradient of the summed per-sample losses with respect to the layer's output at t
 holds A with shape (B, K, T, p) and G with shape (B, K, T, q); `gram_products` turns it into the
 layer's share of F̃ = JᵀJ. This module only builds a layer call's description — a `Factor`, a
 `ConvCall` or, for norm layers, the per-sample gradients themselves (one small function per
-module type, found through `FACTOR_BUILDERS`); shape checks live in `check_batch_first`.
+module type, found through `FACTOR_BUILDERS`); `batch_first` puts the batch first (or refuses
+the call).
 
 Layer by layer (x the layer input, g the output gradient, T the positions):
 
@@ -35,6 +36,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import prune
 
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.measures.conv_gradients import ConvCall
@@ -47,8 +49,35 @@ def check_batch_first(module: nn.Module, tensor: Tensor, batch_size: int, what: 
         raise ConfigError(
             f"per_sample_gram: the {what} of {type(module).__name__} has shape "
             f"{tuple(tensor.shape)}; expected the batch ({batch_size}) as its first dimension "
-            "(batch-first layouts only)."
+            "(batch-first layouts only; a tensor shared by all samples, such as positions "
+            "torch.arange(T), has none). Use exact=True for such a model."
         )
+
+
+def _leading_dimensions(module: nn.Module, x: Tensor) -> int:
+    """How many leading dimensions of the input are the batch and positions (0: the batch
+    must come first, as for convolutions and batch-norm's channels)."""
+    if isinstance(module, nn.Linear):
+        return x.dim() - 1
+    if isinstance(module, nn.LayerNorm | nn.RMSNorm):
+        return x.dim() - len(module.normalized_shape)
+    if isinstance(module, nn.Embedding):
+        return x.dim()
+    return 0
+
+
+def batch_first(module: nn.Module, x: Tensor, g: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Input and output gradient with the batch first: for layers whose leading dimensions
+    are positions (Linear, LayerNorm, RMSNorm, Embedding), a sequence-first (T, B, ...) call
+    is moved to (B, T, ...); otherwise the batch must already come first."""
+    if x.dim() and x.shape[0] != batch_size:
+        leading = _leading_dimensions(module, x)
+        found = next((d for d in range(1, leading) if x.shape[d] == batch_size), None)
+        if found is not None and g.dim() > found and g.shape[found] == batch_size:
+            x, g = x.movedim(found, 0), g.movedim(found, 0)
+    check_batch_first(module, x, batch_size, "input")
+    check_batch_first(module, g, batch_size, "output")
+    return x, g
 
 
 def _trainable(param: Tensor | None) -> bool:
@@ -190,6 +219,9 @@ def unsupported_reason(module: nn.Module) -> str | None:
         return "Embedding with max_norm renormalises its weight during the forward pass"
     if isinstance(module, nn.Embedding) and module.scale_grad_by_freq:
         return "Embedding with scale_grad_by_freq mixes samples in its gradient"
+    pre_hooks = module._forward_pre_hooks.values()
+    if any(isinstance(hook, prune.BasePruningMethod) for hook in pre_hooks):
+        return "pruned by torch.nn.utils.prune: its weight is weight_orig times a mask"
     return None
 
 

@@ -14,8 +14,17 @@ output is made, so a later in-place operation on it (``ReLU(inplace=True)``) cha
 the gradient we read nor the model's computation, and no output is copied. Then each layer's factor
 (`factors`) gives its share of F̃ (`gram_products`). Layers of other types raise a
 `ConfigError` naming them, or, with ``unsupported="torch.func"``, get their per-sample
-gradients from ``torch.func`` (vmap over a vjp of the layer on each sample's own input and
-output gradient; right only for layers that treat samples independently and deterministically).
+gradients from ``torch.func`` (`func_fallback`: vmap over a vjp of the layer on each sample's
+own inputs and output gradients; right only for layers that treat samples independently and
+deterministically). The recording hooks run before the user's own forward hooks, so a hook
+that changes a layer's output is differentiated through like any later operation.
+
+What module hooks cannot see, ``check`` finds (on the first call for each model by default):
+a parameter also used outside its module's call (``h @ embedding.weight``) breaks the sum of
+the layer's per-sample contributions, which must equal its batch gradient; a tensor whose
+size equals the batch's by coincidence (positions ``torch.arange(T)`` with T = B) taken for
+per-sample makes a sub-batch's Gram differ from the block of the batch's (both in eval mode,
+where samples are independent).
 
 ``exact=True`` instead takes the Jacobian of the per-sample loss vector by ``torch.func``
 (``jacrev`` over ``functional_call``): ∂ℓᵢ/∂θ exactly, also through batch-norm's batch
@@ -24,22 +33,26 @@ statistics and tied weights, at the memory cost of B gradients at once.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
-from torch.func import functional_call, jacrev, vjp, vmap
+from torch.func import functional_call, jacrev
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._pytree import tree_flatten, tree_map
 
 from tune_batchdyn.errors import ConfigError, check_choice
 from tune_batchdyn.measures.factors import (
     FactorBuilder,
     LayerCall,
+    batch_first,
     builder_for,
-    check_batch_first,
     unsupported_reason,
 )
+from tune_batchdyn.measures.func_fallback import func_per_sample_gradients
 from tune_batchdyn.measures.gram_products import gram_contribution, summed, symmetric_gram
 from tune_batchdyn.measures.model_state import (
     PerSampleLoss,
@@ -53,7 +66,8 @@ UNSUPPORTED_CHOICES = ("error", "torch.func")
 @dataclass
 class _Call:
     """One forward call of a recorded layer: its inputs (with their versions, to detect a
-    later in-place change), its outputs and their gradient edges (None: no gradient)."""
+    later in-place change), its outputs (flattened: LSTM's ``(out, (h, c))`` is three; None
+    where not a tensor) and their gradient edges (None: no gradient)."""
 
     args: tuple
     kwargs: dict
@@ -126,19 +140,20 @@ def _check_untied(layers: list[_Layer]) -> None:
             owner[id(param)] = layer.name
 
 
-def _as_tuple(output: object) -> tuple:
-    return output if isinstance(output, tuple) else (output,)
+def _detached(value: object) -> object:
+    return value.detach() if isinstance(value, Tensor) else value
 
 
 def _record_hook(layer: _Layer):
     def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-        detached = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+        detached = tuple(_detached(a) for a in args)
         versions = tuple(a._version if isinstance(a, Tensor) else None for a in args)
-        outputs = tuple(t if isinstance(t, Tensor) else None for t in _as_tuple(output))
+        leaves, _ = tree_flatten(output)
+        outputs = tuple(t if isinstance(t, Tensor) else None for t in leaves)
         edges = tuple(
             get_gradient_edge(t) if t is not None and t.requires_grad else None for t in outputs
         )
-        layer.calls.append(_Call(detached, kwargs, versions, outputs, edges))
+        layer.calls.append(_Call(detached, tree_map(_detached, kwargs), versions, outputs, edges))
 
     return hook
 
@@ -157,39 +172,8 @@ def _check_inputs_unchanged(layers: list[_Layer]) -> None:
 
 
 def _layer_call(layer: _Layer, call: _Call, grad: Tensor, batch_size: int) -> LayerCall:
-    (x,) = call.args[:1]
-    check_batch_first(layer.module, x, batch_size, "input")
-    check_batch_first(layer.module, grad, batch_size, "output")
+    x, grad = batch_first(layer.module, call.args[0], grad, batch_size)
     return layer.builder(layer.module, x, grad)
-
-
-def _func_per_sample_grads(layer: _Layer, call: _Call, grads: tuple, batch: int) -> Tensor:
-    """ψ_i of a whole module by torch.func: vjp of the module on sample i's input alone."""
-    module = layer.module
-    params = {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
-    batched = tuple(
-        isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch for a in call.args
-    )
-    present = [i for i, t in enumerate(call.outputs) if t is not None]
-    for i in present:
-        check_batch_first(module, call.outputs[i], batch, "output")
-    cotangents = tuple(
-        grads[i] if grads[i] is not None else torch.zeros_like(call.outputs[i]) for i in present
-    )
-
-    def sample_grad(args: tuple, cotangent: tuple) -> dict:
-        sample_args = tuple(a.unsqueeze(0) if b else a for a, b in zip(args, batched, strict=True))
-
-        def outputs_of(p: dict) -> tuple:
-            out = _as_tuple(functional_call(module, p, sample_args, call.kwargs))
-            return tuple(out[i] for i in present)
-
-        _, pullback = vjp(outputs_of, params)
-        return pullback(tuple(c.unsqueeze(0) for c in cotangent))[0]
-
-    in_dims = (tuple(0 if b else None for b in batched), 0)
-    per_sample = vmap(sample_grad, in_dims=in_dims)(call.args, cotangents)
-    return torch.cat([g.reshape(batch, -1) for g in per_sample.values()], dim=1)
 
 
 def _layer_gram(layer: _Layer, grads: list, batch: int) -> Tensor | None:
@@ -202,9 +186,10 @@ def _layer_gram(layer: _Layer, grads: list, batch: int) -> Tensor | None:
     if not live:
         return None
     if layer.builder is None:
-        return symmetric_gram(
-            summed(_func_per_sample_grads(layer, call, g, batch) for call, g in live)
-        )
+        return symmetric_gram(summed(
+            func_per_sample_gradients(layer.name, layer.module, (call.args, call.kwargs),
+                                      call.outputs, g, batch)
+            for call, g in live))
     return gram_contribution([_layer_call(layer, call, g[0], batch) for call, g in live])
 
 
@@ -216,7 +201,7 @@ def per_sample_gram(
     *,
     exact: bool = False,
     unsupported: str = "error",
-    check_sums: bool = False,
+    check: bool | None = None,
 ) -> Tensor:
     """F̃ = JᵀJ ∈ R^{B×B} (float64) of the per-sample gradient contributions on one batch.
 
@@ -225,10 +210,9 @@ def per_sample_gram(
     used as it is (training mode during training: batch-norm with batch statistics, see the
     module docstring); modes, buffers (running statistics), RNG, hooks, ``requires_grad`` and
     ``.grad`` are as before afterwards. ``unsupported``: "error" or "torch.func" for layers
-    without a per-sample rule; ``exact``: the exact ∂ℓᵢ/∂θ by torch.func. ``check_sums``: also
-    compute the batch gradient and check that each layer's contributions add up to it
-    (1ᵀF̃ₗ1 = ‖∇θₗ Σᵢ ℓᵢ‖²), raising ``ConfigError`` naming the layer whose parameter is also
-    used outside it (a weight tied by ``h @ layer.weight``), which module hooks cannot see.
+    without a per-sample rule; ``exact``: the exact ∂ℓᵢ/∂θ by torch.func. ``check``: also
+    verify what module hooks cannot see (module docstring), raising ``ConfigError`` naming the
+    cause; about three Grams' time, so by default (None) only on the first call for each model.
 
     Example::
 
@@ -236,13 +220,37 @@ def per_sample_gram(
         c_k = truncated_condition(gram)
     """
     check_choice("unsupported", unsupported, UNSUPPORTED_CHOICES)
-    batch = inputs.shape[0]
+    if torch.is_inference_mode_enabled():
+        raise ConfigError("per_sample_gram differentiates the loss: call it outside "
+                          "torch.inference_mode() (torch.no_grad() around it is fine).")
+    if inputs.is_inference():  # made under inference_mode: autograd cannot save it
+        inputs = inputs.clone()
     if exact:
         return exact_gram(model, inputs, targets, loss_fn)
+    if check is None:
+        check = model not in _CHECKED
+    if check:  # first: a mistaken batch dimension also breaks the sums
+        _check_samples_independent(model, inputs, targets, loss_fn, unsupported)
+    gram = _hooked_gram(model, inputs, targets, loss_fn, unsupported, check_sums=check)
+    if check:
+        _CHECKED.add(model)
+    return gram
+
+
+#: The models `per_sample_gram` has checked (held weakly: a deleted model is forgotten).
+_CHECKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _hooked_gram(model: nn.Module, inputs: Tensor, targets: Tensor,
+                 loss_fn: PerSampleLoss | None, unsupported: str,
+                 check_sums: bool = False) -> Tensor:
+    """F̃ by module hooks, in the model's mode; ``check_sums``: each layer's contributions
+    must add up to its batch gradient."""
+    batch = inputs.shape[0]
     layers = plan_layers(model, unsupported)
     gram = torch.zeros(batch, batch, dtype=torch.float64, device=inputs.device)
     handles = [
-        layer.module.register_forward_hook(_record_hook(layer), with_kwargs=True)
+        layer.module.register_forward_hook(_record_hook(layer), with_kwargs=True, prepend=True)
         for layer in layers
     ]
     try:
@@ -263,7 +271,46 @@ def per_sample_gram(
     return gram
 
 
-#: Relative gap between a layer's 1ᵀF̃ₗ1 and its squared batch gradient that ``check_sums``
+#: Relative Frobenius gap between a sub-batch's Gram and the block of the batch's that the
+#: independence check tolerates (float32 rounding; a mistaken batch dimension is far larger).
+BLOCK_TOLERANCE = 1e-3
+
+
+def _check_samples_independent(model: nn.Module, inputs: Tensor, targets: Tensor,
+                               loss_fn: PerSampleLoss | None, unsupported: str) -> None:
+    """In eval mode, where samples are independent, the Gram of the first h samples is the
+    top-left block of the batch's, unless some module took a dimension whose size equals
+    the batch's for the batch. Two sub-batch sizes (B − 1, then B // 2) are tried before
+    raising, since a sub-batch's own size may collide with another dimension."""
+    batch = inputs.shape[0]
+    couples = any(isinstance(m, _BatchNorm) and not m.track_running_stats
+                  for m in model.modules())  # batch statistics in eval mode too
+    if batch < 2 or couples:
+        return
+    with preserved_state(model, inputs):
+        model.eval()
+        full = _hooked_gram(model, inputs, targets, loss_fn, unsupported)
+        found = []
+        for size in dict.fromkeys((batch - 1, batch // 2)):
+            try:
+                part = _hooked_gram(model, inputs[:size], targets[:size], loss_fn, unsupported)
+            except ConfigError as err:
+                found.append(f"on the first {size} samples: {err}")
+                continue
+            block = full[:size, :size]
+            gap = float((part - block).norm() / block.norm().clamp_min(1e-300))
+            if gap <= BLOCK_TOLERANCE:
+                return
+            found.append(f"the first {size} samples' Gram differs from their block of the "
+                         f"batch's by {gap:.2g} (relative)")
+    raise ConfigError(
+        f"per_sample_gram: samples are not measured independently ({'; '.join(found)}). A "
+        f"module probably took a dimension of size {batch} for the batch that is not (positions"
+        f" torch.arange(T) with T = B, a sequence-first tensor with T = B); use exact=True, or "
+        "a batch size that differs from the model's other sizes.")
+
+
+#: Relative gap between a layer's 1ᵀF̃ₗ1 and its squared batch gradient that ``check``
 #: tolerates (rounding of float32 products; a missed use of a parameter is far larger).
 SUM_TOLERANCE = 1e-3
 
@@ -290,9 +337,10 @@ def _check_layer_sum(layer: _Layer, share: Tensor | None, grads: dict[int, Tenso
         raise ConfigError(
             f"per_sample_gram: the per-sample contributions of module {layer.name or '<model>'!r}"
             f" ({type(layer.module).__name__}) add up to {found:.6g}, not to its squared batch "
-            f"gradient {expected:.6g}: a parameter of it is also used outside the module (a "
-            "tied weight in a functional call?), which module hooks do not see. Use exact=True "
-            "(or, in a trial, measures without 'fisher'), or make that use go through a module."
+            f"gradient {expected:.6g}: a parameter of it is also used outside the module's own "
+            "call (a tied weight in a functional call such as h @ embedding.weight?), which "
+            "module hooks do not see. Use exact=True (or, in a trial, measures without "
+            "'fisher'), or make that use go through a module."
         )
 
 

@@ -82,7 +82,7 @@ def check_user_code(config: TrialConfig) -> list[str]:
     probe_model(config.model, model, x, data.num_classes)
     if "fisher" not in config.measures:
         return []
-    per_sample_gram(model, x, y, unsupported=FALLBACK, check_sums=True)
+    per_sample_gram(model, x, y, unsupported=FALLBACK, check=True)
     return fallback_modules(model)
 
 

@@ -91,7 +91,7 @@ class Monitor:
         # the first measurement also checks that the layers' contributions add up to the
         # batch gradient: a user's model may use a weight outside its module (tied weights)
         gram = per_sample_gram(run.model, x, y, run.loss_fn, unsupported=FALLBACK,
-                               check_sums=first)
+                               check=first)
         self.fisher.update(gram, lr, len(y))
 
     def end_epoch(self, run: Any, hessian_top: float | None = None) -> dict[str, float]:
