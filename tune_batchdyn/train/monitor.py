@@ -88,8 +88,8 @@ class Monitor:
                 log.info("C̄K/LK: no per-sample rule for module(s) %s; their per-sample "
                          "gradients come from torch.func (slower)", ", ".join(fallback))
         lr = float(run.optimizer.param_groups[0]["lr"])
-        # the first measurement also checks that the layers' contributions add up to the
-        # batch gradient: a user's model may use a weight outside its module (tied weights)
+        # the first measurement also checks what hooks cannot see in a user's model: a weight
+        # used outside its module, a dimension mistaken for the batch (per_sample_gram)
         gram = per_sample_gram(run.model, x, y, run.loss_fn, unsupported=FALLBACK,
                                check=first)
         self.fisher.update(gram, lr, len(y))
