@@ -206,3 +206,11 @@ def test_network_quality_by_hand() -> None:
     assert result["layers"]["3"]["q"] == 0.0  # zero weight: empty low-rank part
     assert result["Q"] == pytest.approx((q0**2 + q2**2) / math.sqrt(3), rel=1e-9)
     assert math.isnan(network_quality(nn.ReLU())["Q"])
+
+
+def test_network_quality_of_a_lazy_model_says_to_run_it_first() -> None:
+    model = nn.Sequential(nn.LazyLinear(3), nn.Linear(3, 3))
+    with pytest.raises(ConfigError, match="\\['0'\\] are not initialised.*forward pass first"):
+        network_quality(model)
+    model(torch.randn(2, 5))
+    assert set(network_quality(model)["layers"]) == {"0", "1"}

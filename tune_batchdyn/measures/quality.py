@@ -24,6 +24,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from tune_batchdyn.errors import ConfigError, check_choice
 from tune_batchdyn.measures.evbmf import evbmf_batched
@@ -129,6 +130,10 @@ def network_quality(model: nn.Module, unfolding: str = "both") -> dict:
         for name, module in model.named_modules()
         if isinstance(module, _LAYER_TYPES) and module.weight is not None
     }
+    lazy = [name for name, weight in weights.items() if is_lazy(weight)]
+    if lazy:
+        raise ConfigError(f"network_quality: the weights of {lazy} are not initialised yet "
+                          "(lazy modules); run one forward pass first.")
     layers = _qualities(weights, unfolding)
     if not layers:
         return {"Q": math.nan, "layers": {}}
