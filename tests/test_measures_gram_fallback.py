@@ -178,3 +178,11 @@ def test_inference_mode_is_refused_and_inference_tensors_accepted() -> None:
         with pytest.raises(ConfigError, match="outside torch.inference_mode"):
             per_sample_gram(model, x, y)
     assert relative_error(per_sample_gram(model, x, y), loop_gram(model, x.clone(), y)) < 1e-8
+
+
+def test_the_check_leaves_a_diverged_model_to_give_nan() -> None:
+    model = nn.Sequential(nn.Linear(5, CLASSES))
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    gram = per_sample_gram(model, torch.randn(4, 5), torch.randint(0, CLASSES, (4,)))
+    assert gram.shape == (4, 4) and not bool(torch.isfinite(gram).all())

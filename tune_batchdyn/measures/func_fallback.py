@@ -82,7 +82,8 @@ def func_per_sample_gradients(name: str, module: nn.Module, inputs: tuple[tuple,
             raise ConfigError(
                 f"per_sample_gram: output {j} of {label} has shape {tuple(outputs[j].shape)} "
                 f"for the batch and {tuple(one.shape)} for one sample: no dimension of it "
-                "carries the batch; use exact=True.")
+                f"carries the batch (was another dimension of size {batch}, such as T = B, "
+                "taken for the batch?); use exact=True.")
         out_dims.append(dim)
     cotangents = [grads[j] if grads[j] is not None else outputs[j].new_zeros(outputs[j].shape)
                   for j in present]
