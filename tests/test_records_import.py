@@ -65,6 +65,31 @@ def test_ray_dir_reads_every_trial(tmp_path):
     assert table["epoch"].dtype == np.int64 and table["diverged"].dtype == bool
 
 
+def test_ray_dir_keeps_one_row_per_epoch_and_fills_from_progress_csv(tmp_path):
+    """A resumed trial appends again the epochs after Ray's last saved state (the last line
+    wins); a paused and resumed one may lose its first epochs from result.json, which
+    progress.csv still holds."""
+    import pandas as pd
+
+    params = {"dataset": "digits", "lr": 0.05, "batch_size": 32, "epochs": 4}
+    retrained = [_result(1), _result(2), _result(3), _result(3, val_error=0.01), _result(4)]
+    _write_trial(tmp_path / "resumed", params, retrained)
+    rerouted = [_result(e, trial_id="abc_00001", batch_size=32 if e < 3 else 128)
+                for e in range(1, 5)]
+    _write_trial(tmp_path / "rerouted", params, rerouted[2:])  # epochs 1-2 lost
+    pd.DataFrame(rerouted).to_csv(tmp_path / "rerouted" / "progress.csv", index=False)
+
+    table = records_from_ray_dir(tmp_path)
+
+    resumed = table[table["trial_id"] == "abc_00000"]
+    assert resumed["epoch"].tolist() == [1, 2, 3, 4]
+    assert resumed["val_error"].tolist() == pytest.approx([0.2, 0.1, 0.01, 0.05])
+    filled = table[table["trial_id"] == "abc_00001"]
+    assert filled["epoch"].tolist() == [1, 2, 3, 4]
+    assert filled["batch_size"].tolist() == [32, 32, 128, 128]
+    assert filled["quality_q"].isna().all() and not filled["diverged"].any()
+
+
 def test_ray_dir_without_trials_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no trial"):
         records_from_ray_dir(tmp_path)

@@ -7,6 +7,12 @@ params, results)``: Ray's extra keys are dropped, record keys a line lacks take 
 record's values (NaN measures, zero counters; ``epoch`` falls back to ``training_iteration``).
 A line that is not valid JSON (the half-written last line of a killed trial) is skipped, and so
 is a trial without any result.
+
+One row per epoch: a trial resumed after an interrupt trains again the epochs after Ray's last
+saved state and appends them again, so the last line of an epoch wins (the run that went on
+from it). Ray's ``progress.csv`` (the same results as CSV) fills epochs that ``result.json``
+lacks: when a paused trial resumes (a reroute), Ray may replace the trial's ``result.json``
+by one holding only the epochs after the pause.
 """
 
 from __future__ import annotations
@@ -29,10 +35,8 @@ def records_from_ray_dir(path: str | os.PathLike) -> pd.DataFrame:
         raise ConfigError(f"ray results dir={str(path)!r} is not a directory.")
     tables = []
     for params_file in sorted(root.rglob("params.json")):
-        result_file = params_file.with_name("result.json")
-        if not result_file.is_file():
-            continue
-        results = _read_results(result_file)
+        results = _one_per_epoch(_read_csv(params_file.with_name("progress.csv"))
+                                 + _read_results(params_file.with_name("result.json")))
         if not results:
             continue
         config = json.loads(params_file.read_text())
@@ -44,7 +48,33 @@ def records_from_ray_dir(path: str | os.PathLike) -> pd.DataFrame:
     return concat_tables(tables)
 
 
+def _epoch_of(result: dict) -> int | None:
+    value = result.get("epoch", result.get("training_iteration"))
+    return None if value is None or value != value else int(value)
+
+
+def _one_per_epoch(results: list[dict]) -> list[dict]:
+    """The last result of each epoch, in epoch order (results without an epoch dropped)."""
+    by_epoch = {epoch: result for result in results
+                if (epoch := _epoch_of(result)) is not None}
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def _read_csv(progress_file: Path) -> list[dict]:
+    """Ray's progress.csv as result dicts (empty cells dropped); [] when absent or unreadable."""
+    if not progress_file.is_file():
+        return []
+    try:
+        table = pd.read_csv(progress_file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return []
+    return [{k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
+            for row in table.to_dict(orient="records")]
+
+
 def _read_results(result_file: Path) -> list[dict]:
+    if not result_file.is_file():
+        return []
     results = []
     for line in result_file.read_text().splitlines():
         if not line.strip():
