@@ -215,7 +215,8 @@ def run_method(method: str, grid: Grid, configs: list[dict[str, Any]], trainable
         trainable, metric="val_error", mode="min", search_alg=searcher, scheduler=scheduler,
         num_samples=-1, max_concurrent_trials=concurrency, reuse_actors=True, verbose=0,
         resources_per_trial={"cpu": 2.0 / concurrency}, storage_path=storage,
-        raise_on_failed_trial=False, time_budget_s=time_budget_s)
+        raise_on_failed_trial=False, time_budget_s=time_budget_s,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     seconds = time.perf_counter() - start
     epochs, complete, planned = 0, [], 0
     for trial in analysis.trials:

@@ -71,6 +71,7 @@ def main() -> None:
         verbose=0 if args.smoke else 1,
         callbacks=[DecisionsCallback(scheduler, echo=logging.getLogger(__name__).info)],
         max_failures=2, raise_on_failed_trial=False,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest is all it reads
         reuse_actors=True)  # one worker process per slot: torch imported once
     best = analysis.get_best_trial(metric="val_error", mode="min", scope="last")
     if best is not None:

@@ -67,6 +67,8 @@ def main() -> None:
             run_config=tune.RunConfig(
                 storage_path=args.storage_path, name=args.name, verbose=0 if args.smoke else 1,
                 callbacks=[DecisionsCallback(scheduler, echo=logging.getLogger(__name__).info)],
+                # a trial resumes (and a reroute restarts) from its latest checkpoint only
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=2)))
     results = tuner.fit()
     best = results.get_best_result(metric="val_error", mode="min", scope="last")

@@ -289,6 +289,8 @@ def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
                                   name=os.path.basename(experiment), verbose=0,
                                   callbacks=callbacks,
                                   stop=EpochBudget(args.budget) if args.budget else None,
+                                  # the latest checkpoint is all a resume or reroute reads
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=2)))
     fit(tuner, experiment, resumed=False)
     decisions = scheduler.history.decisions if isinstance(scheduler, MeasureScheduler) else None

@@ -28,6 +28,7 @@ scheduler shares the searcher's history)::
                                     scheduler=scheduler, num_samples=searcher.max_trials),
         run_config=tune.RunConfig(storage_path="/shared/ray_results", name="digits-sweep",
                                   callbacks=[DecisionsCallback(scheduler)],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=2)))
     tuner.fit()
 

@@ -13,7 +13,9 @@ after a worker failure (``FailureConfig(max_failures=...)``) continue where the 
 
 Each epoch is reported once: the checkpoint records how many were, and an engine that recomputes
 a prefix on resume (NQM trials keep no engine state) has those epochs skipped. A checkpoint goes
-with every ``checkpoint_every``-th epoch (and the last), as the engine writes them.
+with every ``checkpoint_every``-th epoch (and the last), as the engine writes them; Ray keeps
+them all unless told otherwise, and only the latest is ever read, so pass
+``RunConfig(checkpoint_config=tune.CheckpointConfig(num_to_keep=1))`` (the CLI does).
 
 Resources: wrap the trainable with ``tune.with_resources``::
 
