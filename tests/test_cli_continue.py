@@ -136,7 +136,14 @@ def test_ray_resume_with_other_settings_is_refused_before_ray_starts(tmp_path, c
     assert capsys.readouterr().err.strip() == (
         f"tune-batchdyn sweep: error: --resume: {experiment} holds another sweep (--space: "
         "digits_mlp_smoke stored, nqm given); pass another --name to start a new experiment, "
-        "or the same --space and --set to continue this one.")
+        "or the same --space, --set and flags to continue this one.")
+    # the flags Ray restores from the experiment are compared too
+    fake_experiment(tmp_path / "ray" / "flags", {"space": "nqm", "set": {}, "flags": {
+        "--scheduler": "measure", "--budget": 300, "--max-planned": 3, "--max-concurrent": None}})
+    assert main(["sweep", "--space", "nqm", "--storage-path", str(tmp_path / "ray"), "--name",
+                 "flags", "--resume", "--scheduler", "fifo"]) == 2
+    assert ("(--scheduler: measure stored, fifo given; --budget: 300 stored, unset given)"
+            in capsys.readouterr().err)
 
 
 def test_ray_settings_file_round_trip(tmp_path):

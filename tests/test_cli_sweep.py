@@ -24,7 +24,12 @@ SMALL_NQM = ["--set", "epochs=4", "--set",
                                                          "--backend optuna; drop it"),
         (["--storage", "sqlite:///s.db", "--study-name", "s"], "--storage, --study-name is for "
                                                                "--backend optuna"),
-        (["--gpus-per-trial", "-1"], "--gpus-per-trial -1.0 is not accepted"),
+        (["--gpus-per-trial", "-1"], "--gpus-per-trial -1.0 is not accepted; use a number >= 0"),
+        (["--gpus-per-trial", "nan"], "--gpus-per-trial nan is not accepted"),
+        (["--cpus-per-trial", "inf"], "--cpus-per-trial inf is not accepted"),
+        (["--cpus-per-trial", "10000"], "--cpus-per-trial 10000 is not accepted: this machine "
+                                        "has"),
+        (["--name", "a/../b"], "--name 'a/../b' is not accepted; use a plain folder name"),
         (["--budget", "0"], "--budget 0 is not accepted"),
         (["--out", "r.xlsx"], "has extension '.xlsx'"),
         (["--storage-path", "s3://bucket/runs"], "--storage-path s3://bucket/runs is not "
@@ -51,6 +56,49 @@ def test_bad_sweep_arguments_exit_2_naming_the_flag(argv, message, capsys):
 def test_gpus_a_local_run_cannot_have_are_refused_at_once(argv, message, capsys):
     assert main(["sweep", "--space", "nqm", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_output_folders_that_cannot_be_made_are_refused_before_any_trial(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    for flag, value in (("--out", "afile/records.parquet"), ("--figures", "afile/figures")):
+        assert main(["sweep", "--space", "nqm", flag, str(tmp_path / value)]) == 2
+        assert (f"{flag}: cannot create the folder '{tmp_path / 'afile'}" in
+                capsys.readouterr().err)
+
+
+def test_an_address_without_a_cluster_is_one_line(monkeypatch, capsys):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert main(["sweep", "--space", "nqm", "--address", "auto"]) == 2
+    assert ("--address auto: no running Ray cluster found. Start one with `ray start --head`"
+            in capsys.readouterr().err)
+
+
+def test_the_space_files_budget_applies_unless_the_flag_says_otherwise(tmp_path, capsys):
+    from pathlib import Path
+
+    import tune_batchdyn
+
+    shipped = Path(tune_batchdyn.__file__).parent.parent / "searchspaces" / "nqm.toml"
+    space = tmp_path / "budgeted.toml"
+    space.write_text(shipped.read_text().replace('mode = "min"', 'mode = "min"\nbudget = 8'))
+    argv = ["sweep", "--space", str(space), "--backend", "optuna", "--pruner", "none",
+            "--max-planned", "0", *SMALL_NQM]
+    for extra, budget in (([], 8), (["--budget", "12"], 12)):
+        out = tmp_path / f"records_{budget}.csv"
+        assert main([*argv, "--storage", f"sqlite:///{tmp_path / f'{budget}.db'}",
+                     "--out", str(out), *extra]) == 0
+        epochs = read_records(out).groupby("trial_id")["epoch"].max()
+        assert epochs.sum() == budget and (epochs == 4).all()  # whole trials, then it stops
+    capsys.readouterr()
+
+
+def test_ray_budget_counts_each_trained_epoch_once():
+    from tune_batchdyn.cli._sweep_ray import EpochBudget
+
+    budget = EpochBudget(3)
+    for trial_id, epoch in (("a", 1), ("a", 2), ("a", 2), ("b", 1)):  # Ray repeats a's last
+        assert budget(trial_id, {"epoch": epoch, "val_error": 0.5}) is False
+        assert budget.stop_all() is (trial_id == "b")
 
 
 def test_optuna_sweep_prunes_and_keeps_every_trial(tmp_path, capsys):
@@ -94,6 +142,10 @@ def test_ray_sweep_runs_the_measure_scheduler(tmp_path, capsys, monkeypatch):
     assert records["trial_id"].nunique() >= 21
     stopped = int(text.rsplit("decisions: stopped=", 1)[1].split()[0])
     assert stopped >= 1
+    # one checkpoint per trial is kept (the latest: all a resume or a reroute reads)
+    trials = [folder for folder in (tmp_path / "ray" / "nqm").iterdir() if folder.is_dir()]
+    assert len(trials) >= 21
+    assert max(len(list(folder.glob("checkpoint_*"))) for folder in trials) == 1
     # the same command again would mix a second run into the folder: refused, before Ray
     # starts; --resume continues the finished experiment and trains nothing again
     argv = ["sweep", "--space", "nqm", "--backend", "ray", "--storage-path",

@@ -28,7 +28,7 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
 )
 
-from tune_batchdyn.cli._settings import run_settings, settings_differences
+from tune_batchdyn.cli._settings import differences, run_settings, settings_differences
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.records import records_from_ray_dir
 from tune_batchdyn.space import Space
@@ -99,17 +99,21 @@ class Progress(tune.Callback):
 
 
 class EpochBudget(tune.Stopper):
-    """Stops the experiment once ``budget`` trial-epochs were reported."""
+    """Ends the experiment once ``budget`` trial-epochs were trained: each (trial, epoch)
+    counted once (Ray's closing result of a trial repeats its last epoch)."""
 
     def __init__(self, budget: int) -> None:
-        self.budget, self.used = budget, 0
+        self.budget = budget
+        self.trained: set[tuple[str, int]] = set()
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        self.used += 1
+        epoch = result.get("epoch", result.get("training_iteration"))
+        if epoch is not None:
+            self.trained.add((trial_id, int(epoch)))
         return False
 
     def stop_all(self) -> bool:
-        return self.used >= self.budget
+        return len(self.trained) >= self.budget
 
 
 def scheduler_for(name: str, epochs: int, history: Any) -> FIFOScheduler:
@@ -155,6 +159,15 @@ def _add_filter(logger_name: str, rule: Any) -> None:
 SETTINGS_FILE = "sweep.json"
 
 
+def ray_settings(space: Space, overrides: dict[str, Any],
+                 args: argparse.Namespace) -> dict[str, Any]:
+    """``run_settings`` plus the flags a resumed experiment keeps from its start (Ray restores
+    its searcher, scheduler, stopper and concurrency, whatever the command line says)."""
+    return {**run_settings(space, overrides),
+            "flags": {"--scheduler": args.scheduler, "--budget": args.budget,
+                      "--max-planned": args.max_planned, "--max-concurrent": args.max_concurrent}}
+
+
 def write_settings(experiment: str, settings: dict[str, Any]) -> None:
     """Write ``sweep.json`` into a new experiment folder (created here, before Ray does)."""
     os.makedirs(experiment, exist_ok=True)
@@ -169,11 +182,15 @@ def check_resumed_settings(experiment: str, settings: dict[str, Any]) -> None:
     if not os.path.exists(path):
         return
     with open(path) as handle:
-        found = settings_differences(json.load(handle), settings)
+        stored = json.load(handle)
+    found = settings_differences(stored, settings)
+    if "flags" in stored:
+        found = "; ".join(part for part in (found, differences(stored["flags"],
+                                                               settings["flags"])) if part)
     if found:
         raise ConfigError(f"--resume: {experiment} holds another sweep ({found}); pass another "
-                          "--name to start a new experiment, or the same --space and --set to "
-                          "continue this one.")
+                          "--name to start a new experiment, or the same --space, --set and "
+                          "flags to continue this one.")
 
 
 class Interruption:
@@ -195,7 +212,7 @@ class Interruption:
         return not (self.seen and message.startswith("Failed to fetch metrics"))
 
 
-def fit(tuner: Any, experiment: str, resumed: bool) -> None:
+def fit(tuner: Any, experiment: str, resumed: bool | str) -> None:
     """``tuner.fit()``; when Ray reports it interrupted, ``interrupted_line`` and exit status 130
     (the CLI's for Ctrl-C; raised as ``SystemExit``, since the CLI's own interrupt line
     would follow a ``KeyboardInterrupt`` and be the last one)."""
@@ -213,11 +230,13 @@ def fit(tuner: Any, experiment: str, resumed: bool) -> None:
             logger.removeFilter(interruption)
 
 
-def interrupted_line(experiment: str, resumed: bool) -> str:
+def interrupted_line(experiment: str, resumed: bool | str) -> str:
     """How to continue, with the trials finished before the interrupt (as the experiment state
-    Ray saved then holds them: a trial it stopped on the way out is not one of them)."""
+    Ray saved then holds them: a trial it stopped on the way out is not one of them).
+    ``resumed``: True, or the flags a new run must add to resume (its storage path too when
+    that was a temporary folder of the sweep's choosing)."""
     finished = sum(t.status == "TERMINATED" for t in tune.ExperimentAnalysis(experiment).trials)
-    again = "the same command" if resumed else "the same command with --resume"
+    again = "the same command" if resumed is True else f"the same command with {resumed}"
     return (f"tune-batchdyn sweep: interrupted: rerun {again} to continue ({finished} "
             f"trial{'' if finished == 1 else 's'} finished so far).")
 
@@ -240,21 +259,28 @@ def run_ray(space: Space, overrides: dict[str, Any],
     if args.resume and not exists:
         raise ConfigError(f"--resume: {experiment} holds no Ray experiment to continue.")
     if args.resume:
-        check_resumed_settings(experiment, run_settings(space, overrides))
+        check_resumed_settings(experiment, ray_settings(space, overrides, args))
     else:
-        write_settings(experiment, run_settings(space, overrides))
+        write_settings(experiment, ray_settings(space, overrides, args))
+    # what a new run adds to continue: its storage path too when the sweep chose a temporary one
+    resume_flags = "--resume" if args.storage_path else f"--resume --storage-path {storage_path}"
     started = not ray.is_initialized()
     if started:
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as err:
+            raise ConfigError(f"--address {args.address}: no running Ray cluster found. "
+                              "Start one with `ray start --head` (see examples/cluster_sweep.md)"
+                              ", or drop --address to run the trials on this machine.") from err
     try:
-        return _sweep(space, overrides, args, experiment)
+        return _sweep(space, overrides, args, experiment, resume_flags)
     finally:
         if started:
             ray.shutdown()
 
 
 def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
-           experiment: str) -> tuple[pd.DataFrame, str]:
+           experiment: str, resume_flags: str) -> tuple[pd.DataFrame, str]:
     param_space = {**space.to_ray(), **overrides}
     epochs = int(param_space.get("epochs", 20))
     metric = space.search.metric
@@ -269,6 +295,7 @@ def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
                    if search.beacon_lr is not None else {})
         searcher = DynamicSamplingSearcher(param_space, max_planned=args.max_planned, **beacons)
     scheduler = scheduler_for(args.scheduler, epochs, searcher.history if searcher else None)
+    budget = EpochBudget(args.budget) if args.budget else None
     callbacks: list[tune.Callback] = [
         Progress(metric, decisions=searcher.history.decisions if searcher else None)]
     if isinstance(scheduler, MeasureScheduler):
@@ -288,11 +315,14 @@ def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
         run_config=tune.RunConfig(storage_path=os.path.dirname(experiment),
                                   name=os.path.basename(experiment), verbose=0,
                                   callbacks=callbacks,
-                                  stop=EpochBudget(args.budget) if args.budget else None,
+                                  stop=budget,
                                   # the latest checkpoint is all a resume or reroute reads
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=2)))
-    fit(tuner, experiment, resumed=False)
+    fit(tuner, experiment, resumed=resume_flags)
+    if budget is not None and budget.stop_all():
+        print(f"budget of {args.budget} trial-epochs spent: the sweep ended there, trials still "
+              "running then were stopped (kept with the epochs they trained)", flush=True)
     decisions = scheduler.history.decisions if isinstance(scheduler, MeasureScheduler) else None
     return _results(experiment, decisions, epochs)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import math
 import os
 import sys
 import time
@@ -52,7 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "are kept, the others resume from their checkpoints)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
     p.add_argument("--budget", type=int, default=None,
-                   help="stop starting trials once this many trial-epochs were trained")
+                   help="trial-epochs the sweep may train (default: the space's [search] "
+                        "budget, else no limit); once spent, Optuna starts no trial (running "
+                        "ones finish) and Ray ends the sweep (running trials stop there)")
     p.add_argument("--max-planned", type=int, default=3,
                    help="dynamic-sampling trials spawned (default: 3)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -82,11 +85,20 @@ def check_args(args: argparse.Namespace) -> None:
     args.pruner = args.pruner or "measure"
     check_choice("--scheduler", args.scheduler, SCHEDULERS)
     check_choice("--pruner", args.pruner, PRUNERS)
-    for flag, value, low in (("--cpus-per-trial", args.cpus_per_trial, 0.0),
-                             ("--gpus-per-trial", args.gpus_per_trial, 0.0)):
-        if value < low or (flag == "--cpus-per-trial" and value <= 0):
-            raise ConfigError(f"{flag} {value} is not accepted; use a number > 0 for CPUs, "
-                              ">= 0 for GPUs (fractions share a device).")
+    if not (math.isfinite(args.cpus_per_trial) and args.cpus_per_trial > 0):
+        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial} is not accepted; use a "
+                          "number > 0 (e.g. 1, or 0.5 for two trials per core).")
+    if not (math.isfinite(args.gpus_per_trial) and args.gpus_per_trial >= 0):
+        raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial} is not accepted; use a "
+                          "number >= 0 (fractions share a GPU: 0.5 runs two trials per GPU).")
+    if args.backend == "ray" and runs_here(args) and args.cpus_per_trial > (os.cpu_count() or 1):
+        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g} is not accepted: this "
+                          f"machine has {os.cpu_count()} CPUs, so no trial would ever start; "
+                          "use at most that, or --address for a Ray cluster.")
+    if args.name is not None and (not args.name or os.sep in args.name or args.name in
+                                  (".", "..") or (os.altsep and os.altsep in args.name)):
+        raise ConfigError(f"--name {args.name!r} is not accepted; use a plain folder name (no "
+                          f"'{os.sep}'): the experiment goes into --storage-path/NAME.")
     for flag, value in (("--max-concurrent", args.max_concurrent), ("--budget", args.budget)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value} is not accepted; use an integer >= 1.")
@@ -107,6 +119,20 @@ def check_args(args: argparse.Namespace) -> None:
         from tune_batchdyn.records import records_format
 
         records_format(args.out)
+    for flag, folder in (("--out", Path(args.out).parent if args.out else None),
+                         ("--figures", Path(args.figures) if args.figures else None)):
+        if folder is not None:
+            check_writable_folder(flag, folder)
+
+
+def check_writable_folder(flag: str, folder: Path) -> None:
+    """Create ``folder`` now (as writing would at the end): a path through a file, or one
+    that cannot be made, fails before any trial trains rather than after all of them."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{flag}: cannot create the folder {str(folder)!r} ({err.strerror}); "
+                          "pass a path in a folder you can write to.") from err
 
 
 def runs_here(args: argparse.Namespace) -> bool:
@@ -145,6 +171,8 @@ def main(args: argparse.Namespace) -> int:
     space = read_space(args.space)
     overrides = parse_config_overrides(args.set, "--set")
     space.check_trials(overrides)  # a typo fails here, not in every trial
+    if args.budget is None:
+        args.budget = space.search.budget
     check_user_code(space, overrides)
     check_device(overrides.get("device", space.constants.get("device")), args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
