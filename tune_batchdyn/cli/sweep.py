@@ -50,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="Ray experiment name (default: the space's name)")
     p.add_argument("--resume", action="store_true",
                    help="Ray: continue the experiment in --storage-path/--name (finished trials "
-                        "are kept, the others resume from their checkpoints)")
+                        "are kept, the others resume from the checkpoint Ray's experiment state "
+                        "recorded; after a hard kill, trials started since its last save start "
+                        "again)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
     p.add_argument("--budget", type=int, default=None,
                    help="trial-epochs the sweep may train (default: the space's [search] "
