@@ -193,7 +193,8 @@ def test_ray_sweep_quiets_only_the_resumed_trials_missing_file_warning():
 
 
 def test_summary_shows_schedules_as_runs_and_says_how_many_rows(capsys):
-    from tune_batchdyn.cli.sweep import SUMMARY_ROWS, print_summary, run_lengths
+    from tune_batchdyn.cli.sweep import SUMMARY_ROWS, print_summary
+    from tune_batchdyn.strategies.dynamic_sampling import run_lengths
 
     assert run_lengths("[32,32,128,128,128,512]") == "[32×2,128×3,512]"
     assert run_lengths("[32,64,64,128,256]-MS") == "[32,64×2,128,256]-MS"

@@ -209,7 +209,7 @@ def test_reroute_pauses_then_sets_the_schedule_while_paused_and_resumes_it_first
     row = scheduler.decisions.iloc[-1]
     assert row["action"] == "reroute" and row["epoch"] == 2
     assert row["planned_distance"] == pytest.approx(0.1)
-    assert "[32,32,32,128,128,128,128,128] ends inside" in row["reason"]
+    assert "[32×3,128×5] ends inside" in row["reason"]  # repeated stages as runs
 
 
 def test_no_reroute_when_the_planned_course_is_no_better():

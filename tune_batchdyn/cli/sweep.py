@@ -10,7 +10,6 @@ figures.
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ import pandas as pd
 
 from tune_batchdyn.cli.train import parse_config_overrides
 from tune_batchdyn.errors import ConfigError, check_choice
+from tune_batchdyn.strategies.dynamic_sampling import run_lengths
 
 SCHEDULERS = ("measure", "asha", "hyperband", "median", "fifo")
 PRUNERS = ("measure", "median", "successive-halving", "hyperband", "wilcoxon", "none")
@@ -238,14 +238,3 @@ def print_summary(records: pd.DataFrame, metric: str) -> None:
           f"{table[metric].iloc[0]:.4f} ({table['trial'].iloc[0]})"
           + "".join(f"; {note}" for note in notes))
     print(shown.to_string(index=False))
-
-
-def run_lengths(strategy: object) -> object:
-    """A stage list with its repeated stages as runs, ``[32,32,128,128,128]`` as
-    ``[32×2,128×3]`` (a rerouted trial's 20-stage schedule would make the table too wide to
-    read); other strategies as they are."""
-    if not (isinstance(strategy, str) and strategy.startswith("[") and "]" in strategy):
-        return strategy
-    body, _, suffix = strategy[1:].partition("]")
-    runs = [(size, len(list(group))) for size, group in itertools.groupby(body.split(","))]
-    return "[" + ",".join(size if n == 1 else f"{size}×{n}" for size, n in runs) + "]" + suffix

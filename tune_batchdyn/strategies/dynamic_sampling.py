@@ -20,6 +20,7 @@ The learning rate stays the base rate with the step decay, as in the seed.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -146,3 +147,15 @@ def _from_list(name: str, options: dict[str, Any]) -> Strategy | None:
 register("dynamic", DynamicSampling)
 register_pattern(RANGE_FORM, _from_range)
 register_pattern(LIST_FORM, _from_list)
+
+
+def run_lengths(strategy: object) -> object:
+    """A stage list with its repeated stages as runs, ``[32,32,128,128,128]`` as
+    ``[32×2,128×3]`` (a rerouted trial's 20-stage schedule would make a summary table or a
+    decision line too wide to read); other strategies as they are."""
+    if not (isinstance(strategy, str) and strategy.startswith("[") and "]" in strategy):
+        return strategy
+    body, _, suffix = strategy[1:].partition("]")
+    runs = [(size, len(list(group))) for size, group in itertools.groupby(body.split(","))]
+    return "[" + ",".join(size if n == 1 else f"{size}×{n}" for size, n in runs) + "]" + suffix
+

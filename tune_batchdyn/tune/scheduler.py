@@ -53,6 +53,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from tune_batchdyn.errors import ConfigError, is_int, is_number
 from tune_batchdyn.predict import FEATURES, FinalErrorPredictor, OptimumRegion, Prediction
 from tune_batchdyn.records import target_column
+from tune_batchdyn.strategies.dynamic_sampling import run_lengths
 from tune_batchdyn.tune.decisions import REROUTED, STOPPED
 from tune_batchdyn.tune.history import (
     BEACON,
@@ -183,7 +184,7 @@ class MeasureScheduler(FIFOScheduler):
                                               "batch_size": option.batch_size}
             self.history.decisions.add(
                 REROUTED, trial.trial_id, f"course ends outside the optimum region; "
-                f"{option.schedule} ends inside", **where, **option.numbers())
+                f"{run_lengths(option.schedule)} ends inside", **where, **option.numbers())
             return PAUSE
         return CONTINUE
 
