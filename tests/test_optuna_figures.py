@@ -18,7 +18,12 @@ from optuna.visualization.matplotlib import plot_contour, plot_intermediate_valu
 
 from tune_batchdyn.errors import ConfigError  # noqa: E402
 from tune_batchdyn.figures import write_figures  # noqa: E402
-from tune_batchdyn.optuna import enqueue_replay, measure_target, replay_objective  # noqa: E402
+from tune_batchdyn.optuna import (  # noqa: E402
+    enqueue_replay,
+    make_storage,
+    measure_target,
+    replay_objective,
+)
 from tune_batchdyn.predict.synthetic import synthetic_records  # noqa: E402
 from tune_batchdyn.records import RECORD_COLUMNS, records_from_optuna  # noqa: E402
 
@@ -88,3 +93,26 @@ def test_plot_command_reads_a_study_from_its_storage(replayed, tmp_path, capsys)
     assert main(["plot", "--storage", url, "--study", "other", "--out", str(tmp_path)]) == 2
     assert "--study 'other' is not in" in capsys.readouterr().err
     plt.close("all")
+
+
+def test_plot_command_takes_a_journal_and_creates_no_file(replayed, tmp_path, capsys):
+    """``plot --storage`` takes what ``sweep --storage`` takes; a file that is not there is an
+    error, not created empty (review: a journal path crashed; a missing SQLite file was
+    created)."""
+    from tune_batchdyn.cli import main
+
+    _, study = replayed
+    journal = tmp_path / "study.journal"
+    optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage,
+                      to_storage=make_storage(journal), to_study_name="digits")
+    assert main(["plot", "--storage", str(journal), "--study", "digits", "--out",
+                 str(tmp_path / "fig")]) == 0
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
+        "measures.png", "plane.png", "travel.png"]
+    plt.close("all")
+    for storage, file in ((f"sqlite:///{tmp_path / 'none.db'}", tmp_path / "none.db"),
+                          (str(tmp_path / "none.journal"), tmp_path / "none.journal")):
+        assert main(["plot", "--storage", storage, "--study", "digits", "--out",
+                     str(tmp_path / "fig2")]) == 2
+        assert f"there is no file '{file}' to read a study from" in capsys.readouterr().err
+        assert not file.exists()

@@ -13,6 +13,8 @@ from tune_batchdyn.optuna import (
     DIVERGED_ERROR,
     PLAN_ATTR,
     PLAN_KEY_ATTR,
+    SCHEDULE_ATTR,
+    MeasurePruner,
     make_objective,
     objective,
     open_study,
@@ -134,6 +136,59 @@ def test_rerouted_trial_runs_its_plan():
     assert sizes == [16, 16, 32, 32, 64]  # the seed's s16-to-64
 
 
+PLAN = {"strategy": "s16-to-64", "batch_size": 16, "lr": 0.4}
+
+
+def _enqueue_plan(study: optuna.Study) -> None:
+    study.enqueue_trial(PLAN, user_attrs={PLAN_ATTR: PLAN, SCHEDULE_ATTR: PLAN["strategy"],
+                                          PLAN_KEY_ATTR: plan_key(PLAN)})
+
+
+def test_a_planned_trial_does_not_pass_for_a_fixed_batch_trial():
+    """The review's t1.db: the plan s128-to-512 from batch 128 had the params of the fixed
+    batch-128 trial, so best_params, trials_dataframe and the sampler took one for the other.
+    A plan's batch_size is no param now; its schedule is the user attribute reroute/schedule."""
+    study = _study()
+    study.enqueue_trial({"batch_size": 16, "lr": 0.4})
+    _enqueue_plan(study)
+    objective = make_objective(SPACE, **{**NQM, "epochs": 5})
+    study.optimize(objective, n_trials=2)
+    fixed, planned = study.trials
+    assert fixed.params == {"batch_size": 16, "lr": 0.4}
+    assert planned.params == {"lr": 0.4}
+    sizes = [planned.user_attrs[record_attr_name(e)]["batch_size"] for e in range(1, 6)]
+    assert sizes == [16, 16, 32, 32, 64]
+    frame = study.trials_dataframe().set_index("number")
+    assert frame.loc[0, "params_batch_size"] == 16 and math.isnan(frame.loc[1, "params_batch_size"])
+    assert frame[f"user_attrs_{SCHEDULE_ATTR}"].fillna("").tolist() == ["", "s16-to-64"]
+    # the sampler goes on with both: batch_size kept one distribution
+    study.sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=0)
+    study.optimize(objective, n_trials=2)
+    assert [t.state for t in study.trials[2:]] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(t.params["batch_size"] in (16, 64) for t in study.trials[2:])
+
+
+@pytest.mark.parametrize(("strategies", "params"), [
+    (["fixed", "s16-to-64"], PLAN),  # the schedule is a choice: the params say it all
+    (["fixed", "gg"], {"lr": 0.4}),  # it is not: neither strategy nor batch_size
+])
+def test_a_planned_trial_keeps_batch_size_with_its_strategy(strategies, params):
+    study = _study()
+    _enqueue_plan(study)
+    space = {"strategy": strategies, "batch_size": [16, 64], "lr": [0.1, 0.4]}
+    study.optimize(make_objective(space, **{**NQM, "epochs": 5}), n_trials=1)
+    assert study.trials[0].params == params
+
+
+def test_measure_pruner_on_a_maximize_study_is_refused_before_training():
+    study = optuna.create_study(direction="maximize", pruner=MeasurePruner())
+    with pytest.raises(ConfigError, match="direction='maximize' is not accepted with "
+                                          "MeasurePruner"):
+        study.optimize(make_objective(SPACE, **NQM), n_trials=1)
+    (trial,) = study.trials
+    assert trial.user_attrs == {} and not trial.intermediate_values  # nothing trained
+
+
 @pytest.mark.parametrize(("space", "defaults", "message"), [
     (SPACE, {"batch_size": 8}, "both searched"),
     (SPACE, {"batchsize": 8}, "unknown TrialConfig field"),
@@ -141,6 +196,12 @@ def test_rerouted_trial_runs_its_plan():
     ({"lr": 0.1}, {}, "list of choices"),
     (SPACE, {"diverged_error": math.nan}, "diverged_error"),
     (SPACE, {"metric": "lk"}, "metric"),
+    ({"batch_size": [256, -3]}, {}, r"space\['batch_size'\] choice -3: batch_size=-3 is not "
+                                    r"accepted; use an integer >= 1"),
+    ({"strategy": ["fixed", "bogus"]}, {}, r"space\['strategy'\] choice 'bogus': "
+                                           r"strategy='bogus' is not accepted; use one of: fixed"),
+    ({"lr": optuna.distributions.FloatDistribution(0.1, math.inf)}, {},
+     r"space\['lr'\] choice inf: lr"),
 ])
 def test_bad_input_is_a_config_error(space, defaults, message):
     with pytest.raises(ConfigError, match=message):

@@ -18,6 +18,7 @@ from tune_batchdyn.optuna import (
     MeasurePruner,
     enqueue_beacon,
     enqueue_replay,
+    open_study,
     replay_objective,
 )
 from tune_batchdyn.predict import FinalErrorPredictor
@@ -257,6 +258,15 @@ def test_maximize_study_is_refused(table):
     trial.report(0.5, 1)
     with pytest.raises(ConfigError, match="minimize"):
         trial.should_prune()
+
+
+def test_open_study_refuses_maximize_with_the_pruner_before_making_the_study(tmp_path):
+    journal = tmp_path / "study.journal"
+    with pytest.raises(ConfigError, match="direction='maximize' is not accepted with "
+                                          "MeasurePruner, which predicts errors"):
+        open_study(journal, "up", direction="maximize", pruner=MeasurePruner())
+    assert not journal.exists()
+    open_study(journal, "up", direction="maximize", pruner=optuna.pruners.MedianPruner())
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -13,8 +13,10 @@ import pytest
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.optuna import (
     DUPLICATE_ATTR,
+    KEY_ATTR,
     PLAN_ATTR,
     PLAN_KEY_ATTR,
+    SCHEDULE_ATTR,
     RerouteCallback,
     composable,
     count_decisions,
@@ -68,7 +70,8 @@ def test_enqueues_the_planners_choice(beacons):
     (trial,) = _waiting(study)
     expected = _expected_plan(beacons)
     assert trial.user_attrs[PLAN_ATTR] == expected
-    assert trial.user_attrs[PLAN_KEY_ATTR] == plan_key(expected)
+    assert trial.user_attrs[SCHEDULE_ATTR] == expected["strategy"]  # a plain string
+    assert trial.user_attrs[PLAN_KEY_ATTR] == trial.user_attrs[KEY_ATTR] == plan_key(expected)
     assert trial.system_attrs["fixed_params"] == expected
     assert math.isfinite(trial.user_attrs["reroute/predicted_error"])
     assert decisions_line(study) == "decisions: pruned=0 enqueued=1"
@@ -115,12 +118,16 @@ def test_no_measures_no_plan(beacons):
 
 
 def test_simultaneous_enqueues_run_the_plan_once():
-    """Two workers that decided at the same instant both enqueued: the later trial is pruned
-    before training, and the pair counts as one plan, no pruned trial."""
+    """Two workers that decided at the same instant both enqueued (each wrote what
+    ``enqueue_once`` writes, neither saw the other's): the later trial is pruned before
+    training, and the pair counts as one plan, no pruned trial."""
     study = optuna.create_study(pruner=optuna.pruners.NopPruner())
     plan = {"strategy": "s16-to-64", "batch_size": 16, "lr": 0.2}
+    attrs = {PLAN_ATTR: plan, PLAN_KEY_ATTR: plan_key(plan), KEY_ATTR: plan_key(plan)}
     for _ in range(2):
-        study.enqueue_trial(plan, user_attrs={PLAN_ATTR: plan, PLAN_KEY_ATTR: plan_key(plan)})
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, user_attrs=attrs,
+            system_attrs={"fixed_params": plan}))
     study.optimize(make_objective(None, **NQM10), n_trials=2)
     runner, duplicate = study.trials
     assert runner.state == optuna.trial.TrialState.COMPLETE
@@ -150,6 +157,15 @@ def test_a_failed_plan_may_be_planned_again(beacons):
     ({"candidates": "s32-to-64"}, "candidates='s32-to-64'"),
     ({"metric": "lk"}, "metric='lk'"),
     ({"k": 0}, "k=0"),
+    ({"candidates": ["bogus"]}, r"candidates\[0\]='bogus' is not accepted; use schedule specs: "
+                                r"'s\{a\}-to-\{b\}', 's\{a\}-to-\{b\}-MS', '\[16,32,64\]'"),
+    ({"candidates": ["s32-to-64", 64]}, r"candidates\[1\]=64 is not accepted"),
+    ({"lr_decay_factor": -5}, r"lr_decay_factor must be a number of at least 1 .* but got "
+                              r"lr_decay_factor=-5"),
+    ({"lr_milestones": [2.0]}, r"lr_milestones must be a list of increasing fractions of the "
+                               r"epochs in \(0, 1\) .* but got lr_milestones=\[2.0\]"),
+    ({"lr_milestones": 0.5}, r"but got lr_milestones=0.5"),
+    ({"lr_milestones": [0.75, 0.5]}, r"but got lr_milestones=\[0.75, 0.5\]"),
 ])
 def test_arguments_are_checked(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -295,3 +295,19 @@ def test_journal_names_may_hold_colons_and_start_at_home(tmp_path, monkeypatch):
     open_study("~/sweeps/j.journal", "s")
     assert (tmp_path / "run:1.journal").is_file()
     assert (tmp_path / "home" / "sweeps" / "j.journal").is_file()
+
+
+def test_a_sqlite_file_given_as_a_path_is_refused_naming_its_url(tmp_path, monkeypatch):
+    """The review's ``--storage plain.db``: a raw UnicodeDecodeError (read as a journal)."""
+    monkeypatch.chdir(tmp_path)
+    open_study("sqlite:///plain.db", "s", heartbeat_interval=None)
+    before = (tmp_path / "plain.db").read_bytes()
+    with pytest.raises(ConfigError) as caught:
+        open_study("plain.db", "s")
+    assert str(caught.value) == ("storage='plain.db' is a SQLite database, not a journal file; "
+                                 "use storage='sqlite:///plain.db'.")
+    assert (tmp_path / "plain.db").read_bytes() == before
+    (tmp_path / "other.bin").write_bytes(b"\xfb\x00not json\n")
+    with pytest.raises(ConfigError, match=r"storage='other.bin' is not an Optuna journal file "
+                                          r"\(UnicodeDecodeError: "):
+        open_study("other.bin", "s")

@@ -1,16 +1,19 @@
 """The Optuna side of ``tune-batchdyn sweep`` (imported only when ``--backend optuna``).
 
 A grid space is enqueued whole, its fixed-batch beacons (``[search] beacons`` at
-``beacon_lr``, marked so that MeasurePruner lets them run to the end) first, once per study
-even when more workers join; the pruner stops trials and
-``RerouteCallback`` enqueues planned dynamic-sampling trials after them, and each worker stops
-when the queue is empty. A range space is sampled by TPE, ``grid_size * num_samples`` trials
-per study.
+``beacon_lr``, marked so that MeasurePruner lets them run to the end) first, each point once
+per study even when workers join at the same instant (``optuna.enqueue``: a duplicate is
+skipped untrained) or restart; a point whose trial failed (a killed worker's, failed once its
+heartbeat is stale: ``open_study``) is enqueued again, a finished one never; the pruner stops
+trials and ``RerouteCallback`` enqueues planned dynamic-sampling trials after them, and each
+worker stops when the queue is empty. A range space is sampled by TPE,
+``grid_size * num_samples`` trials per study.
 
 A study the sweep creates is marked with the space's name and the ``--set`` overrides (study
 user attributes ``sweep/space``, ``sweep/set``); joining a marked study with others is refused,
 as its finished trials would be reported for settings they did not run with. After the run, the
-decision log (each pruned trial and each enqueued plan) is read back from the study.
+decision log (each pruned trial and each enqueued plan) is read back from the study; the
+records table holds every trial but the failed ones.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from tune_batchdyn.optuna import (
     composable,
     decisions_line,
     enqueue_beacon,
+    enqueue_once,
     make_objective,
     open_study,
     planned_keys,
@@ -71,13 +75,16 @@ class Budget:
         epochs = sum(len(t.intermediate_values) for t in trials)
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = min((t.value for t in done), default=float("nan"))
-        config = trial.user_attrs.get("config", {})
+        # a duplicate skipped before its config was made: the params it was enqueued with
+        config = trial.user_attrs.get("config") or trial.system_attrs.get("fixed_params", {})
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         last = trial.user_attrs.get(record_attr_name(trial.last_step or 0), {})
         state = "diverged" if last.get("diverged") else trial.state.name.lower()
         done_how = f"{state} after {len(trial.intermediate_values)} epochs"
         if REPEAT_ATTR in trial.user_attrs:
             done_how = f"repeats trial {trial.user_attrs[REPEAT_ATTR]} (not trained again)"
+        if DUPLICATE_ATTR in trial.user_attrs:
+            done_how = f"duplicate of trial {trial.user_attrs[DUPLICATE_ATTR]} (not trained)"
         print(f"trial {trial.number} {done_how}: {self.metric}={value} "
               f"strategy={config.get('strategy')} batch={config.get('batch_size')} "
               f"lr={config.get('lr')} | {epochs} trial-epochs, best {best:.4f}", flush=True)
@@ -136,7 +143,7 @@ def run_optuna(space: Space, overrides: dict[str, Any],
         if beacon:
             enqueue_beacon(study, params)
         else:
-            study.enqueue_trial(params, skip_if_exists=True)
+            enqueue_once(study, params)
     search = space.search
     callbacks: list[Any] = []
     if args.pruner == "measure" and args.max_planned > 0:
@@ -171,7 +178,10 @@ def run_optuna(space: Space, overrides: dict[str, Any],
     reroute = next((c for c in callbacks if isinstance(c, RerouteCallback)), None)
     if reroute is not None and not planned_keys(study) and reroute.no_plan_reason:
         print(f"no plan enqueued: {reroute.no_plan_reason}")
-    return records_from_optuna(study), decisions_line(study)
+    # a failed trial (a killed worker's) is left out: its configuration was enqueued again
+    kept = [t for t in study.get_trials(deepcopy=False)
+            if t.state != optuna.trial.TrialState.FAIL]
+    return records_from_optuna(kept), decisions_line(study)
 
 
 def stored_settings(study: optuna.Study) -> dict[str, Any] | None:

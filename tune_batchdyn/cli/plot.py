@@ -1,7 +1,9 @@
 """``tune-batchdyn plot RECORDS... --out DIR``: the figures of a records table, as PNG files.
 
 ``--storage URL --study NAME`` reads an Optuna study instead (its trials' user attributes), so
-a study written by ``tune-batchdyn sweep --backend optuna`` plots without an export step.
+a study written by ``tune-batchdyn sweep --backend optuna`` plots without an export step;
+``--storage`` takes what ``sweep --storage`` takes (a database URL or a journal file path), and
+a file that does not exist is an error, not created empty.
 
 Writes ``plane.png`` (the (C̄K, LK) plane with the 5-nearest error contours and the optimum
 region), ``travel.png`` (dynamic-sampling paths over their beacons) and ``measures.png`` (C̄K,
@@ -25,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__.replace("``", ""))
     parser.add_argument("records", nargs="*", help="records files (.parquet or .csv)")
     parser.add_argument("--storage", default=None,
-                        help="an Optuna storage URL to read a study from instead")
+                        help="an Optuna storage (a database URL or a journal file path, as "
+                        "sweep --storage) to read a study from instead")
     parser.add_argument("--study", default=None, help="the study's name (with --storage)")
     parser.add_argument("--out", required=True, help="directory for the PNG files")
     parser.add_argument("--fraction", type=float, default=1.0,
@@ -54,13 +57,15 @@ def study_records(storage: str, study: str | None) -> pd.DataFrame:
     """The records table of an existing Optuna study (``ConfigError`` when it is not there)."""
     import optuna
 
+    from tune_batchdyn.optuna import existing_storage
     from tune_batchdyn.records import records_from_optuna
 
+    opened = existing_storage(storage)
     if not study:
         raise ConfigError(f"--storage {storage} needs --study NAME; the studies there: "
-                          f"{optuna.get_all_study_names(storage)}.")
+                          f"{optuna.get_all_study_names(opened)}.")
     try:
-        return records_from_optuna(optuna.load_study(study_name=study, storage=storage))
+        return records_from_optuna(optuna.load_study(study_name=study, storage=opened))
     except KeyError as err:
         raise ConfigError(f"--study {study!r} is not in {storage}; the studies there: "
-                          f"{optuna.get_all_study_names(storage)}.") from err
+                          f"{optuna.get_all_study_names(opened)}.") from err

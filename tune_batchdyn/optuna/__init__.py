@@ -7,8 +7,13 @@
   study's finished trials) is confidently worse than the k-th best, on top of a base pruner's
   decisions (default ``SuccessiveHalvingPruner``, alone before the prediction can be used).
 - ``RerouteCallback``: once enough fixed-batch beacons finished, enqueues the dynamic-sampling
-  schedule planned to land in the optimum region, each plan once (deduplicated from storage);
+  schedule planned to land in the optimum region, each plan once; a planned trial's schedule
+  is its user attribute ``reroute/schedule`` (its params hold no fixed-batch ``batch_size``);
   ``enqueue_beacon`` enqueues a beacon, which ``MeasurePruner`` lets run to the end.
+- ``enqueue_once``: enqueue a configuration once per study, also when workers enqueue it at the
+  same instant (the lowest-numbered trial runs it, later ones are skipped untrained:
+  ``skip_duplicate``), and again when its trial failed (a killed worker's, once its heartbeat
+  is stale).
 - ``open_study``: join or create a study in memory, SQLite, PostgreSQL/MySQL or a journal file;
   ``decisions_line``: ``decisions: pruned=<n> enqueued=<n>``.
 - ``measure_target``: plot a measure with Optuna's visualisations; ``enqueue_replay`` /
@@ -30,6 +35,13 @@ Example::
 """
 
 from tune_batchdyn.optuna.decisions import Decisions, count_decisions, decisions_line
+from tune_batchdyn.optuna.enqueue import (
+    DUPLICATE_ATTR,
+    KEY_ATTR,
+    enqueue_once,
+    requeue_failed,
+    skip_duplicate,
+)
 from tune_batchdyn.optuna.objective import (
     DIVERGED_ERROR,
     final_value,
@@ -42,9 +54,9 @@ from tune_batchdyn.optuna.replay import REPLAY_ATTR, enqueue_replay, replay_obje
 from tune_batchdyn.optuna.reporter import METRICS, TrialReporter
 from tune_batchdyn.optuna.reroute import (
     BEACON_ATTR,
-    DUPLICATE_ATTR,
     PLAN_ATTR,
     PLAN_KEY_ATTR,
+    SCHEDULE_ATTR,
     RerouteCallback,
     composable,
     enqueue_beacon,
@@ -53,17 +65,19 @@ from tune_batchdyn.optuna.reroute import (
     planned_keys,
 )
 from tune_batchdyn.optuna.sampling import TrialSpace, as_trial_space, suggest_config
-from tune_batchdyn.optuna.storage import make_storage, open_study
+from tune_batchdyn.optuna.storage import existing_storage, make_storage, open_study
 from tune_batchdyn.optuna.targets import measure_target
 
 __all__ = [
     "BEACON_ATTR",
     "DIVERGED_ERROR",
     "DUPLICATE_ATTR",
+    "KEY_ATTR",
     "METRICS",
     "PLAN_ATTR",
     "PLAN_KEY_ATTR",
     "REPLAY_ATTR",
+    "SCHEDULE_ATTR",
     "Decisions",
     "MeasurePruner",
     "RerouteCallback",
@@ -74,7 +88,9 @@ __all__ = [
     "count_decisions",
     "decisions_line",
     "enqueue_beacon",
+    "enqueue_once",
     "enqueue_replay",
+    "existing_storage",
     "final_value",
     "make_objective",
     "make_storage",
@@ -85,6 +101,8 @@ __all__ = [
     "plan_overrides",
     "planned_keys",
     "replay_objective",
+    "requeue_failed",
+    "skip_duplicate",
     "suggest_config",
     "trial_config",
 ]

@@ -2,9 +2,10 @@
 
 ``decisions_line(study)`` is the summary that the CLI and the examples print once, at the end
 of ``study.optimize``: ``decisions: pruned=<n> enqueued=<n>``. ``pruned`` counts trials in
-``TrialState.PRUNED``, except rerouted trials that found their plan already taken (they never
-trained: ``reroute.plan_overrides``); ``enqueued`` counts distinct plans (``reroute/key``), so a
-plan two workers enqueued at the same instant counts once.
+``TrialState.PRUNED``, except duplicates of an enqueued configuration (a grid point, beacon or
+plan that another trial holds: they never trained, ``enqueue.skip_duplicate``); ``enqueued``
+counts distinct plans (``reroute/key``), so a plan two workers enqueued at the same instant
+counts once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from tune_batchdyn.optuna.reroute import DUPLICATE_ATTR, PLAN_KEY_ATTR
+from tune_batchdyn.optuna.enqueue import DUPLICATE_ATTR
+from tune_batchdyn.optuna.reroute import PLAN_KEY_ATTR
 
 
 @dataclass(frozen=True)

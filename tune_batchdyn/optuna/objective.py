@@ -1,5 +1,7 @@
 """``objective`` / ``make_objective``: one Optuna trial = one ``run_trial`` under a sampled config.
 
+A trial first refuses a ``MeasurePruner`` on a study that does not minimise, and skips itself,
+untrained, if it is a duplicate of an enqueued configuration (``enqueue.skip_duplicate``).
 The config is, later entries winning: the space's fixed values, the ``defaults`` (any
 ``TrialConfig`` field held fixed: ``epochs=3``, ``device="cpu"``), the values suggested for the
 searched fields, and a rerouted trial's plan (``reroute.plan_overrides``). It is stored whole
@@ -43,6 +45,8 @@ import optuna
 import pandas as pd
 
 from tune_batchdyn.errors import ConfigError, check_choice
+from tune_batchdyn.optuna.enqueue import skip_duplicate
+from tune_batchdyn.optuna.pruner import MeasurePruner
 from tune_batchdyn.optuna.reporter import METRICS, TrialReporter
 from tune_batchdyn.optuna.reroute import plan_overrides
 from tune_batchdyn.optuna.sampling import SpaceLike, TrialSpace, as_trial_space, suggest_config
@@ -80,6 +84,9 @@ class _Objective:
         self.skip_duplicates, self.defaults = skip_duplicates, defaults
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
+        study = getattr(trial, "study", None)  # a FixedTrial has none
+        if study is not None and isinstance(study.pruner, MeasurePruner):
+            study.pruner.check_direction(study.direction)
         config = trial_config(trial, self.space, self.defaults)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
         earlier = finished_with_config(trial.study, config) if self.skip_duplicates else None
@@ -113,7 +120,7 @@ def _objective(space: SpaceLike, metric: str, diverged_error: float, skip_duplic
 
     if not isinstance(skip_duplicates, bool):
         raise ConfigError(f"skip_duplicates must be True or False, but got {skip_duplicates=}.")
-    first_config(trial_space, defaults)
+    check_choices(trial_space, defaults)
     return _Objective(trial_space, metric, diverged_error, skip_duplicates, defaults)
 
 
@@ -126,13 +133,38 @@ def objective(trial: optuna.trial.Trial, space: SpaceLike = None, *, metric: str
 
 
 def first_config(space: TrialSpace, defaults: dict[str, Any]) -> TrialConfig:
-    """The config of the space's first choices (a range's low end) with ``defaults``: checked
-    when the objective is made, so a bad default is one error, not a failed trial each."""
-    first = {}
+    """The config of the space's first choices (a range's low end) with ``defaults``."""
+    return _config(space, defaults, _first_values(space))
+
+
+def check_choices(space: TrialSpace, defaults: dict[str, Any]) -> None:
+    """Check every choice of every searched field (a range: both ends), each with the other
+    fields' first choices, when the objective is made: a bad default or choice is one error,
+    not a failed trial each (the first config's error first). Linear in the choices, so a
+    value that is bad only in combination with another is found by its trial."""
+    first = _first_values(space)
+    _config(space, defaults, first)
     for name, distribution in space.distributions.items():
-        first[name] = (distribution.choices[0] if hasattr(distribution, "choices")
-                       else distribution.low)
-    return TrialConfig.from_dict({**space.constants, **defaults, **space.decode(first)})
+        for value in _values(distribution)[1:]:
+            try:
+                _config(space, defaults, {**first, name: value})
+            except ConfigError as err:
+                raise ConfigError(f"space[{name!r}] choice {value!r}: {err}") from err
+
+
+def _config(space: TrialSpace, defaults: dict[str, Any], values: dict[str, Any]) -> TrialConfig:
+    return TrialConfig.from_dict({**space.constants, **defaults, **space.decode(values)})
+
+
+def _first_values(space: TrialSpace) -> dict[str, Any]:
+    return {name: _values(distribution)[0] for name, distribution in space.distributions.items()}
+
+
+def _values(distribution: optuna.distributions.BaseDistribution) -> list[Any]:
+    """A distribution's choices, or a range's two ends."""
+    if hasattr(distribution, "choices"):
+        return list(distribution.choices)
+    return [distribution.low, distribution.high]
 
 
 def finished_with_config(study: optuna.Study,
@@ -154,7 +186,10 @@ def _trajectory_fields(config: dict[str, Any]) -> dict[str, Any]:
 
 def trial_config(trial: optuna.trial.Trial, space: TrialSpace,
                  defaults: dict[str, Any]) -> TrialConfig:
-    """The trial's ``TrialConfig``: fixed values, defaults, suggestions, then a plan's overrides."""
+    """The trial's ``TrialConfig``: fixed values, defaults, suggestions, then a plan's overrides
+    (the params a plan's trial suggests: ``sampling.suggest_config``). A duplicate of an
+    enqueued configuration raises ``optuna.TrialPruned`` first (``enqueue.skip_duplicate``)."""
+    skip_duplicate(trial)
     overrides = plan_overrides(trial)
     suggested = suggest_config(trial, space, overrides)
     return TrialConfig.from_dict({**space.constants, **defaults, **suggested, **overrides})

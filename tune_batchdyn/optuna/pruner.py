@@ -131,10 +131,17 @@ class MeasurePruner(BasePruner):
         self._prune_beacons = prune_beacons
         self._memo: tuple[tuple[str, frozenset[int]], Any] | None = None
 
+    @staticmethod
+    def check_direction(direction: str | StudyDirection) -> None:
+        """Refuse a study that does not minimise: checked by ``open_study`` before the study
+        is made, by ``objective`` before a trial trains, and at every decision."""
+        name = direction.name.lower() if isinstance(direction, StudyDirection) else direction
+        if name != "minimize":
+            raise ConfigError(f"direction={name!r} is not accepted with MeasurePruner, which "
+                              "predicts errors; create the study with direction='minimize'.")
+
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if study.direction != StudyDirection.MINIMIZE:
-            raise ConfigError("MeasurePruner predicts errors, which are minimised; create the "
-                              f"study with direction='minimize' (got {study.direction.name}).")
+        self.check_direction(study.direction)
         step = trial.last_step
         if step is None or step < self._n_warmup_steps:
             return False

@@ -4,10 +4,20 @@ After each completed trial, the callback rebuilds the study's records from stora
 (``records_from_optuna``), takes the finished fixed-batch trials as beacons
 (``predict.beacons``), fits the ``OptimumRegion`` of the finished trials' final ``metric`` in the
 (C̄K, LK) plane and asks ``plan_schedule`` for the dynamic schedule whose predicted path ends
-nearest the region's centre. A new plan is enqueued with ``study.enqueue_trial``: the fixed
-params are the plan's ``strategy``, ``batch_size`` and ``lr``, and the user attributes carry the
-plan (``reroute/plan``), its key (``reroute/key``: the plan as sorted JSON) and what the
-planner predicted (``reroute/predicted_error``, ``reroute/distance``, ``reroute/beacon_lr``).
+nearest the region's centre. A new plan is enqueued once per study (``enqueue.enqueue_once``,
+its key the plan's): the fixed params are the plan's ``strategy``, ``batch_size`` and ``lr``,
+and the user attributes carry the schedule (``reroute/schedule``: its spec, e.g.
+``"s128-to-512"``), the plan (``reroute/plan``: the config overrides), its key (``reroute/key``:
+the plan as sorted JSON) and what the planner predicted (``reroute/predicted_error``,
+``reroute/distance``, ``reroute/beacon_lr``).
+
+A planned trial's params hold ``batch_size`` only with the ``strategy`` it starts (a space
+that searches ``strategy`` among choices holding the plan's schedule): alone, ``batch_size: 128``
+would read as a fixed-batch trial in ``study.best_params``, ``trials_dataframe()``, the plots
+and the sampler's model, whose ``batch_size`` means the batch of every epoch. Its ``lr``, the
+base lr as a fixed-batch trial's, stays a param where the space admits it. So a plan that
+wins shows as ``best_params == {"lr": 0.1}``, and ``best_trial.user_attrs["reroute/schedule"]``
+names its schedule (``user_attrs["config"]`` holds the whole config, as for every trial).
 
 Guards, in order: the finished trial did not complete; the study already holds ``max_plans``
 plans; fewer than ``min_beacons`` beacon batch sizes at the planning lr; fewer than ``k``
@@ -16,12 +26,11 @@ reason is logged at debug level); the plan's key is already in the study. Every 
 storage, never this object, so callbacks in several processes or machines agree, and a
 restarted process does not plan again what was planned.
 
-Storage offers no compare-and-set, so two workers that decide at the same instant can both
-enqueue one plan. ``plan_overrides`` (which ``objective`` calls first) settles it: the
-lowest-numbered trial holding a key runs it, a later one is pruned at once, before training,
-with ``reroute/duplicate_of`` set; ``decisions`` counts such a pair as one enqueued plan and no
-pruned trial. A plan whose trial failed (``TrialState.FAIL``, e.g. its worker was killed and
-the heartbeat expired) may be enqueued again.
+Two workers that decide at the same instant can both enqueue one plan; the rule of
+``enqueue`` settles it (the lowest-numbered trial runs the plan, a later one is pruned before
+training, with ``enqueue/duplicate_of`` set), and ``decisions`` counts such a pair as one
+enqueued plan and no pruned trial. A plan whose trial failed (``TrialState.FAIL``, e.g. its
+worker was killed and the heartbeat expired) is enqueued again.
 
 NaN: trials whose final C̄K or LK is NaN take no part in the region (``OptimumRegion``), and
 beacons need finite C̄K and LK every epoch; a study without any (the NQM) never reroutes.
@@ -53,7 +62,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from tune_batchdyn.errors import ConfigError, is_int
+from tune_batchdyn.errors import ConfigError, is_int, is_number
+from tune_batchdyn.optuna.enqueue import DUPLICATE_ATTR, enqueue_once
 from tune_batchdyn.optuna.reporter import METRICS
 from tune_batchdyn.predict import (
     OptimumRegion,
@@ -75,8 +85,10 @@ log = logging.getLogger("tune_batchdyn.optuna")
 PLAN_ATTR = "reroute/plan"
 #: User attribute: the plan's identity, its overrides as sorted JSON.
 PLAN_KEY_ATTR = "reroute/key"
-#: User attribute of a trial whose plan was already taken: the number of the trial running it.
-DUPLICATE_ATTR = "reroute/duplicate_of"
+#: The schedule specs ``candidates`` takes.
+SCHEDULE_FORMS = "'s{a}-to-{b}', 's{a}-to-{b}-MS', '[16,32,64]', '[16,32,64]-MS'"
+#: User attribute: the plan's schedule spec (its ``strategy``), a plain string.
+SCHEDULE_ATTR = "reroute/schedule"
 #: User attribute of a fixed-batch beacon (``enqueue_beacon``): plans are composed from the
 #: beacons' trajectories, so ``MeasurePruner`` lets a beacon run to the end, as
 #: ``MeasureScheduler`` does on Ray (a diverged beacon ends on its own).
@@ -109,13 +121,13 @@ class RerouteCallback:
                               f"{max_plans=}.")
         if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr must be None or a finite number > 0, but got {lr=}.")
-        if candidates is not None and (isinstance(candidates, str) or not len(candidates)):
-            raise ConfigError(f"candidates must be None or a non-empty list of schedule specs, "
-                              f"but got {candidates=}.")
+        if candidates is not None:
+            _check_candidates(candidates)
         if metric not in METRICS:
             raise ConfigError(f"metric must be one of {', '.join(METRICS)}, but got {metric=}.")
         if not is_int(k) or k < 1:
             raise ConfigError(f"k must be an integer of at least 1, but got {k=}.")
+        _check_lr_decay(lr_milestones, lr_decay_factor)
         self._min_beacons = min_beacons
         self._max_plans = max_plans
         self._lr = None if lr is None else float(lr)
@@ -142,12 +154,13 @@ class RerouteCallback:
         key = plan_key(overrides)
         if key in planned:
             return
-        study.enqueue_trial(overrides, user_attrs={
-            PLAN_ATTR: overrides, PLAN_KEY_ATTR: key,
+        enqueued = enqueue_once(study, overrides, key=key, user_attrs={
+            SCHEDULE_ATTR: plan.schedule, PLAN_ATTR: overrides, PLAN_KEY_ATTR: key,
             "reroute/predicted_error": _plain(plan.predicted_error),
             "reroute/distance": _plain(plan.distance), "reroute/beacon_lr": plan.beacon_lr})
-        log.info("enqueued %s after trial %d (predicted error %.4f)", key, trial.number,
-                 plan.predicted_error)
+        if enqueued:
+            log.info("enqueued %s after trial %d (predicted error %.4f)", key, trial.number,
+                     plan.predicted_error)
 
     def plan(self, records: pd.DataFrame) -> SchedulePlan | None:
         """The plan for a records table of finished trials, or ``None`` (reason logged)."""
@@ -195,8 +208,8 @@ def composable(candidates: Iterable[Any], beacon_sizes: Iterable[int]) -> list[s
 def enqueue_beacon(study: optuna.Study, params: Mapping[str, Any]) -> None:
     """Enqueue a fixed-batch beacon (``params``: its ``batch_size`` and ``lr`` at least),
     marked with ``BEACON_ATTR``; once per study, also when another worker or a restart
-    enqueues it again."""
-    study.enqueue_trial(dict(params), user_attrs={BEACON_ATTR: True}, skip_if_exists=True)
+    enqueues it again (``enqueue.enqueue_once``)."""
+    enqueue_once(study, params, user_attrs={BEACON_ATTR: True})
 
 
 def plan_key(overrides: Mapping[str, Any]) -> str:
@@ -205,27 +218,48 @@ def plan_key(overrides: Mapping[str, Any]) -> str:
 
 
 def planned_keys(study: optuna.Study) -> set[str]:
-    """Keys of the plans the study holds (waiting, running or finished; failed ones excluded)."""
+    """Keys of the plans the study holds (waiting, running or finished; failed ones and
+    skipped duplicates excluded)."""
     return {t.user_attrs[PLAN_KEY_ATTR] for t in study.get_trials(deepcopy=False)
-            if PLAN_KEY_ATTR in t.user_attrs and t.state != TrialState.FAIL}
+            if PLAN_KEY_ATTR in t.user_attrs and t.state != TrialState.FAIL
+            and DUPLICATE_ATTR not in t.user_attrs}
 
 
 def plan_overrides(trial: optuna.trial.Trial) -> dict[str, Any]:
-    """A rerouted trial's config overrides (``{}`` for other trials).
+    """A rerouted trial's config overrides (``{}`` for other trials)."""
+    return dict(trial.user_attrs.get(PLAN_ATTR) or {})
 
-    Raises ``optuna.TrialPruned`` (after setting ``reroute/duplicate_of``) when a lower-numbered
-    trial that did not fail holds the same plan: the plan runs once."""
-    plan = trial.user_attrs.get(PLAN_ATTR)
-    if not plan:
-        return {}
-    key = trial.user_attrs.get(PLAN_KEY_ATTR, plan_key(plan))
-    earlier = [t.number for t in trial.study.get_trials(deepcopy=False)
-               if t.number < trial.number and t.user_attrs.get(PLAN_KEY_ATTR) == key
-               and t.state != TrialState.FAIL and DUPLICATE_ATTR not in t.user_attrs]
-    if earlier:
-        trial.set_user_attr(DUPLICATE_ATTR, min(earlier))
-        raise optuna.TrialPruned(f"plan {key} is run by trial {min(earlier)}")
-    return dict(plan)
+
+def _check_candidates(candidates: Any) -> None:
+    """``candidates``: a non-empty list of schedule spec strings ``parse_schedule`` reads."""
+    if isinstance(candidates, str) or not isinstance(candidates, Sequence) or not candidates:
+        raise ConfigError(f"candidates must be None or a non-empty list of schedule specs "
+                          f"(e.g. ['s32-to-512', '[32,128,512]-MS']), but got {candidates=}.")
+    for i, spec in enumerate(candidates):
+        if not (isinstance(spec, str) and _is_schedule(spec)):
+            raise ConfigError(f"candidates[{i}]={spec!r} is not accepted; use schedule specs: "
+                              f"{SCHEDULE_FORMS}.")
+
+
+def _is_schedule(spec: str) -> bool:
+    try:
+        parse_schedule(spec)
+    except ConfigError:
+        return False
+    return True
+
+
+def _check_lr_decay(lr_milestones: Any, lr_decay_factor: Any) -> None:
+    """The planned trials' lr decay, as ``TrialConfig`` accepts it: increasing fractions of
+    the epochs in (0, 1), a factor of at least 1."""
+    if (isinstance(lr_milestones, str) or not isinstance(lr_milestones, Sequence)
+            or not all(is_number(m) and 0 < m < 1 for m in lr_milestones)
+            or list(lr_milestones) != sorted(lr_milestones)):
+        raise ConfigError(f"lr_milestones must be a list of increasing fractions of the epochs "
+                          f"in (0, 1) (the seed: [0.5, 0.75]), but got {lr_milestones=}.")
+    if not is_number(lr_decay_factor) or not 1 <= lr_decay_factor < math.inf:
+        raise ConfigError(f"lr_decay_factor must be a number of at least 1 (the lr is divided "
+                          f"by it at each milestone; the seed: 10), but got {lr_decay_factor=}.")
 
 
 def _best_lr(records: pd.DataFrame, target: str) -> float:

@@ -12,8 +12,9 @@ A space is one of:
 
 ``suggest_config`` suggests each searched field with the trial's public ``suggest_*`` methods.
 Fields in ``overrides`` (a rerouted trial's plan) are suggested only when the distribution
-admits the planned value, which ``study.enqueue_trial`` fixed, so ``trial.params`` never holds a
-value the trial did not run with.
+admits the planned value, which the queue fixed, so ``trial.params`` never holds a value the
+trial did not run with; and a plan's ``batch_size`` only together with its ``strategy``: alone,
+it would read as a fixed batch size (``reroute``'s docstring).
 """
 
 from __future__ import annotations
@@ -72,14 +73,16 @@ def suggest_config(trial: BaseTrial, space: TrialSpace,
     """The searched fields' values for ``trial`` (decoded), suggested through its public API.
 
     A field in ``overrides`` is suggested only if its distribution admits the override (the
-    enqueued trial then returns exactly that value); otherwise it is left to the override."""
+    enqueued trial then returns exactly that value), and ``batch_size`` only if ``strategy``
+    is suggested too; otherwise it is left to the override."""
     overrides = overrides or {}
-    values = {}
-    for name, distribution in space.distributions.items():
-        if name in overrides and not admits(distribution, overrides[name]):
-            continue
-        values[name] = _suggest(trial, name, distribution)
-    return space.decode(values)
+    kept = {name for name, value in overrides.items()
+            if name not in space.distributions or not admits(space.distributions[name], value)}
+    if "strategy" in overrides and "strategy" in kept:  # the schedule is not a param:
+        kept.add("batch_size")  # its first batch size is no fixed batch size either
+    return space.decode({name: _suggest(trial, name, distribution)
+                         for name, distribution in space.distributions.items()
+                         if name not in kept})
 
 
 def admits(distribution: BaseDistribution, value: Any) -> bool:

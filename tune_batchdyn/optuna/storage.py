@@ -26,10 +26,21 @@ Kill and restart: a trial is written to storage as it runs (params, each epoch's
 value) and is finished by one write, so a killed process loses only its running trial; the
 completed ones, and the plans and records in them, stay, and ``study.optimize`` in a new process
 continues the study. With an RDB storage the killed trial, whose heartbeat (every
-``heartbeat_interval`` seconds) stops, is marked ``FAIL`` by the next worker after
-``grace_period`` (default twice the interval); the journal storage has no heartbeat, so there it
-stays ``RUNNING``. ``RetryFailedTrialCallback`` is not added: it copies the failed trial's user
-attributes, and so its partial records, into the retry.
+``heartbeat_interval`` seconds) stops, is marked ``FAIL`` after ``grace_period`` (default twice
+the interval) by the next worker: by ``open_study`` when it joins, and by ``study.optimize``
+before each trial. A trial whose worker was killed after taking it but before its first
+heartbeat (Optuna never fails a trial without one) is given a heartbeat by ``open_study``, so
+it goes stale one grace period later like the others. A failed trial that was enqueued (a grid
+point, a beacon, a plan) is then enqueued again (``enqueue.requeue_failed``, the storage's
+stale-trial callback), so its configuration still runs once; a finished trial is never run
+again. The journal storage has no heartbeat, so there a killed trial stays ``RUNNING``.
+``RetryFailedTrialCallback`` is not added: it copies the failed trial's user attributes, and so
+its partial records, into the retry.
+
+A path to an existing SQLite file (``--storage sweep.db``) is refused, naming the URL to use
+(``sqlite:///sweep.db``), rather than read as a journal. ``existing_storage`` opens a storage
+only to read it (``tune-batchdyn plot``): a missing database or journal file is an error, not
+created empty.
 
 Example::
 
@@ -41,6 +52,7 @@ Example::
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import warnings
@@ -53,6 +65,8 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from tune_batchdyn.errors import ConfigError, check_choice
+from tune_batchdyn.optuna.enqueue import requeue_failed
+from tune_batchdyn.optuna.pruner import MeasurePruner
 
 #: Seconds between a running trial's heartbeats in an RDB storage.
 HEARTBEAT_INTERVAL = 60
@@ -70,22 +84,61 @@ def open_study(storage: str | os.PathLike | BaseStorage | None = None,
 
     ``study_name`` is required for a persistent storage (without it every worker would create a
     study of its own). ``heartbeat_interval`` / ``grace_period`` (seconds; ``None``: no
-    heartbeat) apply to RDB storages. A study found with the other direction is an error (Optuna
-    would load it silently)."""
+    heartbeat) apply to RDB storages; the study's stale trials are failed (and requeued) at once.
+    A study found with the other direction is an error (Optuna would load it silently), and so
+    is a ``MeasurePruner`` with ``maximize``."""
     check_choice("direction", direction, ("minimize", "maximize"))
+    if isinstance(pruner, MeasurePruner):
+        pruner.check_direction(direction)
     if storage is not None and not study_name:
         raise ConfigError(f"study_name={study_name!r} is not accepted with storage={storage!r}; "
                           "name the study so that every worker joins the same one.")
-    study = optuna.create_study(
-        storage=make_storage(storage, heartbeat_interval=heartbeat_interval,
-                             grace_period=grace_period, sqlite_timeout=sqlite_timeout),
-        study_name=study_name, direction=direction, pruner=pruner, sampler=sampler,
-        load_if_exists=True)
+    opened = make_storage(storage, heartbeat_interval=heartbeat_interval,
+                          grace_period=grace_period, sqlite_timeout=sqlite_timeout)
+    study = optuna.create_study(storage=opened, study_name=study_name, direction=direction,
+                                pruner=pruner, sampler=sampler, load_if_exists=True)
     stored = study.direction.name.lower()
     if stored != direction:
         raise ConfigError(f"direction={direction!r} is not accepted: study {study_name!r} in "
                           f"{storage!r} was created to {stored}; pass direction={stored!r}.")
+    if isinstance(opened, RDBStorage) and opened.heartbeat_interval is not None:
+        fail_stale_trials(study, opened)
     return study
+
+
+def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
+    """Fail the study's trials whose heartbeat has been silent past the grace period (the
+    storage's callback requeues them), as ``study.optimize`` does before each trial, also when
+    no trial follows; give a running trial that never beat a heartbeat, so that it goes stale
+    in turn (a live one's own heartbeat thread overwrites it)."""
+    with warnings.catch_warnings():  # "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    for trial_id in _never_beat(storage, storage.get_study_id_from_name(study.study_name)):
+        storage.record_heartbeat(trial_id)
+
+
+def _never_beat(storage: RDBStorage, study_id: int) -> list[int]:
+    """Ids of the study's running trials without a heartbeat (Optuna's schema: no public
+    method reads heartbeats)."""
+    from sqlalchemy import text
+
+    query = text("SELECT trial_id FROM trials WHERE study_id = :study AND state = 'RUNNING' "
+                 "AND trial_id NOT IN (SELECT trial_id FROM trial_heartbeats)")
+    with storage.engine.connect() as connection:
+        return [row[0] for row in connection.execute(query, {"study": study_id})]
+
+
+def existing_storage(storage: str | os.PathLike) -> BaseStorage:
+    """The storage ``storage`` names (any form of ``make_storage``), to read studies from; a
+    SQLite or journal file that does not exist is an error, not created empty."""
+    location = os.fspath(storage) if isinstance(storage, (str, os.PathLike)) else ""
+    path = (_sqlite_file(location) if location.startswith("sqlite")
+            else "" if "://" in location else os.path.expanduser(location))
+    if path and path != ":memory:" and not os.path.isfile(path):
+        raise ConfigError(f"storage={location!r}: there is no file {path!r} to read a study "
+                          "from.")
+    return make_storage(storage, heartbeat_interval=None)
 
 
 def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
@@ -109,8 +162,14 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
                               "sqlite:///sweep.db; sqlite:////abs/path.db); or give a journal "
                               "file path.")
         path = os.path.expanduser(location)
+        _refuse_sqlite_file(path, location)
         _make_folder(path, location)
-        return JournalStorage(JournalFileBackend(path))
+        try:
+            return JournalStorage(JournalFileBackend(path))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"storage={location!r} is not an Optuna journal file "
+                              f"({_cause(err)}); give a database URL or a journal file "
+                              "path.") from err
     given, location = location, _with_installed_driver(location)
     sqlite = location.startswith("sqlite")
     if sqlite:
@@ -124,7 +183,8 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             rdb = RDBStorage(location, engine_kwargs=engine_kwargs,
                              heartbeat_interval=heartbeat_interval,
-                             grace_period=grace_period if heartbeat_interval is not None else None)
+                             grace_period=grace_period if heartbeat_interval is not None else None,
+                             heartbeat_stale_trial_callback=requeue_failed)
     except ImportError as err:
         raise ConfigError(f"storage={given!r}: the database driver it names is not installed "
                           "(PostgreSQL: pip install -e '.[postgres]'; MySQL: pip install pymysql "
@@ -150,6 +210,18 @@ def _with_installed_driver(url: str) -> str:
         if importlib.util.find_spec(module) is not None:
             return f"postgresql+{driver}://" + url[len("postgresql://"):]
     return url
+
+
+def _refuse_sqlite_file(path: str, storage: str) -> None:
+    """Refuse a journal path that names a SQLite database (``--storage sweep.db``)."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(16)
+    except OSError:  # missing (a new journal) or unreadable (the journal backend says so)
+        return
+    if header == b"SQLite format 3\x00":
+        raise ConfigError(f"storage={storage!r} is a SQLite database, not a journal file; use "
+                          f"storage='sqlite:///{path}'.")
 
 
 def _sqlite_file(url: str) -> str:
