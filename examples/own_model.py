@@ -39,6 +39,7 @@ from tune_batchdyn.optuna import (
     RerouteCallback,
     decisions_line,
     enqueue_beacon,
+    enqueue_once,
     make_objective,
     open_study,
 )
@@ -97,7 +98,7 @@ def main() -> None:
     for batch_size in space["batch_size"]:  # beacons first: the plans are made of them
         enqueue_beacon(study, {"batch_size": batch_size, "lr": beacon_lr})
     for batch_size, lr in itertools.product(space["batch_size"], space["lr"]):
-        study.enqueue_trial({"batch_size": batch_size, "lr": lr}, skip_if_exists=True)
+        enqueue_once(study, {"batch_size": batch_size, "lr": lr})  # once, however many workers
     objective = make_objective(space, dataset=f"{MODULE}:two_spirals", model=f"{MODULE}:make_net",
                                epochs=epochs, measure_every=5, device="cpu")
     reroute = RerouteCallback(min_beacons=len(space["batch_size"]), max_plans=1, lr=beacon_lr,
