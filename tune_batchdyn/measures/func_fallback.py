@@ -75,8 +75,10 @@ def func_per_sample_gradients(name: str, module: nn.Module, inputs: tuple[tuple,
 
     single = [t.narrow(d, 0, 1) if d is not None else t for t, d in zip(leaves, in_dims,
                                                                         strict=True)]
+    with torch.no_grad():  # for the shapes only
+        shapes = outputs_of(params, single)
     out_dims = []
-    for j, one in zip(present, outputs_of(params, single), strict=True):
+    for j, one in zip(present, shapes, strict=True):
         dim = output_dimension(outputs[j], one, batch)
         if dim is None:
             raise ConfigError(
