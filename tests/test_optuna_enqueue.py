@@ -223,3 +223,29 @@ def test_sweep_runs_a_killed_workers_grid_point_when_nothing_else_is_queued(tmp_
     # a third run trains nothing again
     assert main(argv) == 0
     assert "already holds 2 finished trials: nothing to run" in capsys.readouterr().out
+
+
+def test_a_grid_sweeps_trial_drawn_from_an_empty_queue_is_skipped_untrained():
+    """Two workers: one takes the last queued trial between the other's QueueDrained check
+    and its next trial, so the sampler draws one; the grid sweep skips it and stops."""
+    from tune_batchdyn.cli._sweep_optuna import queued_only
+    from tune_batchdyn.optuna import UNQUEUED_ATTR, count_decisions, enqueue_once
+
+    study = optuna.create_study()
+    enqueue_once(study, {"lr": 0.1})
+    trained = []
+
+    def objective(trial: optuna.trial.Trial) -> float:
+        trained.append(trial.suggest_float("lr", 0.01, 1.0, log=True))
+        return 0.5
+
+    study.optimize(queued_only(objective), n_trials=5)
+    first, drawn = study.trials
+    assert trained == [0.1] and first.state == optuna.trial.TrialState.COMPLETE
+    assert drawn.state == optuna.trial.TrialState.PRUNED and drawn.user_attrs[UNQUEUED_ATTR]
+    assert count_decisions(study).pruned == 0  # never trained: not a pruning decision
+    # a study of an older version queued its grid by study.enqueue_trial: still the grid's
+    older = optuna.create_study()
+    older.enqueue_trial({"lr": 0.2})
+    older.optimize(queued_only(objective), n_trials=5)
+    assert trained == [0.1, 0.2] and older.trials[0].state == optuna.trial.TrialState.COMPLETE

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -32,6 +33,7 @@ from tune_batchdyn.optuna import (
     DUPLICATE_ATTR,
     PLAN_ATTR,
     PLAN_KEY_ATTR,
+    UNQUEUED_ATTR,
     MeasurePruner,
     RerouteCallback,
     composable,
@@ -41,6 +43,8 @@ from tune_batchdyn.optuna import (
     make_objective,
     open_study,
     planned_keys,
+    skipped,
+    was_enqueued,
 )
 from tune_batchdyn.records import REPEAT_ATTR, record_attr_name, records_from_optuna
 from tune_batchdyn.space import Space
@@ -85,6 +89,8 @@ class Budget:
             done_how = f"repeats trial {trial.user_attrs[REPEAT_ATTR]} (not trained again)"
         if DUPLICATE_ATTR in trial.user_attrs:
             done_how = f"duplicate of trial {trial.user_attrs[DUPLICATE_ATTR]} (not trained)"
+        if UNQUEUED_ATTR in trial.user_attrs:
+            done_how = "drawn after the queue emptied (not trained)"
         print(f"trial {trial.number} {done_how}: {self.metric}={value} "
               f"strategy={config.get('strategy')} batch={config.get('batch_size')} "
               f"lr={config.get('lr')} | {epochs} trial-epochs, best {best:.4f}", flush=True)
@@ -100,6 +106,22 @@ class QueueDrained:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             study.stop()
+
+
+def queued_only(objective: Callable[[optuna.trial.Trial], float]
+                ) -> Callable[[optuna.trial.Trial], float]:
+    """A grid sweep's objective: a trial the queue did not hold (another worker took the last
+    queued one between this worker's check and its next trial, so the sampler drew it) is
+    skipped untrained (``UNQUEUED_ATTR``) and ends this worker's run."""
+
+    def run(trial: optuna.trial.Trial) -> float:
+        if not was_enqueued(trial):
+            trial.set_user_attr(UNQUEUED_ATTR, True)
+            trial.study.stop()
+            raise optuna.TrialPruned("the queue was empty: nothing of the grid's to run")
+        return objective(trial)
+
+    return run
 
 
 def waiting(study: optuna.Study) -> int:
@@ -165,6 +187,7 @@ def run_optuna(space: Space, overrides: dict[str, Any],
     if grid:  # the queue is the plan: run it (and what RerouteCallback adds), then stop
         remaining = waiting(study)
         callbacks.append(QueueDrained())
+        objective = queued_only(objective)
         n_trials = None
     else:  # a range space: the sampler draws the trials
         remaining = space.grid_size * search.num_samples - done
@@ -228,7 +251,7 @@ def decision_lines(study: optuna.Study) -> list[str]:
     lines: list[str] = []
     plans: set[str] = set()
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        if DUPLICATE_ATTR in trial.user_attrs:
+        if skipped(trial):
             continue
         key = trial.user_attrs.get(PLAN_KEY_ATTR)
         if key is not None and key not in plans:

@@ -38,9 +38,12 @@ from tune_batchdyn.optuna.decisions import Decisions, count_decisions, decisions
 from tune_batchdyn.optuna.enqueue import (
     DUPLICATE_ATTR,
     KEY_ATTR,
+    UNQUEUED_ATTR,
     enqueue_once,
     requeue_failed,
     skip_duplicate,
+    skipped,
+    was_enqueued,
 )
 from tune_batchdyn.optuna.objective import (
     DIVERGED_ERROR,
@@ -78,6 +81,7 @@ __all__ = [
     "PLAN_KEY_ATTR",
     "REPLAY_ATTR",
     "SCHEDULE_ATTR",
+    "UNQUEUED_ATTR",
     "Decisions",
     "MeasurePruner",
     "RerouteCallback",
@@ -103,6 +107,8 @@ __all__ = [
     "replay_objective",
     "requeue_failed",
     "skip_duplicate",
+    "skipped",
+    "was_enqueued",
     "suggest_config",
     "trial_config",
 ]

@@ -2,8 +2,9 @@
 
 ``decisions_line(study)`` is the summary that the CLI and the examples print once, at the end
 of ``study.optimize``: ``decisions: pruned=<n> enqueued=<n>``. ``pruned`` counts trials in
-``TrialState.PRUNED``, except duplicates of an enqueued configuration (a grid point, beacon or
-plan that another trial holds: they never trained, ``enqueue.skip_duplicate``); ``enqueued``
+``TrialState.PRUNED``, except trials skipped untrained (``enqueue.skipped``: duplicates of an
+enqueued configuration that another trial holds, and a grid sweep's trials drawn from an empty
+queue); ``enqueued``
 counts distinct plans (``reroute/key``), so a plan two workers enqueued at the same instant
 counts once.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from tune_batchdyn.optuna.enqueue import DUPLICATE_ATTR
+from tune_batchdyn.optuna.enqueue import skipped
 from tune_batchdyn.optuna.reroute import PLAN_KEY_ATTR
 
 
@@ -31,7 +32,7 @@ def count_decisions(study: Any) -> Decisions:
     """Count the study's decisions (anything with ``get_trials()``: a study, any storage)."""
     trials = study.get_trials(deepcopy=False)
     pruned = sum(1 for t in trials
-                 if t.state == TrialState.PRUNED and DUPLICATE_ATTR not in t.user_attrs)
+                 if t.state == TrialState.PRUNED and not skipped(t))
     plans = {t.user_attrs[PLAN_KEY_ATTR] for t in trials if PLAN_KEY_ATTR in t.user_attrs}
     return Decisions(pruned=pruned, enqueued=len(plans))
 

@@ -47,6 +47,9 @@ log = logging.getLogger("tune_batchdyn.optuna")
 KEY_ATTR = "enqueue/key"
 #: User attribute of a skipped duplicate: the number of the trial that holds its key.
 DUPLICATE_ATTR = "enqueue/duplicate_of"
+#: User attribute of a trial a grid sweep's worker drew after another worker had taken the last
+#: queued trial (the sampler's, not the grid's): skipped untrained as well.
+UNQUEUED_ATTR = "enqueue/not_queued"
 #: System attribute: the user attributes a trial was enqueued with (copied when requeued).
 ENQUEUED_ATTRS = "enqueue/user_attrs"
 
@@ -62,6 +65,20 @@ def trial_key(trial: FrozenTrial) -> str | None:
     if key is None and "fixed_params" in trial.system_attrs:
         key = params_key(trial.system_attrs["fixed_params"])
     return key
+
+
+def skipped(trial: FrozenTrial) -> bool:
+    """Whether the trial was skipped untrained: a duplicate, or drawn from an empty queue."""
+    return DUPLICATE_ATTR in trial.user_attrs or UNQUEUED_ATTR in trial.user_attrs
+
+
+def was_enqueued(trial: optuna.trial.Trial) -> bool:
+    """Whether a running trial came from the queue (``enqueue_once``'s key, or the fixed
+    params of ``study.enqueue_trial``) rather than from the sampler."""
+    if KEY_ATTR in trial.user_attrs:
+        return True
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    return "fixed_params" in frozen.system_attrs
 
 
 def holders(trials: list[FrozenTrial], key: str) -> list[int]:
