@@ -245,6 +245,12 @@ def test_progress_line_ranks_trials_by_their_latest_result(capsys):
     progress.on_experiment_end([first, second])
     # a's 0.05 was an earlier epoch: the best by latest result is b at 0.1, as the summary says
     assert "4 trial-epochs, best val_error 0.1000 (b)" in capsys.readouterr().out
+    # a resumed sweep's progress (restored from Ray's experiment state) counts on
+    resumed = Progress("val_error", every=1e9)
+    resumed.set_state(progress.get_state())
+    resumed.on_trial_result(0, [first, second], first, {"val_error": 0.02})
+    resumed.on_experiment_end([first, second])
+    assert "5 trial-epochs, best val_error 0.0200 (a)" in capsys.readouterr().out
 
 
 def test_optuna_progress_line_says_diverged(capsys):

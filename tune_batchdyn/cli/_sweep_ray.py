@@ -74,6 +74,13 @@ class Progress(tune.Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.statuses = {t.trial_id: t.status for t in trials}
 
+    def get_state(self) -> dict:
+        """Saved with Ray's experiment state, so a resumed sweep counts on from there."""
+        return {"epochs": self.epochs, "latest": dict(self.latest)}
+
+    def set_state(self, state: dict) -> None:
+        self.epochs, self.latest = int(state["epochs"]), dict(state["latest"])
+
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.print(trials, self.statuses)
 
