@@ -56,6 +56,8 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # one checkpoint kept per trial: Ray saves its experiment state at each, and would say so
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     logging.basicConfig(format="%(message)s")
     logging.getLogger("tune_batchdyn.tune").setLevel(logging.INFO)
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False)

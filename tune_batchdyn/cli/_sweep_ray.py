@@ -251,6 +251,9 @@ def interrupted_line(experiment: str, resumed: bool | str) -> str:
 def run_ray(space: Space, overrides: dict[str, Any],
             args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # keeping one checkpoint per trial makes Ray save its experiment state at each epoch's
+    # checkpoint (so a resume finds the checkpoint it names) and warn about it every time
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # TensorBoard logs every epoch; measures are NaN until first measured (not an error)
     logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
     _add_filter("ray.tune.logger.logger", quiet_resumed_file_loggers)
