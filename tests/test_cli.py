@@ -57,6 +57,12 @@ def test_record_runs_the_grid_once_and_skips_finished_trials(tmp_path, capsys):
     assert main(argv) == 0
     assert "(42 already there)" in capsys.readouterr().out
     pd.testing.assert_frame_equal(read_records(out), table)
+    # --set on a searched field fixes it: the grid over the other fields, each trial once
+    fixed = tmp_path / "fixed.parquet"
+    assert main([*argv[:4], str(fixed), *argv[5:], "--set", "batch_size=128"]) == 0
+    fixed_table = read_records(fixed)
+    assert fixed_table["trial_id"].nunique() == 3 * 2 and len(fixed_table) == 3 * 2 * 2
+    assert set(fixed_table["config/batch_size"]) == {128}
 
 
 def test_set_takes_comma_lists_for_list_fields():

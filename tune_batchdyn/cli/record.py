@@ -37,13 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "its trials have the same settings (space, --set), else refused")
     p.add_argument("--seeds", default="0", help="comma list of trial seeds, e.g. 0,1,2")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a fixed TrialConfig field, e.g. epochs=10 (repeatable)")
+                   help="override a TrialConfig field, e.g. epochs=10; a searched one is fixed "
+                        "to that value (repeatable)")
     p.add_argument("--quiet", action="store_true", help="print only one line per trial")
     p.set_defaults(func=main)
 
 
 def grid_configs(space: Any, overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every configuration of a grid space (grid and choice parameters, all combinations)."""
+    """Every configuration of a grid space (grid and choice parameters, all combinations); a
+    searched field in ``overrides`` is fixed to that value (one configuration per combination
+    of the others, as the Ray sweep's ``--set``)."""
     from tune_batchdyn.space import grid_search_space
 
     for key, param in space.params.items():
@@ -51,7 +54,7 @@ def grid_configs(space: Any, overrides: dict[str, Any]) -> list[dict[str, Any]]:
             raise ConfigError(f"{space.source}: [params] {key} is a {param.kind} range; record "
                               "needs a grid (use grid = [...] or choice = [...]).")
     grid = grid_search_space(space)
-    keys = list(grid)
+    keys = [key for key in grid if key not in overrides]
     return [{**dict(space.constants), **dict(zip(keys, values, strict=True)), **overrides}
             for values in itertools.product(*(grid[k] for k in keys))]
 
