@@ -92,6 +92,23 @@ def test_the_space_files_budget_applies_unless_the_flag_says_otherwise(tmp_path,
     capsys.readouterr()
 
 
+@pytest.mark.parametrize(("backend", "message"), [
+    (["--backend", "optuna"], "the Optuna objective minimises an error ('val_error' here)"),
+    ([], "MeasureScheduler (the default --scheduler) minimises an error"),
+])
+def test_a_space_that_maximises_is_refused_before_anything_starts(tmp_path, capsys, backend,
+                                                                 message):
+    from pathlib import Path
+
+    import tune_batchdyn
+
+    shipped = Path(tune_batchdyn.__file__).parent.parent / "searchspaces" / "nqm.toml"
+    space = tmp_path / "maximise.toml"
+    space.write_text(shipped.read_text().replace('mode = "min"', 'mode = "max"'))
+    assert main(["sweep", "--space", str(space), *backend]) == 2
+    assert f"[search] mode='max' is not accepted: {message}" in capsys.readouterr().err
+
+
 def test_ray_budget_counts_each_trained_epoch_once():
     from tune_batchdyn.cli._sweep_ray import EpochBudget
 

@@ -212,6 +212,7 @@ def test_lower_bound_is_the_conformal_quantile():
         q = max(scores[math.ceil((n + 1) * confidence) - 1], 0.0)
         expected = 1.0 / (1.0 + math.exp(-(mean - q * std)))
         assert model.lower_bound(rows, confidence) == pytest.approx(expected, rel=1e-12)
+    assert model.lower_bound(rows, np.float32(0.5)) == model.lower_bound(rows, 0.5)
     assert model.lower_bound(rows, 0.5) <= model.predict(rows).mean
     assert math.isnan(model.lower_bound(rows, n / (n + 1) + 1e-6))
     diverged = rows.copy()

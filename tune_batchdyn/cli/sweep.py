@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -137,6 +138,18 @@ def check_writable_folder(flag: str, folder: Path) -> None:
                           "pass a path in a folder you can write to.") from err
 
 
+def check_mode(space: Any, args: argparse.Namespace) -> None:
+    """Our scheduler and every Optuna objective minimise an error: a space that maximises is
+    refused before anything starts (a built-in Ray scheduler may maximise any record column)."""
+    if space.search.mode == "min" or (args.backend == "ray" and args.scheduler != "measure"):
+        return
+    who = ("the Optuna objective" if args.backend == "optuna"
+           else "MeasureScheduler (the default --scheduler)")
+    raise ConfigError(f"{space.source}: [search] mode='max' is not accepted: {who} minimises an "
+                      f"error ({space.search.metric!r} here); use mode = \"min\" with an error "
+                      "metric such as \"val_error\", or on Ray another --scheduler.")
+
+
 def runs_here(args: argparse.Namespace) -> bool:
     """Whether the trials run on this machine: no cluster named by --address or, as
     ``ray.init`` reads it, ``RAY_ADDRESS`` (Optuna trials always run here)."""
@@ -173,6 +186,7 @@ def main(args: argparse.Namespace) -> int:
     space = read_space(args.space)
     overrides = parse_config_overrides(args.set, "--set")
     space.check_trials(overrides)  # a typo fails here, not in every trial
+    check_mode(space, args)
     if args.budget is None:
         args.budget = space.search.budget
     check_user_code(space, overrides)

@@ -125,9 +125,10 @@ class FinalErrorPredictor(BaseEstimator):
         1 − ``confidence`` (conformal; see the module docstring); NaN when it cannot be said
         (cold start, or too few finished trials for ``confidence``). A diverged trial's
         bound is its own error."""
-        if not (isinstance(confidence, (float, int)) and 0.0 < confidence < 1.0):
+        if not (isinstance(confidence, (float, int, np.floating)) and 0.0 < confidence < 1.0):
             raise ConfigError(f"confidence={confidence!r} is not accepted; use a probability "
                               "in (0, 1), e.g. 0.9.")
+        confidence = float(confidence)
         trial = self._running(trajectory, total_epochs)
         if trial.diverged:
             return diverged_prediction(trial, self.n_finished_).mean
