@@ -54,3 +54,17 @@ def test_cli_prints_the_paths(tmp_path, records, capsys):
                        for name in ("plane.png", "travel.png", "measures.png")]
     with pytest.raises(ConfigError, match="fraction"):
         _cli(["plot", str(source), "--out", str(tmp_path), "--fraction", "0"])
+
+
+def test_cli_reads_one_ray_results_folder(tmp_path, records, capsys, monkeypatch):
+    import tune_batchdyn.records
+
+    read = []
+    monkeypatch.setattr(tune_batchdyn.records, "records_from_ray_dir",
+                        lambda folder: read.append(folder) or records)
+    (tmp_path / "experiment").mkdir()
+    assert _cli(["plot", str(tmp_path / "experiment"), "--out", str(tmp_path / "out")]) == 0
+    assert read == [str(tmp_path / "experiment")] and capsys.readouterr().out.count(".png") == 3
+    source = write_records(records, tmp_path / "records.parquet")
+    with pytest.raises(ConfigError, match="is a folder: give one Ray results folder, or"):
+        _cli(["plot", str(tmp_path / "experiment"), str(source), "--out", str(tmp_path)])

@@ -311,3 +311,9 @@ def test_a_sqlite_file_given_as_a_path_is_refused_naming_its_url(tmp_path, monke
     with pytest.raises(ConfigError, match=r"storage='other.bin' is not an Optuna journal file "
                                           r"\(UnicodeDecodeError: "):
         open_study("other.bin", "s")
+    # a new file named like a database is not made a journal
+    with pytest.raises(ConfigError, match=r"storage='runs/new.db' would be a journal file named "
+                                          r"like a database; for SQLite use "
+                                          r"storage='sqlite:///runs/new.db'"):
+        open_study("runs/new.db", "s")
+    assert not (tmp_path / "runs").exists()

@@ -108,6 +108,12 @@ def test_unknown_extension_is_a_config_error(tmp_path):
         write_records(_table(), tmp_path / "records.xlsx")
     with pytest.raises(ConfigError, match="does not exist"):
         read_records(tmp_path / "missing.parquet")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1x")
+    with pytest.raises(ConfigError, match="'.*empty.csv' cannot be read as csv \\(EmptyData"):
+        read_records(tmp_path / "empty.csv")
+    with pytest.raises(ConfigError, match="'.*broken.parquet' cannot be read as parquet"):
+        read_records(tmp_path / "broken.parquet")
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])

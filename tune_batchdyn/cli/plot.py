@@ -1,5 +1,8 @@
 """``tune-batchdyn plot RECORDS... --out DIR``: the figures of a records table, as PNG files.
 
+RECORDS are records files (.parquet, .csv) or one Ray results folder (a sweep's experiment,
+read as ``records_from_ray_dir`` reads it).
+
 ``--storage URL --study NAME`` reads an Optuna study instead (its trials' user attributes), so
 a study written by ``tune-batchdyn sweep --backend optuna`` plots without an export step;
 ``--storage`` takes what ``sweep --storage`` takes (a database URL or a journal file path), and
@@ -25,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("plot", help="draw the (C̄K, LK) plane, travelling paths and "
                                    "measures of a records file",
                                    description=__doc__.replace("``", ""))
-    parser.add_argument("records", nargs="*", help="records files (.parquet or .csv)")
+    parser.add_argument("records", nargs="*",
+                        help="records files (.parquet or .csv), or one Ray results folder")
     parser.add_argument("--storage", default=None,
                         help="an Optuna storage (a database URL or a journal file path, as "
                         "sweep --storage) to read a study from instead")
@@ -38,7 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tune_batchdyn.figures import write_figures
-    from tune_batchdyn.records import read_records
 
     if not 0 < args.fraction <= 1:
         raise ConfigError(f"--fraction={args.fraction} is not accepted; use a number in (0, 1].")
@@ -47,10 +50,25 @@ def run(args: argparse.Namespace) -> int:
     if args.storage:
         records = study_records(args.storage, args.study)
     else:
-        records = read_records(args.records)
+        records = records_of(args.records)
     for path in write_figures(records, args.out, fraction=args.fraction):
         print(path)
     return 0
+
+
+def records_of(paths: list[str]) -> pd.DataFrame:
+    """The records of files, or of one Ray results folder."""
+    from pathlib import Path
+
+    from tune_batchdyn.records import read_records, records_from_ray_dir
+
+    folders = [path for path in paths if Path(path).is_dir()]
+    if not folders:
+        return read_records(paths)
+    if len(paths) > 1:
+        raise ConfigError(f"{folders[0]} is a folder: give one Ray results folder, or records "
+                          "files.")
+    return records_from_ray_dir(folders[0])
 
 
 def study_records(storage: str, study: str | None) -> pd.DataFrame:

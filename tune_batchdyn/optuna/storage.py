@@ -163,6 +163,10 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
                               "file path.")
         path = os.path.expanduser(location)
         _refuse_sqlite_file(path, location)
+        if not os.path.exists(path) and path.lower().endswith(_DATABASE_SUFFIXES):
+            raise ConfigError(f"storage={location!r} would be a journal file named like a "
+                              f"database; for SQLite use storage='sqlite:///{location}', for a "
+                              "journal another name (e.g. runs/sweep.journal).")
         _make_folder(path, location)
         try:
             return JournalStorage(JournalFileBackend(path))
@@ -195,6 +199,9 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
         immediate_transactions(rdb.engine)
     return rdb
 
+
+#: File names that mean a database: a new journal file is not given one of these.
+_DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 #: A database URL's scheme without its "//" (``sqlite:sweep.db``): a typo, not a journal file.
 _URL_SCHEME = re.compile(r"^(sqlite|postgresql|postgres|mysql|mariadb|oracle|mssql)(\+\w+)?:",

@@ -52,7 +52,12 @@ def read_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.D
     for path in paths:
         if not path.is_file():
             raise ConfigError(f"records file={str(path)!r} does not exist.")
-        tables.append(_read_one(path))
+        try:
+            tables.append(_read_one(path))
+        except (ValueError, OSError) as err:  # pandas' and pyarrow's parse errors among them
+            raise ConfigError(f"records file={str(path)!r} cannot be read as "
+                              f"{records_format(path)} ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}).") from err
     if len(tables) == 1:
         return normalise_table(tables[0])
     ids = [set(table["trial_id"].astype(str)) for table in tables]
