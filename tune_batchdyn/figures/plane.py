@@ -5,6 +5,7 @@ boundary, red centre); the best configurations are labelled."""
 from __future__ import annotations
 
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 
 from tune_batchdyn.figures._common import configurations, log_axes, new_figure
@@ -42,11 +43,19 @@ def plot_plane(trials: TrialSet, region: OptimumRegion) -> Figure:
               linestyle="none", label="optimum region centre (white: boundary)")
     ranked = sorted(configurations(trials.finished()),
                     key=lambda c: np.mean([t.final_error for t in c.trials]))
+    ck_range = np.log(x.min()), np.log(x.max())
     for config in ranked[:LABELLED]:
         ck, lk = (config.mean_at(name, region.fraction) for name in ("ck_bar", "lk"))
         if np.isfinite(ck) and np.isfinite(lk):
-            axes.annotate(config.label, (ck, lk), textcoords="offset points", xytext=(5, 5),
-                          fontsize=8, color="white", zorder=5, clip_on=True)
+            # dark text with a light halo: readable on the contours and on the blank paper
+            # outside the trials' hull alike; left of points in the right third, so that it
+            # stays inside the axes
+            right = np.log(ck) > ck_range[0] + 0.67 * (ck_range[1] - ck_range[0])
+            axes.annotate(config.label, (ck, lk), textcoords="offset points",
+                          xytext=(-5, 5) if right else (5, 5), ha="right" if right else "left",
+                          fontsize=8, color="black", zorder=5, clip_on=True,
+                          path_effects=[patheffects.withStroke(linewidth=2.5,
+                                                               foreground="white")])
     log_axes(axes)
     axes.set_xlabel("C̄K (running mean of the truncated condition number)")
     axes.set_ylabel("LK (weighted cumulative energy)")
