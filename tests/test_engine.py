@@ -136,6 +136,12 @@ def test_divergence_is_flagged_not_raised():
     measured = run_trial(TrialConfig(**{**QUICK, "lr": 1e4, "epochs": 2, "batch_size": 32,
                                         "measures": ("fisher",), "measure_every": 1}))
     assert measured["diverged"].tolist() == [True]
+    # NaN weights meet Q, RMSGD's stable ranks and ABS's λmax before the check as well
+    for strategy, measures in (("fixed", ("quality",)), ("rmsgd", ()),
+                               ({"name": "abs", "every": 32}, ())):
+        trajectory = run_trial(TrialConfig(**{**QUICK, "lr": 50.0, "epochs": 3,
+                                              "strategy": strategy, "measures": measures}))
+        assert bool(trajectory["diverged"].iloc[-1]), strategy
 
 
 def test_out_of_memory_falls_back_to_micro_batches_with_the_same_update(caplog):

@@ -208,6 +208,16 @@ def test_network_quality_by_hand() -> None:
     assert math.isnan(network_quality(nn.ReLU())["Q"])
 
 
+def test_a_diverged_weight_gives_nan_not_a_linalg_error() -> None:
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3), nn.Conv2d(2, 3, 3))
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+        model[3].weight[0, 0, 0, 0] = float("inf")
+    result = network_quality(model)
+    assert math.isnan(result["Q"]) and result["layers"]["2"]["q"] >= 0.0
+    assert math.isnan(result["layers"]["0"]["q"]) and math.isnan(result["layers"]["3"]["q"])
+
+
 def test_network_quality_of_a_lazy_model_says_to_run_it_first() -> None:
     model = nn.Sequential(nn.LazyLinear(3), nn.Linear(3, 3))
     with pytest.raises(ConfigError, match="\\['0'\\] are not initialised.*forward pass first"):

@@ -29,12 +29,18 @@ def _one_cpu_thread(tensor: Tensor) -> Iterator[None]:
 
 
 def eigvalsh(matrix: Tensor) -> Tensor:
-    """``torch.linalg.eigvalsh`` on one CPU thread."""
+    """``torch.linalg.eigvalsh`` on one CPU thread; NaN eigenvalues for a matrix that is not
+    finite (a diverged model's), where LAPACK would fail to converge."""
+    if not bool(torch.isfinite(matrix).all()):
+        return matrix.new_full(matrix.shape[:-1], float("nan"))
     with _one_cpu_thread(matrix):
         return torch.linalg.eigvalsh(matrix)
 
 
 def eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    """``torch.linalg.eigh`` on one CPU thread."""
+    """``torch.linalg.eigh`` on one CPU thread; NaN for a matrix that is not finite."""
+    if not bool(torch.isfinite(matrix).all()):
+        return (matrix.new_full(matrix.shape[:-1], float("nan")),
+                matrix.new_full(matrix.shape, float("nan")))
     with _one_cpu_thread(matrix):
         return torch.linalg.eigh(matrix)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from tune_batchdyn.errors import ConfigError, check_choice
 from tune_batchdyn.measures.checks import ConvergenceWarning, check_positive_int, check_tolerance
+from tune_batchdyn.measures.eigen import eigh
 from tune_batchdyn.measures.hvp import (
     HessianVectorProduct,
     hessian_operator,
@@ -87,6 +88,8 @@ def power_iteration(
     for step in range(1, max_iter + 1):
         product = hvp(vector)
         value = float(vector @ product)
+        if not math.isfinite(value):
+            return _not_finite(step, vector)
         relative = _relative(float((product - value * vector).norm()), value)
         if relative <= tol:
             return EigenResult(value, True, step, relative, f"converged after {step} products",
@@ -145,12 +148,14 @@ def lanczos(hvp: HessianVectorProduct, start: Tensor, *, tol: float, max_iter: i
     for step in range(1, max_iter + 1):
         w = hvp(basis[-1])
         alphas.append(float(basis[-1] @ w))
+        if not math.isfinite(alphas[-1]):
+            return _not_finite(step, basis[-1])
         w.add_(basis[-1], alpha=-alphas[-1])  # the three-term recurrence, then
         if betas:  # full re-orthogonalisation against the whole basis
             w.add_(basis[-2], alpha=-betas[-1])
         _orthogonalise_(w, basis)
         beta = float(w.norm())
-        ritz_values, ritz_vectors = torch.linalg.eigh(_tridiagonal(alphas, betas))
+        ritz_values, ritz_vectors = eigh(_tridiagonal(alphas, betas))
         top = int(ritz_values.abs().argmax())
         value = float(ritz_values[top])
         relative = _relative(beta * abs(float(ritz_vectors[-1, top])), value)
@@ -165,6 +170,12 @@ def lanczos(hvp: HessianVectorProduct, start: Tensor, *, tol: float, max_iter: i
         betas.append(beta)
         basis.append(w.div_(beta))
     return _not_converged(value, max_iter, relative, tol, _combination(basis[:max_iter], ritz))
+
+
+def _not_finite(step: int, vector: Tensor) -> EigenResult:
+    """A product with NaN or inf (a diverged model): NaN at once, no further products."""
+    return EigenResult(math.nan, False, step, math.nan, "the Hessian-vector product is not "
+                       "finite (a diverged model?)", vector)
 
 
 def _not_converged(value: float, max_iter: int, relative: float, tol: float,

@@ -42,6 +42,10 @@ def unfold_weight(weight: Tensor, mode: str) -> Tensor:
     return weight.reshape(weight.shape[0], -1)
 
 
+#: The record of a weight with NaN or inf entries (a diverged model's).
+NOT_FINITE = {"stable_rank": math.nan, "condition": math.nan, "q": math.nan, "rank": 0}
+
+
 def quality_from_values(values: Tensor, smaller_side: int) -> dict:
     """s, κ and q from the kept singular values (descending) of an n-by-m matrix, n ≤ m."""
     rank = int(values.numel())
@@ -99,10 +103,11 @@ def _qualities(weights: dict[str, Tensor], unfolding: str) -> dict[str, dict]:
     per_mode: dict[str, dict[str, dict]] = {name: {} for name in weights}
     for (shape, _), items in jobs.items():
         result = evbmf_batched(torch.stack([matrix for _, _, matrix in items]))
-        for (name, mode, _), values, rank in zip(
+        for (name, mode, matrix), values, rank in zip(
             items, result.singular_values, result.rank, strict=True
         ):
-            per_mode[name][mode] = quality_from_values(values[: int(rank)], min(shape))
+            per_mode[name][mode] = (quality_from_values(values[: int(rank)], min(shape))
+                                    if bool(torch.isfinite(matrix).all()) else dict(NOT_FINITE))
     return {name: _combine(modes, unfolding) for name, modes in per_mode.items()}
 
 
