@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.records import RECORD_COLUMNS
 from tune_batchdyn.train import TrialConfig, run_trial
 from tune_batchdyn.train.data import load_data
@@ -235,8 +236,12 @@ def test_rerouted_trial_resumes_its_weights_under_the_new_strategy(tmp_path, cap
 
     with pytest.raises(Kill):
         run_trial(config, reporter=stop_at_three)
+    # resumed by hand with another strategy or batch size: refused, naming the fields
+    for changed in ({"strategy": "s32-to-512"}, {"batch_size": 64}):
+        with pytest.raises(ConfigError, match=f"{next(iter(changed))}=.* there, .* requested"):
+            run_trial(config.replace(**changed))
     with caplog.at_level("INFO", logger="tune_batchdyn.train"):
-        rerouted = run_trial(config.replace(strategy="[32,32,64,128,256,512]"))
+        rerouted = run_trial(config.replace(strategy="[32,32,64,128,256,512]"), reroute=True)
     assert any("strategy changed from 'fixed'" in r.message for r in caplog.records)
     assert rerouted["batch_size"].tolist() == [32, 32, 32, 128, 256, 512]
     assert rerouted["iterations"].iloc[3] - rerouted["iterations"].iloc[2] == 9  # ceil(1077/128)

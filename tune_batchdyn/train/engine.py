@@ -48,19 +48,22 @@ CHECK_EVERY = 10
 PROBE_INPUTS = 2
 
 
-def run_trial(config: TrialConfig, reporter: Reporter | None = None) -> pd.DataFrame:
+def run_trial(config: TrialConfig, reporter: Reporter | None = None, *,
+              reroute: bool = False) -> pd.DataFrame:
     """Train one trial and return its trajectory, one row per epoch (``RECORD_COLUMNS``).
 
     ``reporter(record)`` is called after every epoch with the flat record, then once more with
     the final result: the last record plus ``done=True``. With ``config.checkpoint_dir`` set,
     the full state is saved every ``checkpoint_every`` epochs and a run restarts from the last
-    checkpoint; a finished trial found there is returned without recomputation.
+    checkpoint; a finished trial found there is returned without recomputation. A checkpoint of
+    another config is refused, naming the fields; with ``reroute`` (a scheduler moving a
+    running trial onto a new schedule) its ``strategy`` and ``batch_size`` may change.
     """
     if config.dataset == "nqm":
         from tune_batchdyn.train.nqm_trial import run_nqm_trial
 
         return run_nqm_trial(config, reporter)
-    return Trial(config).run(reporter)
+    return Trial(config, reroute=reroute).run(reporter)
 
 
 def check_user_code(config: TrialConfig) -> list[str]:
@@ -99,8 +102,9 @@ def resolve_device(name: str) -> torch.device:
 class Trial:
     """The state of one running trial; also the ``RunView`` its strategy reads."""
 
-    def __init__(self, config: TrialConfig) -> None:
+    def __init__(self, config: TrialConfig, reroute: bool = False) -> None:
         self.config = config
+        self.reroute = reroute  # a checkpoint's strategy may be replaced (run_trial)
         self.device = resolve_device(config.device)
         self.strategy: Strategy = parse_strategy(config.strategy)
         self.data: DeviceData = load_data(config.dataset, data_seed=config.data_seed,
@@ -293,8 +297,8 @@ class Trial:
         if state is None:
             return False
         saved = state.get("config") or {}  # absent: written before configs were stored
-        rerouted = "strategy" in saved and not same_value(saved["strategy"],
-                                                          self.config.strategy)
+        rerouted = self.reroute and "strategy" in saved and not same_value(
+            saved["strategy"], self.config.strategy)
         # a reroute (MeasureScheduler) resumes the weights under a new strategy and its base
         # batch size; every other training field must be the checkpoint's
         check_training_config(self.config.checkpoint_dir, saved, self.config,

@@ -79,7 +79,8 @@ def run_tune_trial(values: Mapping[str, Any]) -> None:
     try:
         reported = restore_checkpoint(workdir)
         config = TrialConfig.from_dict({**values, "checkpoint_dir": str(workdir)})
-        run_trial(config, TuneReporter(config, workdir, reported))
+        # MeasureScheduler reroutes a paused trial by a new strategy in its config
+        run_trial(config, TuneReporter(config, workdir, reported), reroute=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
