@@ -226,6 +226,13 @@ def test_hessian_interval_keeps_its_cost_near_a_tenth_of_training():
     assert hessian_interval(TrialConfig(batch_size=128, hessian_every=3), 8000) == 3
 
 
+@pytest.mark.parametrize("strategy", ["fixed", "gg", "rmsgd"])
+def test_a_batch_larger_than_the_training_split_is_refused(strategy):
+    with pytest.raises(ConfigError, match="batch_size=5000 is larger than the training split of "
+                                          "dataset='digits' \\(1077 samples\\)"):
+        run_trial(TrialConfig(**{**QUICK, "batch_size": 5000, "strategy": strategy}))
+
+
 def test_rerouted_trial_resumes_its_weights_under_the_new_strategy(tmp_path, caplog):
     config = TrialConfig(**{**QUICK, "epochs": 6, "batch_size": 32},
                          checkpoint_dir=str(tmp_path / "ckpt"))

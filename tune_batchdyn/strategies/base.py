@@ -77,6 +77,8 @@ class Strategy:
     """
 
     name = "fixed"
+    #: Whether the trial's ``batch_size`` is a batch it trains with (a schedule has its own).
+    uses_batch_size = True
     version = 1
 
     def __init__(self) -> None:

@@ -45,6 +45,7 @@ class DynamicSampling(Strategy):
     """A batch-size schedule of S equal stages (``s{a}-to-{b}``, a list, optional ``-MS``)."""
 
     name = "dynamic"
+    uses_batch_size = False
     version = 1
 
     def __init__(self, sizes: Sequence[int], *, multistep: bool = False,

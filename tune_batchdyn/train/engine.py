@@ -113,6 +113,10 @@ class Trial:
                                           device=self.device)
         self.strategy.validate(epochs=config.epochs, n_train=self.data.n_train,
                                batch_size=config.batch_size)
+        if self.strategy.uses_batch_size and config.batch_size > self.data.n_train:
+            raise ConfigError(f"batch_size={config.batch_size} is larger than the training split "
+                              f"of dataset={config.dataset!r} ({self.data.n_train} samples); use "
+                              f"at most {self.data.n_train}.")
         torch.manual_seed(config.seed)
         self.model: nn.Module = build_model(config.model, self.data.input_shape,
                                             self.data.num_classes).to(self.device)
