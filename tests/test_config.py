@@ -19,6 +19,7 @@ from tune_batchdyn.train import TrialConfig
         ("lr_milestones", (0.75, 0.5), "must be increasing"),
         ("lr_milestones", (0.5, 1.5), "lr_milestones=1.5 is not accepted"),
         ("measures", ("fisher", "magic"), "measures='magic' is not accepted"),
+        ("measures", "fisher", "measures='fisher' is not accepted; use a list of names"),
         ("device", "tpu", "device='tpu' is not accepted; use one of: 'auto', 'cpu', 'cuda'"),
         ("seed", -1, "seed=-1 is not accepted"),
         ("strategy", "s32-to", "strategy='s32-to' is not accepted"),

@@ -105,6 +105,10 @@ class TrialConfig:
             _in_range("lr_milestones", fraction, 0.0, 1.0, low_open=True, high_open=True)
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ConfigError(f"lr_milestones={self.lr_milestones!r} must be increasing.")
+        if isinstance(self.measures, str):
+            raise ConfigError(f"measures={self.measures!r} is not accepted; use a list of "
+                              f"names from {list(MEASURES)}, e.g. measures=[{self.measures!r}] "
+                              "(or [] for none).")
         for name in self.measures:
             check_choice("measures", name, MEASURES)
         for name in ("seed", "data_seed"):
