@@ -12,6 +12,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def float64_default():
+    """float64 as torch's default dtype for a test (numbers compared to 1e-8 and below)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray session (2 CPUs, as CI) for a test module; use it with

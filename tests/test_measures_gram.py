@@ -28,12 +28,7 @@ from tune_batchdyn.measures.positions import Factor
 CLASSES = 3
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 # --- small models --------------------------------------------------------------------------

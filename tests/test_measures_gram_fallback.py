@@ -15,12 +15,7 @@ from tune_batchdyn.measures import per_sample_gram
 CLASSES = 3
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def loop_gram(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
