@@ -122,8 +122,10 @@ def test_a_stored_config_of_an_older_version_checks_the_fields_it_has(config):
 def test_a_reroute_may_change_strategy_and_batch_size_only(config):
     killed_after(config, 1)
     with pytest.raises(ConfigError, match="lr=0.05 there, 0.1 requested"):
-        run_trial(config.replace(strategy="[64,128,128]", batch_size=32, lr=0.1))
-    rerouted = run_trial(config.replace(strategy="[64,128,128]", batch_size=32))
+        run_trial(config.replace(strategy="[64,128,128]", batch_size=32, lr=0.1), reroute=True)
+    with pytest.raises(ConfigError, match="strategy=.* there, '\\[64,128,128\\]' requested"):
+        run_trial(config.replace(strategy="[64,128,128]", batch_size=32))  # not a reroute
+    rerouted = run_trial(config.replace(strategy="[64,128,128]", batch_size=32), reroute=True)
     assert rerouted["batch_size"].tolist() == [64, 128, 128]
 
 
