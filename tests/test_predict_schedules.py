@@ -25,6 +25,7 @@ from tune_batchdyn.predict.schedules import milestone_epochs
     (16, 128, (16, 16, 32, 64, 128)),          # exponents floor(0, .75, 1.5, 2.25), then b
     (24, 96, (24, 24, 48, 48, 96)),            # power-of-two multiples of a
     (64, 64, (64, 64, 64, 64, 64)),
+    (100, 32, (100, 50, 50, 32, 32)),          # shrinking: rounding down stops at b
 ])
 def test_geometric_stages(start, end, stages):
     assert geometric_stages(start, end) == stages

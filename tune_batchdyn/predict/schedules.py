@@ -2,8 +2,8 @@
 
 - ``s{a}-to-{b}``: the epochs split into 5 equal stages; the batch size goes geometrically from
   ``a`` to ``b``, rounded down to a power-of-two multiple of ``a``:
-  b_k = a · 2^⌊k · log2(b/a) / 4⌋ for k < 4, and b_4 = b. This gives the seed's s32-to-512 =
-  32,64,128,256,512, s512-to-32 = the reverse and s16-to-64 = 16,16,32,32,64.
+  b_k = a · 2^⌊k · log2(b/a) / 4⌋ for k < 4 (never past b), and b_4 = b. This gives the seed's
+  s32-to-512 = 32,64,128,256,512, s512-to-32 = the reverse and s16-to-64 = 16,16,32,32,64.
 - ``-MS`` (multi-step): the same sequence re-run within each learning-rate phase (the lr is
   divided at ``lr_milestones``, by default 50% and 75% of the epochs).
 - ``[16,32,32,64,64]``: an explicit list of equal stages (any length); ``-MS`` also applies.
@@ -68,8 +68,10 @@ def geometric_stages(start: int, end: int, n_stages: int = N_STAGES) -> tuple[in
     if n_stages == 1:
         return (int(end),)
     step = math.log2(end / start) / (n_stages - 1)
-    return tuple(int(round(start * 2 ** math.floor(k * step + 1e-9)))
-                 for k in range(n_stages - 1)) + (int(end),)
+    sizes = [int(round(start * 2 ** math.floor(k * step + 1e-9))) for k in range(n_stages - 1)]
+    if end < start:  # rounding down must not pass b: s100-to-32 = 100,50,50,32,32, not ...,25,32
+        sizes = [max(size, int(end)) for size in sizes]
+    return (*sizes, int(end))
 
 
 def parse_schedule(spec: str | Sequence[int]) -> Schedule:

@@ -6,10 +6,10 @@ The stage arithmetic is ``predict.schedules``' (`stage_of_epoch`), which the pla
 schedules with.
 
 - ``s{a}-to-{b}``: S = 5 and sizes geometric from a to b, rounded down to a power-of-two multiple
-  of a: b_k = a·2^⌊k·log2(b/a)/(S−1)⌋ for k < S−1, and b_{S−1} = b. This gives the seed's
-  sequences: s32-to-512 = 32,64,128,256,512; s512-to-32 = the reverse; s16-to-64 =
-  16,16,32,32,64. (The seed only names power-of-two sequences; for other ratios the rounding is
-  ours.)
+  of a: b_k = a·2^⌊k·log2(b/a)/(S−1)⌋ for k < S−1 (never past b), and b_{S−1} = b. This
+  gives the seed's sequences: s32-to-512 = 32,64,128,256,512; s512-to-32 = the reverse;
+  s16-to-64 = 16,16,32,32,64. (The seed only names power-of-two sequences; for other ratios
+  the rounding is ours.)
 - ``[b_1, ..., b_S]``: the sizes given (a string spec, or ``{"name": "dynamic", "sizes": [...]}``).
 - ``-MS`` (multi-step): the sequence re-runs inside each learning-rate phase (the epochs between
   decay milestones), each phase split into S stages the same way. A phase shorter than S epochs
