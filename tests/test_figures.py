@@ -29,14 +29,33 @@ def test_write_figures(tmp_path, records):
         assert data.startswith(PNG) and len(data) > 5000
 
 
-def test_long_planned_schedule_labels_are_cut():
+def test_planned_schedule_labels_show_runs_and_are_cut():
     from tune_batchdyn.figures._common import NAME_WIDTH, Configuration
 
     schedule = "[" + ",".join(["128"] * 10 + ["512"] * 10) + "]"
-    label = Configuration(schedule, 0.05, 128, ()).label
-    assert label == schedule[: NAME_WIDTH - 2] + "…]-lr0.05"
+    assert Configuration(schedule, 0.05, 128, ()).label == "[128×10,512×10]-lr0.05"
+    varied = "[" + ",".join(["32", "128", "512", "128"] * 5) + "]"
+    label = Configuration(varied, 0.05, 128, ()).label
+    assert label == varied[: NAME_WIDTH - 2] + "…]-lr0.05"
     assert Configuration("[128,512]-MS", 0.1, 128, ()).label == "[128,512]-MS-lr0.1"
     assert Configuration("fixed", 0.1, 32, ()).label == "s32-lr0.1"
+
+
+def test_dynamic_runs_are_told_apart(records):
+    """Dynamic runs share a configured batch size; each still gets its own colour and marker
+    in the travel figure and its own colour in the measures figure."""
+    from tune_batchdyn.figures import plot_measures, plot_travel
+    from tune_batchdyn.predict import TrialSet
+
+    trials = TrialSet.from_records(records)
+    travel = plot_travel(trials).axes[0]
+    solid = [line for line in travel.get_lines() if line.get_linestyle() == "-"]
+    assert len(solid) == 2
+    assert solid[0].get_color() != solid[1].get_color()
+    assert solid[0].get_marker() != solid[1].get_marker()
+    panel = plot_measures(trials).axes[0]
+    dashed = [line.get_color() for line in panel.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 2 and dashed[0] != dashed[1]
 
 
 def _cli(argv):

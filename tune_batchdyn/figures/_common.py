@@ -7,15 +7,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogFormatter
 
 from tune_batchdyn.predict.trials import Trial
+from tune_batchdyn.strategies.dynamic_sampling import run_lengths
 
 #: Longest strategy name shown in a configuration's label.
-NAME_WIDTH = 18
+NAME_WIDTH = 30
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,10 @@ class Configuration:
 
     @property
     def label(self) -> str:
-        """E.g. ``s128-lr0.1``; a planned schedule's batch list is cut to `NAME_WIDTH`
-        characters (a 20-epoch list would squeeze the plot out of its figure)."""
-        name = f"s{self.batch_size}" if self.strategy == "fixed" else self.strategy
+        """E.g. ``s128-lr0.1``; a planned schedule's batch list with its repeats as runs
+        (``[32×2,128×3]``), cut to `NAME_WIDTH` characters (a 20-epoch list would squeeze the
+        plot out of its figure)."""
+        name = f"s{self.batch_size}" if self.strategy == "fixed" else run_lengths(self.strategy)
         if len(name) > NAME_WIDTH:
             name = name[: NAME_WIDTH - 2] + "…" + name[-1]
         return f"{name}-lr{self.lr:.3g}"
@@ -56,6 +59,11 @@ def configurations(trials: Iterable[Trial]) -> list[Configuration]:
         batch = int(trial.config.get("batch_size", trial.rows["batch_size"][0]))
         groups.setdefault((trial.strategy, round(trial.base_lr, 12), batch), []).append(trial)
     return [Configuration(s, lr, b, tuple(ts)) for (s, lr, b), ts in sorted(groups.items())]
+
+
+def run_colours(n: int) -> list:
+    """``n`` colours that tell dynamic runs apart (a qualitative palette, repeated past 10)."""
+    return [colormaps["tab10"](i % 10) for i in range(n)]
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -1,5 +1,6 @@
 """C̄K and LK against the epoch (the seed's Fig. 2 c, d), one line per configuration (mean over
-seeds), coloured by batch size."""
+seeds): fixed batches solid, coloured by batch size; dynamic runs dashed, each in its own
+colour."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from tune_batchdyn.figures._common import Configuration, configurations, new_figure
+from tune_batchdyn.figures._common import (
+    Configuration,
+    configurations,
+    new_figure,
+    run_colours,
+)
 from tune_batchdyn.predict.trials import TrialSet
 
 
@@ -20,12 +26,15 @@ def plot_measures(trials: TrialSet) -> Figure:
     sizes = sorted({c.batch_size for c in configs})
     shades = np.linspace(0.0, 0.85, max(len(sizes), 1))
     colour = {b: colormaps["plasma"](s) for b, s in zip(sizes, shades, strict=False)}
+    dynamic = [c for c in configs if not c.fixed]
+    run_colour = {id(c): rgb for c, rgb in zip(dynamic, run_colours(len(dynamic)), strict=True)}
     for config in configs:
         epochs = int(max(t.rows["epoch"][-1] for t in config.trials))
         grid = np.arange(1, epochs + 1)
         for axes, name in zip(panels, ("ck_bar", "lk"), strict=True):
             values = [_mean_by_epoch(config, name, e) for e in grid]
-            axes.plot(grid, values, color=colour[config.batch_size],
+            axes.plot(grid, values,
+                      color=colour[config.batch_size] if config.fixed else run_colour[id(config)],
                       linestyle="-" if config.fixed else "--", label=config.label)
     for axes, title in zip(panels, ("C̄K up to each epoch", "LK up to each epoch"), strict=True):
         axes.set_yscale("log")
@@ -38,8 +47,9 @@ def plot_measures(trials: TrialSet) -> Figure:
     if len(configs) <= 16:
         panels[1].legend(fontsize=7, ncols=2)
     else:
-        figure.suptitle(f"{len(configs)} configurations; colour = batch size "
-                        f"({sizes[0]} dark .. {sizes[-1]} light), dashed = dynamic", fontsize=9)
+        figure.suptitle(f"{len(configs)} configurations; colour = batch size ({sizes[0]} dark "
+                        f".. {sizes[-1]} light); dashed = dynamic, each its own colour",
+                        fontsize=9)
     return figure
 
 

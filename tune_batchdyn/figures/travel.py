@@ -8,16 +8,25 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from tune_batchdyn.figures._common import Configuration, configurations, log_axes, new_figure
+from tune_batchdyn.figures._common import (
+    Configuration,
+    configurations,
+    log_axes,
+    new_figure,
+    run_colours,
+)
 from tune_batchdyn.predict.beacons import nearest_lr
 from tune_batchdyn.predict.trials import TrialSet
 
+#: Markers of the dynamic runs, in turn.
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X")
 #: The seed's reading points.
 FRACTIONS: tuple[float, ...] = (0.05, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def plot_travel(trials: TrialSet, fractions: Sequence[float] = FRACTIONS) -> Figure:
-    """Beacons dotted (labelled by batch size at their first point), dynamic runs solid.
+    """Beacons dotted (coloured by batch size, labelled at their first point), dynamic runs
+    solid, each in its own colour and marker.
 
     Beacons are the fixed-batch configurations at the dynamic runs' lr, or at the nearest lr
     (log scale) the records have; the title says which."""
@@ -36,9 +45,10 @@ def plot_travel(trials: TrialSet, fractions: Sequence[float] = FRACTIONS) -> Fig
         if np.isfinite(ck[0]):
             axes.annotate(f"s{config.batch_size}", (ck[0], lk[0]), fontsize=8,
                           textcoords="offset points", xytext=(-12, 4))
-    for config in dynamic:
+    for index, (config, colour) in enumerate(zip(dynamic, run_colours(len(dynamic)),
+                                                 strict=True)):
         ck, lk = _path(config, fractions)
-        axes.plot(ck, lk, linestyle="-", marker="o", color=colours[config.batch_size],
+        axes.plot(ck, lk, linestyle="-", marker=MARKERS[index % len(MARKERS)], color=colour,
                   linewidth=2.0, label=config.label)
     log_axes(axes)
     axes.set_xlabel("C̄K")
