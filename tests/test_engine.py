@@ -183,6 +183,25 @@ def test_out_of_memory_falls_back_to_micro_batches_with_the_same_update(caplog):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+def test_weighted_step_reports_loss_and_errors_on_the_same_basis():
+    """With importance weights the error count is weighted like the loss (both unbiased
+    estimates of the uniform-sample values), in whole batches and in micro-batches."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    x, y = torch.randn(12, 5), torch.randint(3, (12,))
+    weights = torch.rand(12) * 2
+    missed = model(x).argmax(dim=1).ne(y).float()
+    losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+    for micro in (None, 4):
+        stepper = Stepper(model, torch.nn.CrossEntropyLoss(reduction="none"), micro)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        loss, wrong = stepper.step(opt, x, y, weights)
+        assert float(wrong) == pytest.approx(float(missed @ weights), rel=1e-6)
+        assert float(loss) == pytest.approx(float(losses.detach() @ weights) / 12, rel=1e-6)
+    assert int(Stepper(model, torch.nn.CrossEntropyLoss(reduction="none")).step(
+        opt, x, y)[1]) == int(missed.sum())
+
+
 def test_out_of_memory_at_micro_batch_of_one_raises():
     model = build_model("mlp", (1, 8, 8), 10)
 

@@ -220,7 +220,7 @@ class Trial:
                     break
         loss_sum = (float(torch.stack(step_losses).double() @ torch.tensor(
             step_sizes, dtype=torch.float64, device=self.device)) if step_losses else math.nan)
-        wrong_sum = int(torch.stack(step_wrong).sum()) if step_wrong else 0
+        wrong_sum = float(torch.stack(step_wrong).double().sum()) if step_wrong else 0.0
         record = empty_record()
         record.update(
             epoch=self.epoch + 1, iterations=self.iteration, samples_seen=self.samples_seen,

@@ -41,8 +41,9 @@ class Stepper:
 
     def step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
              weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Update once on (x, y); returns the (weighted) mean loss and the count of errors,
-        both as detached 0-d tensors on the device (no host synchronisation)."""
+        """Update once on (x, y); returns the (weighted) mean loss and the (weighted) count of
+        errors, both as detached 0-d tensors on the device (no host synchronisation). With
+        importance weights both are the same unbiased estimate of the uniform-sample value."""
         shrunk = False
         while True:
             chunk = min(self.micro_batch_size or len(x), len(x))
@@ -80,7 +81,9 @@ class Stepper:
                 losses = losses * weights[start:start + chunk]
             loss = losses.mean() if len(xc) == n else losses.sum() / n
             loss.backward()
-            chunk_wrong = logits.detach().argmax(dim=1).ne(yc).sum()
+            missed = logits.detach().argmax(dim=1).ne(yc)
+            chunk_wrong = (missed.sum() if weights is None
+                           else (missed * weights[start:start + chunk]).sum())
             total_loss = loss.detach() if total_loss is None else total_loss + loss.detach()
             wrong = chunk_wrong if wrong is None else wrong + chunk_wrong
         optimizer.step()
