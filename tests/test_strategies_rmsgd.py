@@ -99,14 +99,21 @@ def test_initial_rate_is_the_trials_lr_unless_the_strategy_fixes_it():
 
 
 def test_strategy_leaves_the_rates_to_the_optimiser_and_reports_them(caplog):
+    """The log gives every layer's rate; the record's ``lr`` is their mean by parameter
+    count."""
     with caplog.at_level("INFO", logger="tune_batchdyn.train"):
         trajectory = run_trial(TrialConfig(dataset="digits", model="mlp", measures=(), epochs=2,
                                            strategy="rmsgd", lr=0.03))
     assert trajectory["lr"].iloc[0] == pytest.approx(0.03)  # η(0)
     events = [r.message for r in caplog.records if r.message.startswith("per-layer lr")]
     assert len(events) == 2 and events[0].startswith("per-layer lr after epoch 1: 1 ")
-    first_layer_rate = float(events[0].split(": 1 ")[1].split(",")[0])
-    assert trajectory["lr"].iloc[1] == pytest.approx(first_layer_rate, rel=1e-3)
+    rates = [float(part.split()[1]) for part in events[0].split(": ", 1)[1].split(", ")]
+    assert len(set(rates)) > 1  # the layers' rates have parted
+    model = build_model("mlp", (64,), 10)
+    sizes = [sum(p.numel() for p in group["params"]) for group in layer_param_groups(model)]
+    assert len(sizes) == len(rates)
+    mean = sum(r * n for r, n in zip(rates, sizes)) / sum(sizes)  # by parameter count
+    assert trajectory["lr"].iloc[1] == pytest.approx(mean, rel=1e-3)
 
 
 def test_bad_settings_are_config_errors():

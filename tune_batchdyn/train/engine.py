@@ -35,7 +35,7 @@ from tune_batchdyn.train.config import TrialConfig
 from tune_batchdyn.train.data import DeviceData, load_data
 from tune_batchdyn.train.models import build_model, probe_model
 from tune_batchdyn.train.monitor import FALLBACK, Monitor
-from tune_batchdyn.train.stepper import Stepper
+from tune_batchdyn.train.stepper import Stepper, optimizer_lr
 from tune_batchdyn.user_code import is_import_path
 
 log = logging.getLogger("tune_batchdyn.train")
@@ -225,7 +225,7 @@ class Trial:
         record.update(
             epoch=self.epoch + 1, iterations=self.iteration, samples_seen=self.samples_seen,
             batch_size=plan.batch_size if plan else self.base_batch_size,
-            lr=float(self.optimizer.param_groups[0]["lr"]),
+            lr=optimizer_lr(self.optimizer),
             train_loss=loss_sum / max(seen, 1), train_error=wrong_sum / max(seen, 1),
             val_error=self.error(self.data.val_x, self.data.val_y),
             test_error=self.error(self.data.test_x, self.data.test_y),

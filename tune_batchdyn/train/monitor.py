@@ -39,6 +39,7 @@ from tune_batchdyn.measures import (
 )
 from tune_batchdyn.measures.gram import fallback_modules
 from tune_batchdyn.train.config import TrialConfig
+from tune_batchdyn.train.stepper import optimizer_lr
 
 log = logging.getLogger("tune_batchdyn.train")
 
@@ -87,7 +88,7 @@ class Monitor:
                 _FALLBACKS_LOGGED.add(tuple(fallback))
                 log.info("C̄K/LK: no per-sample rule for module(s) %s; their per-sample "
                          "gradients come from torch.func (slower)", ", ".join(fallback))
-        lr = float(run.optimizer.param_groups[0]["lr"])
+        lr = optimizer_lr(run.optimizer)
         # the first measurement also checks what hooks cannot see in a user's model: a weight
         # used outside its module, a dimension mistaken for the batch (per_sample_gram)
         gram = per_sample_gram(run.model, x, y, run.loss_fn, unsupported=FALLBACK,

@@ -29,6 +29,19 @@ def is_out_of_memory(err: BaseException) -> bool:
                                               or "can't allocate memory" in text)
 
 
+def optimizer_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The optimizer's learning rate: its groups' rates averaged by parameter count (one
+    number for the record and for LK when the rates are per layer, as with ``rmsgd``; the
+    common rate otherwise)."""
+    rates, counts = [], []
+    for group in optimizer.param_groups:
+        rates.append(float(group["lr"]))
+        counts.append(sum(p.numel() for p in group["params"]))
+    if len(set(rates)) == 1 or not sum(counts):
+        return rates[0]
+    return sum(r * c for r, c in zip(rates, counts, strict=True)) / sum(counts)
+
+
 class Stepper:
     """Runs optimisation steps; remembers the micro-batch size that fits."""
 
