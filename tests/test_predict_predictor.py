@@ -195,9 +195,39 @@ def test_loo_scores_equal_explicit_leave_one_out_refits():
     np.testing.assert_allclose(loo_scores(fit), expected, rtol=1e-8, atol=1e-10)
 
 
+def test_grouped_loo_scores_equal_leaving_each_group_out():
+    """With groups, each group's points are left out together: the scores equal explicit
+    solves without the group, (μ₋G,i − yᵢ) / σ₋G,i with σ² the predictive variance of the
+    point alone; singleton groups give the ungrouped scores."""
+    from tune_batchdyn.predict.gp import fit_gp, loo_scores
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(12, 3))
+    y = x[:, 0] + 0.3 * x[:, 2] + 0.1 * rng.normal(size=12)
+    fit = fit_gp(x, y)
+    groups = ["a", "a", "b", "c", "c", "c", "d", "e", "e", "f", "g", "g"]
+    d = fit.x_train.shape[1]
+    xs, ys = fit.x_train, (y - fit.y_mean) / fit.y_scale
+    sq = ((xs[:, None, :] - xs[None, :, :]) ** 2).sum(axis=-1)
+    kernel = np.exp(-sq / (2 * fit.length_scale ** 2 * d)) + fit.linear_weight * xs @ xs.T / d
+    expected = np.empty(12)
+    for label in set(groups):
+        out = np.array([g == label for g in groups])
+        system = kernel[np.ix_(~out, ~out)] + fit.noise_ratio * np.eye((~out).sum())
+        for i in np.flatnonzero(out):
+            cross = kernel[i, ~out]
+            mean = cross @ np.linalg.solve(system, ys[~out])
+            variance = fit.scale * (kernel[i, i] + fit.noise_ratio
+                                    - cross @ np.linalg.solve(system, cross))
+            expected[i] = (mean - ys[i]) / math.sqrt(variance)
+    np.testing.assert_allclose(loo_scores(fit, groups), expected, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(loo_scores(fit, range(12)), loo_scores(fit), rtol=1e-10)
+    assert not np.allclose(loo_scores(fit, groups), loo_scores(fit))
+
+
 def test_lower_bound_is_the_conformal_quantile():
     """The bound is sigmoid(μ − q·σ) on the logit scale with q the ⌈(n+1)c⌉-th smallest
-    leave-one-out score (at least 0); NaN when n trials cannot vouch for c; a diverged
+    leave-one-configuration-out score (at least 0); NaN when n trials cannot vouch for c; a diverged
     trial's own error; a ConfigError for a confidence outside (0, 1)."""
     from tune_batchdyn.predict.gp import loo_scores
 
@@ -207,7 +237,9 @@ def test_lower_bound_is_the_conformal_quantile():
     rows = next(iter(test.groupby("trial_id")))[1]
     rows = rows[rows["budget_fraction"] <= 0.2 + 1e-9]
     fit, mean, std = model._gp_at(model._running(rows, None))
-    scores = np.sort(loo_scores(fit))
+    groups = [(t.strategy, t.base_lr, t.config.get("batch_size")) for t in model.reference_]
+    assert len(set(groups)) < len(groups)  # seeds of a configuration share a group
+    scores = np.sort(loo_scores(fit, groups))
     for confidence in (0.5, 0.9):
         q = max(scores[math.ceil((n + 1) * confidence) - 1], 0.0)
         expected = 1.0 / (1.0 + math.exp(-(mean - q * std)))

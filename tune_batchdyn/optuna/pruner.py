@@ -9,8 +9,8 @@ where ``base`` is a built-in pruner consulted at every step (default
 ``SuccessiveHalvingPruner()``), b is ``FinalErrorPredictor.lower_bound`` at ``confidence``
 (fitted on the study's completed trials' records, read at the running trial's budget
 fraction): the error the trial ends below with probability at most 1 − ``confidence``,
-calibrated by how far the completed trials ended from their own leave-one-out predictions
-(conformal), and v₍k₎ is the k-th lowest value among the completed trials. Guards, in order
+calibrated by how far the completed trials ended from their predictions with their
+configuration left out (conformal), and v₍k₎ is the k-th lowest value among the completed trials. Guards, in order
 (each returns "continue"): no step reported; t < ``n_warmup_steps``; the trial runs a plan of
 ``RerouteCallback`` (unless ``prune_plans``: a plan's early epochs run other batch sizes than
 its end, which the prediction cannot know, and each plan runs once, as the planner's test);

@@ -17,6 +17,7 @@ short, so nothing to report about convergence.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,12 +103,24 @@ def predict_gp(fit: GPFit, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fit.y_mean + fit.y_scale * mean, fit.y_scale * np.sqrt(variance)
 
 
-def loo_scores(fit: GPFit) -> np.ndarray:
-    """(μ₋ᵢ − yᵢ) / σ₋ᵢ for each training point: how many leave-one-out predictive standard
-    deviations (noise included) below its leave-one-out prediction it lies, from the closed
-    form (μ₋ᵢ − yᵢ = −[K⁻¹y]ᵢ / [K⁻¹]ᵢᵢ, σ₋ᵢ² = s / [K⁻¹]ᵢᵢ) at the fitted hyperparameters."""
-    diag = (fit.eigvecs * fit.eigvecs) @ (1.0 / (fit.eigvals + fit.noise_ratio))
-    return -(fit.alpha / diag) / np.sqrt(fit.scale / diag)
+def loo_scores(fit: GPFit, groups: Sequence[Hashable] | None = None) -> np.ndarray:
+    """(μ₋ᵢ − yᵢ) / σ₋ᵢ for each training point: how many leave-out predictive standard
+    deviations (noise included) below its leave-out prediction it lies, at the fitted
+    hyperparameters. With ``groups`` (one label per training point), the points sharing a
+    label are left out together: with A = (K + rI)⁻¹, the group G's residuals are
+    (A_GG)⁻¹ (A y)_G and their covariance s (A_GG)⁻¹; without, each point alone (the
+    diagonal case, μ₋ᵢ − yᵢ = −[Ay]ᵢ / Aᵢᵢ, σ₋ᵢ² = s / Aᵢᵢ)."""
+    inverse = (fit.eigvecs / (fit.eigvals + fit.noise_ratio)) @ fit.eigvecs.T
+    labels = range(len(fit.alpha)) if groups is None else groups
+    members: dict[Hashable, list[int]] = {}
+    for index, label in enumerate(labels):
+        members.setdefault(label, []).append(index)
+    scores = np.empty(len(fit.alpha))
+    for index in members.values():
+        block = np.linalg.inv(inverse[np.ix_(index, index)])
+        residual = block @ fit.alpha[index]
+        scores[index] = -residual / np.sqrt(fit.scale * np.diag(block))
+    return scores
 
 
 def _standardise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
