@@ -112,7 +112,7 @@ def test_strategy_leaves_the_rates_to_the_optimiser_and_reports_them(caplog):
     model = build_model("mlp", (64,), 10)
     sizes = [sum(p.numel() for p in group["params"]) for group in layer_param_groups(model)]
     assert len(sizes) == len(rates)
-    mean = sum(r * n for r, n in zip(rates, sizes)) / sum(sizes)  # by parameter count
+    mean = sum(r * n for r, n in zip(rates, sizes, strict=True)) / sum(sizes)  # by parameter count
     assert trajectory["lr"].iloc[1] == pytest.approx(mean, rel=1e-3)
 
 

@@ -7,18 +7,18 @@ Rule, for a running trial at step (epoch) t with records stored by ``TrialReport
 
 where ``base`` is a built-in pruner consulted at every step (default
 ``SuccessiveHalvingPruner()``), b is ``FinalErrorPredictor.lower_bound`` at ``confidence``
-(fitted on the study's completed trials' records, read at the running trial's budget
-fraction): the error the trial ends below with probability at most 1 − ``confidence``,
-calibrated by how far the completed trials ended from their predictions with their
-configuration left out (conformal), and v₍k₎ is the k-th lowest value among the completed trials. Guards, in order
+(fitted on the study's completed trials' records, read at the running trial's budget fraction):
+the error the trial ends below with probability at most 1 − ``confidence``, calibrated by how
+far the completed trials ended from their predictions with their configuration left out
+(conformal), and v₍k₎ is the k-th lowest value among the completed trials. Guards, in order
 (each returns "continue"): no step reported; t < ``n_warmup_steps``; the trial runs a plan of
 ``RerouteCallback`` (unless ``prune_plans``: a plan's early epochs run other batch sizes than
-its end, which the prediction cannot know, and each plan runs once, as the planner's test);
-the trial is a beacon enqueued by ``enqueue_beacon`` (unless ``prune_beacons``: every plan is
-composed of the beacons' whole trajectories, so they run to the end, as on Ray).
-Then ``base`` decides alone while the bound cannot be given: fewer than ``n_startup_trials``
-completed trials, no records on the running trial, or too few completed trials to vouch for
-``confidence`` (9 at 0.9).
+its end, which the prediction cannot know, and each plan runs once, as the planner's test); the
+trial is a beacon enqueued by ``enqueue_beacon`` (unless ``prune_beacons``: every plan is
+composed of the beacons' whole trajectories, so they run to the end, as on Ray). Then ``base``
+decides alone while the bound cannot be given: fewer than ``n_startup_trials`` completed trials,
+no records on the running trial, or too few completed trials to vouch for ``confidence`` (9 at
+0.9).
 
 Why on top of a base pruner: replaying the recorded grids (benchmarks/pruners.py, 3 grids ×
 3 orders, two order seeds), the bound alone after a ``MedianPruner`` cold start spent 0.96 of
