@@ -44,6 +44,20 @@ def test_train_prints_progress_and_writes_records(tmp_path, capsys):
     assert table["config/batch_size"].tolist() == [128, 128]
 
 
+def test_train_says_a_dynamic_schedule_sets_the_batch_size(capsys):
+    """A --batch-size given with a dynamic-sampling spec is named as unused; the header says
+    the schedule sets the batch size, and every epoch shows the size it ran."""
+    code = main(["train", "--epochs", "2", "--strategy", "[16,64]", "--batch-size", "128",
+                 "--measures", "none"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "note: --batch-size 128 is not used: strategy '[16,64]'" in captured.err
+    assert "batch=by the schedule" in captured.out
+    assert "batch    16" in captured.out and "batch    64" in captured.out
+    main(["train", "--epochs", "1", "--strategy", "[16]", "--measures", "none"])
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_record_runs_the_grid_once_and_skips_finished_trials(tmp_path, capsys):
     out = tmp_path / "grid.parquet"
     argv = ["record", "--space", "nqm", "--out", str(out), "--seeds", "0,1",

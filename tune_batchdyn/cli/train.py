@@ -14,6 +14,8 @@ from typing import Any
 from tune_batchdyn.errors import ConfigError
 
 OUT_SUFFIXES = (".csv", ".parquet")
+#: ``--batch-size`` when not given.
+DEFAULT_BATCH_SIZE = 32
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", default="fixed",
                    help="a strategy spec: fixed, s32-to-512, s32-to-512-MS, gg, fb, abs, absa, "
                         "is, rmsgd, navigator, or JSON with 'name' and options")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="the batch size (default 32); dynamic-sampling schedules set their own")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--momentum", type=float, default=0.9)
@@ -105,15 +108,22 @@ def parse_strategy_arg(text: str) -> str | dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     from tune_batchdyn.records import trial_table, write_records
+    from tune_batchdyn.strategies import parse_strategy
     from tune_batchdyn.train import TrialConfig, run_trial
 
     if args.out and Path(args.out).suffix not in OUT_SUFFIXES:
         raise ConfigError(f"--out {args.out!r} is not accepted; use a file name ending in "
                           f"{' or '.join(OUT_SUFFIXES)}.")
     measures = () if args.measures == "none" else tuple(m for m in args.measures.split(",") if m)
+    strategy = parse_strategy_arg(args.strategy)
+    uses_batch_size = parse_strategy(strategy).uses_batch_size
+    if args.batch_size is not None and not uses_batch_size:
+        print(f"note: --batch-size {args.batch_size} is not used: strategy {strategy!r} sets the "
+              "batch size of every epoch", file=sys.stderr, flush=True)
     config = TrialConfig(
-        dataset=args.dataset, model=args.model, strategy=parse_strategy_arg(args.strategy),
-        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, momentum=args.momentum,
+        dataset=args.dataset, model=args.model, strategy=strategy,
+        lr=args.lr, batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
+        epochs=args.epochs, momentum=args.momentum,
         weight_decay=args.weight_decay, measure_every=args.measure_every, measures=measures,
         seed=args.seed, data_seed=args.data_seed, device=args.device, data_dir=args.data_dir,
         download=args.download, dataset_options=parse_options(args.dataset_option),
@@ -121,7 +131,8 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     print(f"training {config.dataset}/{config.model}  strategy={config.strategy}  "
-          f"batch={config.batch_size}  lr={config.lr}  epochs={config.epochs}", flush=True)
+          f"batch={config.batch_size if uses_batch_size else 'by the schedule'}  "
+          f"lr={config.lr}  epochs={config.epochs}", flush=True)
     start = time.perf_counter()
     show = error_format(config.dataset)
     trajectory = run_trial(config, reporter=None if args.quiet
