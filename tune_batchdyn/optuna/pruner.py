@@ -23,7 +23,7 @@ no records on the running trial, or too few completed trials to vouch for ``conf
 Why on top of a base pruner: replaying the recorded grids (benchmarks/pruners.py, 3 grids ×
 3 orders, two order seeds), the bound alone after a ``MedianPruner`` cold start spent 0.96 of
 the best built-in pruner's trial-epochs at a mean gap of 0.35 points to its best result; on
-top of SuccessiveHalving's rungs, 0.80 at 0.33 (README: the figures). The bound prunes what
+top of SuccessiveHalving's rungs, 0.80 at 0.34 (README: the figures). The bound prunes what
 the rungs keep but the predictor confidently rejects.
 
 Why conformal, not the prediction's normal quantile μ − z·σ: σ is fitted on the completed
