@@ -19,6 +19,8 @@ studies' values):
   curve;
 - the same among healthy configurations (no seed diverged);
 - the noise ceiling: ρ between two seeds' final errors (mean over seed pairs);
+- how often our 90% ``lower_bound`` (what ``MeasurePruner`` prunes by) held: held-out trials
+  whose final error is at or above it, of those given a finite bound (about 90% expected);
 - the seed's observations as rank correlations over fixed-batch configurations at the end
   (|B| vs C̄K, |B| vs LK, lr vs C̄K, lr vs LK) and rank stability (C̄K, LK at 10% vs end).
 
@@ -60,6 +62,8 @@ from tune_batchdyn.records import read_records  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).parent / "data"
 MAIN_METHODS = ("ours", "knn5", "val", "powerlaw", "config")
+#: The confidence of the lower bound whose coverage is reported (MeasurePruner's default).
+BOUND_CONFIDENCE = 0.9
 
 
 def _without(*groups: str) -> tuple[str, ...]:
@@ -154,6 +158,19 @@ class Study:
             means[index] = np.mean(finite) if finite else np.nan
         return means
 
+    def bound_coverage(self, fraction: float, confidence: float) -> tuple[int, int]:
+        """How many held-out trials (configurations left out) ended at or above our
+        ``lower_bound`` at ``confidence``, of those that got a finite bound."""
+        held, given = 0, 0
+        for group in self.groups:
+            model = FinalErrorPredictor().fit(self.trials.excluding([t.trial_id for t in group]))
+            for trial in group:
+                bound = model.lower_bound(_cut(trial, fraction), confidence)
+                if math.isfinite(bound):
+                    given += 1
+                    held += bool(trial.final_error >= bound)
+        return held, given
+
     def noise_ceiling(self) -> tuple[float, np.ndarray]:
         """ρ between seeds' final errors across configurations (mean over seed pairs)."""
         n_seeds = min(len(g) for g in self.groups) if self.groups else 0
@@ -236,6 +253,10 @@ def run(trials: TrialSet, fractions: Sequence[float], n_boot: int, seed: int,
             print(f"  {method:<30}" + "".join(c.ljust(32) for c in cells), file=out)
             print(f"  {method + ' (healthy)':<30}" + "".join(c.ljust(32) for c in healthy_cells),
                   file=out)
+        coverage = [s.bound_coverage(f, BOUND_CONFIDENCE) for f in fractions]
+        print(f"  {BOUND_CONFIDENCE:.0%} lower bound of ours held for " + ", ".join(
+            f"{held}/{given} trials at {f:.0%}" for f, (held, given) in zip(
+                fractions, coverage, strict=True)), file=out)
         ceiling, boot = s.noise_ceiling()
         pooled.setdefault(("noise-ceiling",), []).append((ceiling, boot, len(s.configs)))
         print(f"  {'noise ceiling (2 seeds)':<30}{_format(ceiling, *_ci(boot))}", file=out)

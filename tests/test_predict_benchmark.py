@@ -52,6 +52,13 @@ def test_harness_on_planted_table(tmp_path):
     assert "60 configurations" in text and "noise ceiling" in text
     assert "seed obs: |B| vs C̄K (end)" in text and "rank stability LK 10% vs end" in text
     assert "ours (healthy)" in text
+    # the 90% bound, calibrated with each configuration left out, holds for about 90% of the
+    # held-out trials (180 of them here; 0.8 leaves room for a draw's noise, 0.99 for a
+    # bound so loose that it never prunes)
+    coverage = re.search(r"90% lower bound of ours held for (\d+)/(\d+) trials at 10%", text)
+    assert coverage, text
+    held, given = int(coverage[1]), int(coverage[2])
+    assert given == 180 and 0.8 <= held / given <= 0.99
 
 
 @pytest.mark.slow
