@@ -21,15 +21,15 @@ Rules, checked in order:
 most 1 − ``confidence``, by split-free conformal calibration (jackknife): the GP's mean minus q
 predictive standard deviations (logit scale), q the ⌈(n+1)·confidence⌉-th smallest of the n
 finished trials' leave-out scores (how far below its leave-out prediction each ended,
-``gp.loo_scores``), never below zero. The scores leave each *configuration* (strategy, lr,
-batch size) out with all its seeds, as a new configuration arrives without finished siblings:
-leaving out one seed at a time lets its siblings vouch for it, and the bound was too tight
-(on the recorded digits grid, left out by configuration, the 90% bound lay above the true
-final error for 15% / 19% of trials at 10% / 25% of the budget; 13% / 15% with configurations
-left out). With too few finished trials for that rank it is NaN: n finished trials cannot
-vouch for more than confidence n/(n+1). The bound follows how well the GP actually predicted
-the finished trials at that fraction, instead of trusting a normal quantile of a standard
-deviation fitted on a handful of trials.
+``gp.loo_scores``), never below zero. The scores leave each *configuration* (strategy, lr, batch
+size) out with all its seeds, as a new configuration arrives without finished siblings: leaving
+out one seed at a time lets its siblings vouch for it, and the bound was too tight
+(benchmarks/predictor.py, recorded digits grid: the 90% bound held for 52 and 50 of 60 held-out
+trials at 10% / 25% of the budget with one seed left out at a time, 53 and 52 with
+configurations left out). With too few finished trials for that rank it is NaN: n finished
+trials cannot vouch for more than confidence n/(n+1). The bound follows how well the GP actually
+predicted the finished trials at that fraction, instead of trusting a normal quantile of a
+standard deviation fitted on a handful of trials.
 
 NaN: a feature that no finished trial has at f (a measure not taken) is dropped; a missing value
 elsewhere (in a finished or the running trial) is replaced by the finished trials' median of that
