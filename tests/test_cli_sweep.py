@@ -66,6 +66,20 @@ def test_output_folders_that_cannot_be_made_are_refused_before_any_trial(tmp_pat
                 capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("backend", ["ray", "optuna"])
+def test_a_data_dir_without_the_files_is_refused_before_any_trial(tmp_path, capsys, backend):
+    """An empty data_dir would fail every trial (Ray retrying each): the sweep opens the
+    files once where it starts and stops with one line."""
+    code = main(["sweep", "--space", "cifar10_resnet110", "--backend", backend, "--set",
+                 f"data_dir={tmp_path}", "--out", str(tmp_path / "r.parquet")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert (f"dataset='cifar10': no torchvision files under '{tmp_path}' on this machine, "
+            "where the sweep starts" in err)
+    assert "--set download=true" in err
+    assert not (tmp_path / "r.parquet").exists()
+
+
 def test_an_address_without_a_cluster_is_one_line(monkeypatch, capsys):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert main(["sweep", "--space", "nqm", "--address", "auto"]) == 2

@@ -35,3 +35,29 @@ def check_user_code(space: Space, overrides: Mapping[str, Any]) -> None:
             print(f"note: model={config.model!r}: no per-sample rule for "
                   f"{', '.join(fallback)}; torch.func computes their share of C̄K/LK (slower)",
                   flush=True)
+
+
+def check_data_files(space: Space, overrides: Mapping[str, Any], address: str | None) -> None:
+    """Each torchvision dataset of the space opened once under its ``data_dir`` on this
+    machine, where the sweep starts: an empty or wrong folder would fail every trial (and Ray
+    retries each). Skipped when the trials download the files themselves, when ``data_dir``
+    is searched, and for a Ray Client address (``ray://``: this machine is outside the
+    cluster, whose nodes may see other files)."""
+    from tune_batchdyn.train.data import TORCHVISION, torchvision_splits
+
+    if address is not None and address.startswith("ray://"):
+        return
+    if any(space.listed("download", overrides)) or "data_dir" in space.params:
+        return
+    (data_dir,) = space.listed("data_dir", overrides)
+    for dataset in space.listed("dataset", overrides):
+        if dataset in TORCHVISION:
+            try:
+                torchvision_splits(dataset, data_dir, download=False)
+            except ConfigError as err:
+                raise ConfigError(
+                    f"{space.source}: dataset={dataset!r}: no torchvision files under "
+                    f"{data_dir!r} on this machine, where the sweep starts ({err.__cause__}). "
+                    "Every node reads the same path: download the files there once, on "
+                    "storage all nodes see (examples/cluster_sweep.md), or pass --set "
+                    "download=true.") from err

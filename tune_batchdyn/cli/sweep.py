@@ -179,7 +179,7 @@ def check_device(device: object, args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tune_batchdyn.cli._checks import check_user_code
+    from tune_batchdyn.cli._checks import check_data_files, check_user_code
     from tune_batchdyn.space import read_space
 
     check_args(args)
@@ -190,6 +190,7 @@ def main(args: argparse.Namespace) -> int:
     if args.budget is None:
         args.budget = space.search.budget
     check_user_code(space, overrides)
+    check_data_files(space, overrides, args.address or os.environ.get("RAY_ADDRESS"))
     check_device(overrides.get("device", space.constants.get("device")), args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     start = time.perf_counter()

@@ -81,12 +81,21 @@ class Space:
         fixed = {**self.constants, **overrides}
         if overrides:
             _check_trial_configs(source, fixed, params)
-        datasets = params["dataset"].values if "dataset" in params else [fixed.get("dataset")]
-        for dataset in datasets:
+        for dataset in self.listed("dataset", overrides):
             try:
                 check_data_dir(dataset, fixed.get("data_dir"))
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from err
+
+    def listed(self, key: str, overrides: Mapping[str, Any]) -> list[Any]:
+        """The values ``key`` takes: its override, else its fixed value (None when unset), else
+        its grid or choice values (a range's bounds are not values: an empty list)."""
+        if key in overrides:
+            return [overrides[key]]
+        param = self.params.get(key)
+        if param is None:
+            return [self.constants.get(key)]
+        return list(param.values) if param.is_categorical else []
 
     def user_code_configs(self, overrides: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Config values (first choices elsewhere) for each combination of ``dataset``,

@@ -125,26 +125,34 @@ def _synthetic(data_seed: int, options_key: str) -> DeviceData:
                        splits["val_y"], splits["test_x"], splits["test_y"], spec.classes, "none")
 
 
-def _torchvision(dataset: str, data_seed: int, data_dir: str | None,
-                 download: bool) -> DeviceData:
+def torchvision_splits(dataset: str, data_dir: str | None, download: bool) -> tuple[Any, Any]:
+    """The torchvision train and test sets of ``dataset`` under ``data_dir`` (fetched first
+    with ``download``); ``ConfigError`` naming the folder when its files are not there. Sweeps
+    call it once on the driver before any trial starts."""
     import torchvision
 
-    class_name, augmentation, n_val = TORCHVISION[dataset]
     check_data_dir(dataset, data_dir)
     root = os.path.expanduser(data_dir)
-    cls = getattr(torchvision.datasets, class_name)
+    cls = getattr(torchvision.datasets, TORCHVISION[dataset][0])
     try:
         if dataset == "svhn":
-            train, test = (cls(root, split=s, download=download) for s in ("train", "test"))
-            x_train, y_train = train.data, np.asarray(train.labels)
-            x_test, y_test = test.data, np.asarray(test.labels)
-        else:
-            train, test = (cls(root, train=t, download=download) for t in (True, False))
-            x_train, y_train = _as_nchw(train.data), np.asarray(train.targets)
-            x_test, y_test = _as_nchw(test.data), np.asarray(test.targets)
+            return tuple(cls(root, split=s, download=download) for s in ("train", "test"))
+        return tuple(cls(root, train=t, download=download) for t in (True, False))
     except RuntimeError as err:
         raise ConfigError(f"dataset={dataset!r}: no torchvision files under {root!r} ({err}). "
                           "Pass --download (download=True) to fetch them.") from err
+
+
+def _torchvision(dataset: str, data_seed: int, data_dir: str | None,
+                 download: bool) -> DeviceData:
+    _, augmentation, n_val = TORCHVISION[dataset]
+    train, test = torchvision_splits(dataset, data_dir, download)
+    if dataset == "svhn":
+        x_train, y_train = train.data, np.asarray(train.labels)
+        x_test, y_test = test.data, np.asarray(test.labels)
+    else:
+        x_train, y_train = _as_nchw(train.data), np.asarray(train.targets)
+        x_test, y_test = _as_nchw(test.data), np.asarray(test.targets)
     rng = np.random.default_rng(data_seed)
     order = rng.permutation(len(y_train))
     val_idx, train_idx = order[:n_val], order[n_val:]
