@@ -58,6 +58,26 @@ def test_train_says_a_dynamic_schedule_sets_the_batch_size(capsys):
     assert "note:" not in capsys.readouterr().err
 
 
+def test_record_keeps_the_seeds_the_space_declares_and_refuses_two_sources(tmp_path, capsys):
+    """A space's seed grid (or --set seed) gives the seeds; --seeds with one of them is
+    refused rather than silently replacing it; each trial is trained and written once."""
+    space = tmp_path / "seeds.toml"
+    space.write_text('[fixed]\ndataset = "digits"\nmodel = "mlp"\nepochs = 1\nmeasures = []\n'
+                     'batch_size = 512\nlr = 0.1\n[params]\nseed = { grid = [0, 1] }\n')
+    out = tmp_path / "r.csv"
+    assert main(["record", "--space", str(space), "--out", str(out)]) == 0
+    table = read_records(out)
+    assert sorted(table.groupby("trial_id")["config/seed"].first()) == [0, 1]
+    assert len(table) == 2
+    assert main(["record", "--space", str(space), "--out", str(out), "--seeds", "3"]) == 2
+    assert "--seeds 3 and [params] seed of" in capsys.readouterr().err
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text(space.read_text().replace("[params]\nseed = { grid = [0, 1] }\n", ""))
+    out = tmp_path / "s.csv"
+    assert main(["record", "--space", str(fixed), "--out", str(out), "--set", "seed=5"]) == 0
+    assert read_records(out)["config/seed"].tolist() == [5]
+
+
 def test_record_runs_the_grid_once_and_skips_finished_trials(tmp_path, capsys):
     out = tmp_path / "grid.parquet"
     argv = ["record", "--space", "nqm", "--out", str(out), "--seeds", "0,1",

@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True,
                    help="records file (.parquet or .csv); an existing one is continued when "
                         "its trials have the same settings (space, --set), else refused")
-    p.add_argument("--seeds", default="0", help="comma list of trial seeds, e.g. 0,1,2")
+    p.add_argument("--seeds", default=None,
+                   help="comma list of trial seeds, e.g. 0,1,2 (default: the space's seed, "
+                        "else 0)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a TrialConfig field, e.g. epochs=10; a searched one is fixed "
                         "to that value (repeatable)")
@@ -57,6 +59,29 @@ def grid_configs(space: Any, overrides: dict[str, Any]) -> list[dict[str, Any]]:
     keys = [key for key in grid if key not in overrides]
     return [{**dict(space.constants), **dict(zip(keys, values, strict=True)), **overrides}
             for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def trial_seeds(text: str | None, space: Any, overrides: dict[str, Any]) -> list[int | None]:
+    """The seeds ``--seeds`` asks for; without it, [None]: each configuration keeps the seed
+    the space (or ``--set seed=...``) gives it, else 0. Both at once are refused: one would
+    silently replace the other."""
+    declared = [where for where, has in (("--set seed", "seed" in overrides),
+                                          ("[params] seed", "seed" in space.params),
+                                          ("[fixed] seed", "seed" in space.constants)) if has]
+    if text is None:
+        return [None] if declared else [0]
+    if declared:
+        raise ConfigError(f"--seeds {text} and {declared[0]} of {space.source} both set the "
+                          "seed; use one of them.")
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise ConfigError(f"--seeds {text!r} is not accepted; use a comma list of integers, "
+                          "e.g. 0,1,2.") from err
+    if not seeds:
+        raise ConfigError(f"--seeds {text!r} is not accepted; use a comma list of integers, "
+                          "e.g. 0,1,2.")
+    return seeds
 
 
 def trial_id(config: dict[str, Any]) -> str:
@@ -115,16 +140,14 @@ def main(args: argparse.Namespace) -> int:
     from tune_batchdyn.train import TrialConfig, run_trial
 
     records_format(args.out)  # a bad extension fails before any training
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError as err:
-        raise ConfigError(f"--seeds {args.seeds!r} is not accepted; use a comma list of "
-                          "integers, e.g. 0,1,2.") from err
     space = read_space(args.space)
     overrides = parse_config_overrides(args.set, "--set")
     space.check_trials(overrides)
+    seeds = trial_seeds(args.seeds, space, overrides)
     check_user_code(space, overrides)
-    configs = [{**c, "seed": seed} for c in grid_configs(space, overrides) for seed in seeds]
+    configs = [c if seed is None else {**c, "seed": seed}
+               for c in grid_configs(space, overrides) for seed in seeds]
+    configs = list({trial_id(c): c for c in configs}.values())  # each trial once
     done = set()
     if Path(args.out).exists():
         recorded = read_records(args.out)
