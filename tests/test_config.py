@@ -31,6 +31,21 @@ def test_bad_field_names_field_value_and_accepted(field, value, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(("dataset", "model", "options", "message"), [
+    ("digits", "mlp", {"presett": "large"}, "dataset_options={'presett': 'large'} is not "
+                                            "accepted for digits; use {}"),
+    ("synthetic", "mlp", {"preset": "huge"}, "dataset_options.preset='huge' is not accepted"),
+    ("synthetic", "cnn", {"colour": 1}, "unknown synthetic dataset_options ['colour']"),
+    ("cifar10", "resnet20", {"preset": "large"}, "is not accepted for cifar10; use {}"),
+    ("nqm", "nqm", {"dims": 10}, "unknown nqm dataset_options ['dims']"),
+])
+def test_dataset_options_are_checked_when_the_config_is_made(dataset, model, options, message):
+    """So a space with a typo in them is refused at reading, before any trial starts."""
+    with pytest.raises(ConfigError) as info:
+        TrialConfig(dataset=dataset, model=model, dataset_options=options)
+    assert message in str(info.value)
+
+
 def test_nqm_dataset_needs_nqm_model():
     with pytest.raises(ConfigError, match="use dataset='nqm' with model='nqm'"):
         TrialConfig(dataset="nqm", model="mlp")

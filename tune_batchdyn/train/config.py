@@ -12,6 +12,7 @@ import numpy as np
 
 from tune_batchdyn.errors import ConfigError, check_choice
 from tune_batchdyn.strategies import parse_strategy
+from tune_batchdyn.train.data import check_dataset_options
 from tune_batchdyn.user_code import (
     DATASET_FORM,
     IMPORT_FORM,
@@ -119,6 +120,7 @@ class TrialConfig:
             raise ConfigError(
                 f"dataset_options={self.dataset_options!r} is not accepted; use a mapping."
             )
+        check_dataset_options(self.dataset, self.dataset_options)
         parse_strategy(self.strategy)  # raises ConfigError naming the spec and accepted forms
         object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
         object.__setattr__(self, "measures", tuple(self.measures))

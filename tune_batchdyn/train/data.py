@@ -75,24 +75,37 @@ def check_data_dir(dataset: str, data_dir: str | None) -> None:
                           "with download) its torchvision files.")
 
 
+def check_dataset_options(dataset: str, options: Mapping[str, Any]) -> None:
+    """``ConfigError`` for ``dataset_options`` a built-in dataset does not take, checked when a
+    config is made, so a sweep refuses a typo before any trial: none for digits and the
+    torchvision sets, ``SyntheticSpec``'s for synthetic, the NQM's for nqm. A user's dataset
+    takes its own, checked when it loads."""
+    if dataset == "digits" or dataset in TORCHVISION:
+        if options:
+            raise ConfigError(f"dataset_options={dict(options)!r} is not accepted for "
+                              f"{dataset}; use {{}}.")
+    elif dataset == "synthetic":
+        SyntheticSpec.from_options(options)
+    elif dataset == "nqm":
+        from tune_batchdyn.train.nqm_trial import check_nqm_options
+
+        check_nqm_options(options)
+
+
 def load_data(dataset: str, *, data_seed: int = 0, options: Mapping[str, Any] | None = None,
               data_dir: str | None = None, download: bool = False,
               device: torch.device | str = "cpu") -> DeviceData:
     """Load ``dataset`` (see ``TrialConfig.dataset``) onto ``device``."""
     options = dict(options or {})
     key = json.dumps(options, sort_keys=True, default=str)
+    check_dataset_options(dataset, options)
     if dataset == "digits":
-        if options:
-            raise ConfigError(f"dataset_options={options!r} is not accepted for digits; use {{}}.")
         data = _digits(data_seed)
     elif dataset == "synthetic":
         data = _synthetic(data_seed, key)
     elif is_import_path(dataset):
         data = _user_dataset(dataset, data_seed, options)
     elif dataset in TORCHVISION:
-        if options:
-            raise ConfigError(f"dataset_options={options!r} is not accepted for {dataset}; "
-                              "use {}.")
         data = _torchvision(dataset, data_seed, data_dir, download)
     else:
         raise ConfigError(f"dataset={dataset!r} has no tensor data; use one of: 'digits', "

@@ -14,7 +14,7 @@ True: each trial seed follows its own sampled path; False: exact expectations), 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,15 +31,21 @@ TRIAL_OPTIONS = {"optimizer": "sgd", "coefficient": None, "samples_per_epoch": 5
                  "sampled": True}
 
 
-def run_nqm_trial(config: TrialConfig,
-                  reporter: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
-    options = {**TRIAL_OPTIONS, **dict(config.dataset_options)}
-    trial_options = {k: options.pop(k) for k in TRIAL_OPTIONS}
+def check_nqm_options(options: Mapping[str, Any]) -> None:
+    """``ConfigError`` naming the ``dataset_options`` keys neither the trial nor ``NQM``
+    takes."""
     accepted = set(inspect.signature(NQM).parameters)
-    unknown = sorted(set(options) - accepted)
+    unknown = sorted(set(options) - accepted - set(TRIAL_OPTIONS))
     if unknown:
         raise ConfigError(f"unknown nqm dataset_options {unknown}; accepted: "
                           f"{sorted([*TRIAL_OPTIONS, *accepted])}.")
+
+
+def run_nqm_trial(config: TrialConfig,
+                  reporter: Callable[[dict[str, Any]], None] | None = None) -> pd.DataFrame:
+    check_nqm_options(config.dataset_options)
+    options = {**TRIAL_OPTIONS, **dict(config.dataset_options)}
+    trial_options = {k: options.pop(k) for k in TRIAL_OPTIONS}
     batches, lrs = epoch_schedule(config, trial_options["samples_per_epoch"])
     def report(record: dict[str, Any]) -> None:
         if reporter is not None:
