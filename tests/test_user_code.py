@@ -111,6 +111,16 @@ def pair(input_shape, num_classes):
     return Pair(int(np.prod(input_shape)), num_classes)
 
 
+class AuxWhileTraining(Pair):
+    def forward(self, x):
+        logits = self.linear(x)
+        return (logits, logits.detach()) if self.training else logits
+
+
+def aux_while_training(input_shape, num_classes):
+    return AuxWhileTraining(int(np.prod(input_shape)), num_classes)
+
+
 def frozen(input_shape, num_classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes)
                          ).requires_grad_(False)
@@ -349,11 +359,14 @@ def test_uint8_pixels_become_floats_and_numpy_num_classes_is_accepted(user_modul
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("usermod:two_logits", "returned a torch.float32 tensor of shape (2, 2) for 2 inputs; "
-                               "expected class logits, a float tensor of shape [2, 3]"),
-        ("usermod:expects_100", "failed on inputs of shape (2, 6) (torch.float32): "
-                                "RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
-        ("usermod:pair", "returned a tuple for 2 inputs"),
+        ("usermod:two_logits", "returned a torch.float32 tensor of shape (2, 2) for 2 inputs "
+                               "in eval mode; expected class logits, a float tensor of shape "
+                               "[2, 3]"),
+        ("usermod:expects_100", "failed in eval mode on inputs of shape (2, 6) "
+                                "(torch.float32): RuntimeError: mat1 and mat2 shapes cannot be "
+                                "multiplied"),
+        ("usermod:pair", "returned a tuple for 2 inputs in eval mode"),
+        ("usermod:aux_while_training", "returned a tuple for 2 inputs in training mode"),
         ("usermod:frozen", "model='usermod:frozen' has no trainable parameters"),
     ],
 )

@@ -51,26 +51,32 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
 
 def probe_model(name: str, model: nn.Module, inputs: torch.Tensor, num_classes: int) -> None:
     """Raise a one-line ``ConfigError`` unless ``model`` has trainable parameters and maps
-    ``inputs`` (a few training inputs) to float logits ``[N, num_classes]``: one forward pass in
-    eval mode without gradients, inside ``preserved_state`` (modes, buffers and random
-    generators as before), so the trial trains as if it had not run."""
+    ``inputs`` (a few training inputs) to float logits ``[N, num_classes]`` in eval mode and
+    in training mode (some models, like torchvision's Inception, return auxiliary outputs
+    while training): one forward pass in each, without gradients, inside ``preserved_state``
+    (modes, buffers and random generators as before), so the trial trains as if it had not
+    run."""
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"model={name!r} has no trainable parameters.")
-    try:
-        with preserved_state(model, inputs), torch.no_grad():
-            model.eval()
-            outputs = model(inputs)
-    except Exception as err:  # the user's forward pass, on inputs it does not expect
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ConfigError(f"model={name!r} failed on inputs of shape {tuple(inputs.shape)} "
-                          f"({inputs.dtype}): {type(err).__name__}: {first_line}") from err
-    expected = (len(inputs), num_classes)
-    if not (isinstance(outputs, torch.Tensor) and outputs.is_floating_point()
-            and tuple(outputs.shape) == expected):
-        got = (f"a {outputs.dtype} tensor of shape {tuple(outputs.shape)}"
-               if isinstance(outputs, torch.Tensor) else f"a {type(outputs).__name__}")
-        raise ConfigError(f"model={name!r} returned {got} for {len(inputs)} inputs; expected "
-                          f"class logits, a float tensor of shape {list(expected)}.")
+    for training in (False, True):
+        mode = "training" if training else "eval"
+        try:
+            with preserved_state(model, inputs), torch.no_grad():
+                model.train(training)
+                outputs = model(inputs)
+        except Exception as err:  # the user's forward pass, on inputs it does not expect
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ConfigError(f"model={name!r} failed in {mode} mode on inputs of shape "
+                              f"{tuple(inputs.shape)} ({inputs.dtype}): {type(err).__name__}: "
+                              f"{first_line}") from err
+        expected = (len(inputs), num_classes)
+        if not (isinstance(outputs, torch.Tensor) and outputs.is_floating_point()
+                and tuple(outputs.shape) == expected):
+            got = (f"a {outputs.dtype} tensor of shape {tuple(outputs.shape)}"
+                   if isinstance(outputs, torch.Tensor) else f"a {type(outputs).__name__}")
+            raise ConfigError(f"model={name!r} returned {got} for {len(inputs)} inputs in "
+                              f"{mode} mode; expected class logits, a float tensor of shape "
+                              f"{list(expected)}.")
 
 
 class MLP(nn.Sequential):
