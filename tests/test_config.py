@@ -18,6 +18,8 @@ from tune_batchdyn.train import TrialConfig
         ("weight_decay", -1e-4, "weight_decay=-0.0001 is not accepted"),
         ("lr_milestones", (0.75, 0.5), "must be increasing"),
         ("lr_milestones", (0.5, 1.5), "lr_milestones=1.5 is not accepted"),
+        ("lr_milestones", "0.5", "lr_milestones='0.5' is not accepted; use a list of budget "
+                                 "fractions in (0, 1), e.g. [0.5, 0.75]"),
         ("measures", ("fisher", "magic"), "measures='magic' is not accepted"),
         ("measures", "fisher", "measures='fisher' is not accepted; use a list of names"),
         ("device", "tpu", "device='tpu' is not accepted; use one of: 'auto', 'cpu', 'cuda'"),

@@ -246,3 +246,19 @@ def test_reading_a_space_needs_neither_ray_nor_optuna(monkeypatch):
     assert space.grid_size == 20
     with pytest.raises(ImportError):
         space.to_ray()
+
+
+def test_a_grid_too_large_to_materialise_is_refused_with_its_size(tmp_path):
+    """Every grid point is materialised (Ray's grid search, Optuna's queue): 10^7 would fill
+    memory silently, so the file is refused at reading, naming the sizes."""
+    hundred = ", ".join(str(i) for i in range(1, 101))
+    message = failure(tmp_path, f"""
+        [fixed]
+        dataset = "digits"
+        [params]
+        batch_size = {{ grid = [{hundred}] }}
+        epochs = {{ grid = [{hundred}] }}
+        seed = {{ grid = [{hundred}] }}
+        """)
+    assert "the [params] grids make 1,000,000 configurations (batch_size 100 × epochs 100 × " \
+           "seed 100); at most 100,000 are accepted" in message

@@ -248,7 +248,7 @@ def test_integer_inputs_stay_token_ids_for_an_embedding_model(user_module):
                                       "'nosuchmodule'"),
         ({"model": "usermod:missing"}, "model='usermod:missing': module 'usermod' has no "
                                        "attribute 'missing'"),
-        ({"model": "usermod:NOT_CALLABLE"}, "names a int, not a function"),
+        ({"model": "usermod:NOT_CALLABLE"}, "names an int, not a function"),
         ({"model": ":f"}, "an import path has the form 'package.module:function'"),
         ({"model": "usermod:no_labels"}, "model='usermod:no_labels' cannot be called as "
                                          "function(input_shape, num_classes)"),

@@ -58,7 +58,9 @@ def import_callable(field: str, path: str) -> Callable[..., Any]:
                               f"{attribute!r}{hint}.")
         target = getattr(target, part)
     if not callable(target):
-        raise ConfigError(f"{field}={path!r} names a {type(target).__name__}, not a function.")
+        kind = type(target).__name__
+        article = "an" if kind[0].lower() in "aeiou" else "a"
+        raise ConfigError(f"{field}={path!r} names {article} {kind}, not a function.")
     return target
 
 

@@ -127,6 +127,11 @@ class Space:
         return to_optuna(self)
 
 
+#: Most grid configurations a space may declare: every one is materialised (Ray's grid
+#: search, Optuna's enqueued trials), and a grid beyond this runs for years anyway.
+MAX_GRID = 100_000
+
+
 def parse_space(declaration: Mapping[str, Any], *, path: Path | None = None) -> Space:
     """Check a declaration (a parsed TOML document) and return its ``Space``."""
     source = str(path) if path is not None else "<space>"
@@ -151,6 +156,13 @@ def parse_space(declaration: Mapping[str, Any], *, path: Path | None = None) -> 
         raise ConfigError(f"{source}: key(s) {both} are in both [fixed] and [params]; keep each "
                           "field in one table.")
     params = {key: parse_param(source, key, raw) for key, raw in declared.items()}
+    grid = math.prod(len(p.values) for p in params.values() if p.kind == "grid")
+    if grid > MAX_GRID:
+        sizes = " × ".join(f"{key} {len(p.values)}" for key, p in params.items()
+                           if p.kind == "grid")
+        raise ConfigError(f"{source}: the [params] grids make {grid:,} configurations ({sizes})"
+                          f"; at most {MAX_GRID:,} are accepted: sample a large space with "
+                          "choice or a range and [search] num_samples instead.")
     _check_trial_configs(source, fixed, params)
     search = parse_search(source, declaration.get("search", {}), params, fixed)
     return Space(params=params, constants=fixed, search=search, path=path)

@@ -102,6 +102,10 @@ class TrialConfig:
         _in_range("lr_decay_factor", self.lr_decay_factor, 1.0, math.inf, high_open=True)
         _in_range("divergence_factor", self.divergence_factor, 1.0, math.inf, low_open=True,
                   high_open=True)
+        if isinstance(self.lr_milestones, (str, bytes)) or not hasattr(self.lr_milestones,
+                                                                        "__iter__"):
+            raise ConfigError(f"lr_milestones={self.lr_milestones!r} is not accepted; use a list "
+                              "of budget fractions in (0, 1), e.g. [0.5, 0.75] (or [] for none).")
         for fraction in self.lr_milestones:
             _in_range("lr_milestones", fraction, 0.0, 1.0, low_open=True, high_open=True)
         if list(self.lr_milestones) != sorted(self.lr_milestones):
