@@ -311,3 +311,17 @@ def test_a_cluster_named_by_ray_address_is_not_checked_for_local_gpus(monkeypatc
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert not runs_here(args)
     assert runs_here(SimpleNamespace(backend="optuna", address=None))
+
+
+def test_a_cluster_without_the_gpus_a_trial_asks_for_is_said_at_once(monkeypatch, capsys):
+    """Ray would wait silently (an autoscaler may add GPU nodes, so it is a warning)."""
+    from tune_batchdyn.cli import _sweep_ray
+
+    monkeypatch.setattr(_sweep_ray.ray, "cluster_resources", lambda: {"CPU": 16.0})
+    _sweep_ray.warn_missing_gpus(1)
+    assert ("warning: each trial asks for 1 GPU(s) and the cluster has 0 now: no trial starts "
+            "until nodes with GPUs join" in capsys.readouterr().out)
+    monkeypatch.setattr(_sweep_ray.ray, "cluster_resources", lambda: {"GPU": 4.0})
+    _sweep_ray.warn_missing_gpus(0.5)
+    _sweep_ray.warn_missing_gpus(0)
+    assert capsys.readouterr().out == ""

@@ -283,10 +283,21 @@ def run_ray(space: Space, overrides: dict[str, Any],
                               "Start one with `ray start --head` (see examples/cluster_sweep.md)"
                               ", or drop --address to run the trials on this machine.") from err
     try:
+        warn_missing_gpus(args.gpus_per_trial)
         return _sweep(space, overrides, args, experiment, resume_flags)
     finally:
         if started:
             ray.shutdown()
+
+
+def warn_missing_gpus(gpus_per_trial: float) -> None:
+    """A cluster with fewer GPUs than one trial asks for starts no trial until nodes with GPUs
+    join (an autoscaling cluster adds them; another waits forever): say so at once."""
+    have = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_trial > have:
+        print(f"warning: each trial asks for {gpus_per_trial:g} GPU(s) and the cluster has "
+              f"{have:g} now: no trial starts until nodes with GPUs join. Ctrl-C and pass "
+              "--gpus-per-trial 0 to run on CPUs.", flush=True)
 
 
 def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
