@@ -20,6 +20,8 @@ from tune_batchdyn.space import (
     read_space,
     suggest,
 )
+from tune_batchdyn.space.optuna_form import grid_points
+from tune_batchdyn.space.params import describe_trials
 from tune_batchdyn.train import TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -188,3 +190,58 @@ def test_string_choice_equal_to_a_tables_json_text_is_refused():
     with pytest.raises(ConfigError, match=r"<space>: \[params\] data_dir: the string "
                                           r"value\(s\) \['\{\"a\": 1\}'\]"):
         space.to_optuna()
+
+
+def test_optuna_grid_points_cross_only_the_grid_fields(mixed):
+    """``grid`` is every value on both backends, ``choice`` and ranges sampled per trial: the
+    points Optuna enqueues hold the grid fields only (before, a range anywhere meant no points
+    and a choice field was crossed like a grid)."""
+    space = load_space(mixed, backend="optuna")
+    assert space.grid_fields == ("batch_size", "strategy")
+    points = grid_points(space)
+    assert len(points) == 7 * 2 == read_space(mixed).grid_size
+    assert {tuple(point) for point in points} == {("batch_size", "strategy")}
+    decoded = {(space.config(p)["batch_size"], json.dumps(space.config(p)["strategy"]))
+               for p in points}
+    assert decoded == set(itertools.product([8, 16, 32, 64, 128, 256, 512],
+                                            ['"fixed"', json.dumps(GG)]))
+    assert grid_points(parse_space({"params": {"lr": {"choice": [0.1, 0.2]}}})) == [{}]
+
+
+@pytest.mark.parametrize("params", [
+    {"batch_size": {"grid": [32, 64, 128, 256]}, "lr": {"loguniform": [0.05, 0.2]}},
+    {"lr": {"choice": [0.05, 0.1, 0.2]}},
+    {"batch_size": {"grid": [32, 128]}, "lr": {"grid": [0.1, 0.2]},
+     "momentum": {"choice": [0.0, 0.9]}},
+])
+@pytest.mark.parametrize("num_samples", [1, 2])
+def test_ray_and_the_optuna_sweep_run_the_same_grid_values(params, num_samples):
+    """The review's spaces: per grid point, as many trials on Optuna's queue as Ray's
+    variants (grid_size × num_samples), the other fields sampled on both."""
+    from tune_batchdyn.cli._sweep_optuna import grid_queue
+
+    space = parse_space({"search": {"num_samples": num_samples},
+                         "fixed": {"dataset": "nqm", "model": "nqm"}, "params": params})
+    grid = [key for key, p in params.items() if "grid" in p]
+    ray_points = sorted(tuple(config[key] for key in grid)
+                        for _ in range(num_samples)
+                        for _, config in generate_variants(space.to_ray()))
+    queue = grid_queue(space)
+    optuna_points = sorted(tuple(point[key] for key in grid) for point, _, _ in queue)
+    assert optuna_points == ray_points
+    assert len(queue) == space.num_trials
+    assert {key for point, _, _ in queue for key in point} == set(grid)
+    assert len({key for _, key, _ in queue}) == len(queue)  # each repeat enqueued once
+
+
+def test_the_sweep_header_says_what_runs(mixed):
+    space = read_space(mixed)
+    assert describe_trials(space.params, space.search.num_samples) == (
+        "28 trials: 14 grid configurations × 2 samples; sampled per trial: lr, momentum, "
+        "epochs, hessian_samples, model")
+    choice = parse_space({"params": {"lr": {"choice": [0.05, 0.1, 0.2]}}})
+    assert describe_trials(choice.params, 1) == (
+        "1 trial: 1 grid configuration × 1 sample; sampled per trial: lr")
+    assert describe_trials(space.params, 1, held={"batch_size": 64, "lr": 0.1}) == (
+        "2 trials: 2 grid configurations × 1 sample; sampled per trial: momentum, epochs, "
+        "hessian_samples, model")

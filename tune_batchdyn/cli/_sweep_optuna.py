@@ -1,13 +1,17 @@
 """The Optuna side of ``tune-batchdyn sweep`` (imported only when ``--backend optuna``).
 
-A grid space is enqueued whole, its fixed-batch beacons (``[search] beacons`` at
-``beacon_lr``, marked so that MeasurePruner lets them run to the end) first, each point once
-per study even when workers join at the same instant (``optuna.enqueue``: a duplicate is
-skipped untrained) or restart; a point whose trial failed (a killed worker's, failed once its
-heartbeat is stale: ``open_study``) is enqueued again, a finished one never; the pruner stops
-trials and ``RerouteCallback`` enqueues planned dynamic-sampling trials after them, and each
-worker stops when the queue is empty. A range space is sampled by TPE,
-``grid_size * num_samples`` trials per study.
+The space's grid points (its ``grid`` fields crossed; ``optuna_form.grid_points``) are
+enqueued ``num_samples`` times, ``grid_size * num_samples`` trials as on Ray: repeat by repeat,
+in each the fixed-batch beacons (``[search] beacons`` at ``beacon_lr``, marked so that
+MeasurePruner lets them run to the end) first. A trial's ``choice`` and range fields are not
+enqueued: TPE suggests them, once per trial. Each (point, repeat) is enqueued once per study
+(``enqueue.repeat_key``), also when workers join at the same instant (``optuna.enqueue``: a
+duplicate is skipped untrained) or restart; one whose trial failed (a killed worker's, failed
+once its heartbeat is stale: ``open_study``) is enqueued again, a finished one never. The
+pruner stops trials and ``RerouteCallback`` enqueues planned dynamic-sampling trials after
+them, and each worker stops when the queue is empty. A repeat whose config a finished trial
+already ran (a space without sampled fields) takes that trial's value untrained
+(``objective``: ``repeat_of``). A ``--set`` field is held fixed, searched or not (as on Ray).
 
 A study the sweep creates is marked with the space's name and the ``--set`` overrides (study
 user attributes ``sweep/space``, ``sweep/set``); joining a marked study with others is refused,
@@ -19,8 +23,9 @@ records table holds every trial but the failed ones.
 from __future__ import annotations
 
 import argparse
-import itertools
+import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +33,7 @@ import optuna
 import pandas as pd
 
 from tune_batchdyn.cli._settings import run_settings, settings_differences
-from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.errors import ConfigError, is_number
 from tune_batchdyn.optuna import (
     DUPLICATE_ATTR,
     PLAN_ATTR,
@@ -43,11 +48,13 @@ from tune_batchdyn.optuna import (
     make_objective,
     open_study,
     planned_keys,
+    repeat_key,
     skipped,
     was_enqueued,
 )
 from tune_batchdyn.records import REPEAT_ATTR, record_attr_name, records_from_optuna
-from tune_batchdyn.space import Space
+from tune_batchdyn.space import SearchSettings, Space
+from tune_batchdyn.space.optuna_form import grid_points
 from tune_batchdyn.train.config import RUN_ONLY_FIELDS
 
 #: Study user attributes: the space's name and the ``--set`` overrides the study was created
@@ -99,9 +106,9 @@ class Budget:
 
 
 class QueueDrained:
-    """Study callback for grid spaces: stop once no enqueued trial is waiting (the grid and the
-    planned trials have all been taken), so the sampler never adds trials of its own. Each
-    worker of a shared study stops on its own the same way."""
+    """Study callback: stop once no enqueued trial is waiting (the grid points of every repeat
+    and the planned trials have all been taken), so the sampler never adds trials of its own.
+    Each worker of a shared study stops on its own the same way."""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
@@ -110,7 +117,7 @@ class QueueDrained:
 
 def queued_only(objective: Callable[[optuna.trial.Trial], float]
                 ) -> Callable[[optuna.trial.Trial], float]:
-    """A grid sweep's objective: a trial the queue did not hold (another worker took the last
+    """The sweep's objective: a trial the queue did not hold (another worker took the last
     queued one between this worker's check and its next trial, so the sampler drew it) is
     skipped untrained (``UNQUEUED_ATTR``) and ends this worker's run."""
 
@@ -128,25 +135,34 @@ def waiting(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
 
 
-def grid_order(space: Space) -> list[tuple[dict[str, Any], bool]]:
-    """Every grid point of the space and whether it is a beacon (fixed batch at the beacon
-    lr), the beacons first."""
-    from tune_batchdyn.space import grid_search_space
+def grid_queue(space: Space) -> list[tuple[dict[str, Any], str, bool]]:
+    """Every grid point of the space in each of its ``num_samples`` repeats, as (params, key,
+    beacon): the partial params to enqueue, their ``enqueue.repeat_key`` and whether the point
+    is a beacon (``is_beacon``); repeat by repeat, the beacons first in each."""
+    optuna_space = space.to_optuna()
+    points = [(point, is_beacon(optuna_space.config(point), space.search))
+              for point in grid_points(optuna_space)]
+    points.sort(key=lambda pair: not pair[1])  # stable: grid order otherwise
+    return [(point, repeat_key(point, repeat), beacon)
+            for repeat in range(space.search.num_samples) for point, beacon in points]
 
-    if not space.params or not all(p.is_categorical for p in space.params.values()):
-        return []
-    grid = grid_search_space(space)
-    keys = list(grid)
-    points = [dict(zip(keys, values, strict=True))
-              for values in itertools.product(*(grid[k] for k in keys))]
-    search = space.search
 
-    def is_beacon(point: dict[str, Any]) -> bool:
-        return point.get("lr") == search.beacon_lr and point.get("batch_size") in (
-            search.beacons or ())
+def is_beacon(config: dict[str, Any], search: SearchSettings) -> bool:
+    """A fixed-batch config (enqueued fields and constants) at ``beacon_lr`` and one of the
+    ``beacons`` sizes, as the Ray searcher's ``is_beacon``; a sampled lr or batch size is
+    never a beacon's."""
+    lr = config.get("lr")
+    return (config.get("strategy", "fixed") == "fixed" and search.beacon_lr is not None
+            and is_number(lr) and math.isclose(lr, search.beacon_lr)
+            and config.get("batch_size") in search.beacons)
 
-    return sorted(((point, is_beacon(point)) for point in points),
-                  key=lambda pair: not pair[1])
+
+def held_fixed(space: Space, overrides: dict[str, Any]) -> Space:
+    """The space with the ``--set`` fields fixed, searched ones too (Ray's param space takes
+    them over the searched ones the same way)."""
+    return dataclasses.replace(
+        space, params={key: p for key, p in space.params.items() if key not in overrides},
+        constants={**space.constants, **overrides})
 
 
 def run_optuna(space: Space, overrides: dict[str, Any],
@@ -160,12 +176,12 @@ def run_optuna(space: Space, overrides: dict[str, Any],
     # each worker may have its own data path or device (RUN_ONLY_FIELDS): not the study's
     check_study_settings(study, run_settings(space, overrides, ignore=RUN_ONLY_FIELDS),
                          args.storage)
-    grid = grid_order(space)
-    for params, beacon in grid:
+    space = held_fixed(space, overrides)
+    for params, key, beacon in grid_queue(space):
         if beacon:
-            enqueue_beacon(study, params)
+            enqueue_beacon(study, params, key=key)
         else:
-            enqueue_once(study, params)
+            enqueue_once(study, params, key=key)
     search = space.search
     callbacks: list[Any] = []
     if args.pruner == "measure" and args.max_planned > 0:
@@ -180,23 +196,16 @@ def run_optuna(space: Space, overrides: dict[str, Any],
                                          candidates=candidates or None, metric=search.metric,
                                          **fewer))
     callbacks.append(Budget(search.metric, args.budget))
+    # the queue is the plan: run it (and what RerouteCallback adds), then stop
+    callbacks.append(QueueDrained())
     # the user's code was loaded and probed for every combination (cli._checks): not again
-    objective = make_objective(space, metric=search.metric, check_code=False, **overrides)
-    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=ended))
-    if grid:  # the queue is the plan: run it (and what RerouteCallback adds), then stop
-        remaining = waiting(study)
-        callbacks.append(QueueDrained())
-        objective = queued_only(objective)
-        n_trials = None
-    else:  # a range space: the sampler draws the trials
-        remaining = space.grid_size * search.num_samples - done
-        n_trials = remaining
-    if remaining <= 0:
+    objective = queued_only(make_objective(space, metric=search.metric, check_code=False))
+    if not waiting(study):
+        ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        done = len(study.get_trials(deepcopy=False, states=ended))
         print(f"study {study.study_name!r} already holds {done} finished trials: nothing to run")
     else:
-        study.optimize(objective, n_trials=n_trials, n_jobs=args.max_concurrent or 1,
-                       callbacks=callbacks)
+        study.optimize(objective, n_jobs=args.max_concurrent or 1, callbacks=callbacks)
     print_decision_log(study)
     reroute = next((c for c in callbacks if isinstance(c, RerouteCallback)), None)
     if reroute is not None and not planned_keys(study) and reroute.no_plan_reason:

@@ -181,6 +181,7 @@ def check_device(device: object, args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     from tune_batchdyn.cli._checks import check_data_files, check_user_code
     from tune_batchdyn.space import read_space
+    from tune_batchdyn.space.params import describe_trials
 
     check_args(args)
     space = read_space(args.space)
@@ -195,7 +196,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     start = time.perf_counter()
     print(f"sweep {space.source} on {args.backend} "
-          f"({space.grid_size} grid configurations)", flush=True)
+          f"({describe_trials(space.params, space.search.num_samples, overrides)})", flush=True)
     if args.backend == "ray":
         from tune_batchdyn.cli._sweep_ray import run_ray
 

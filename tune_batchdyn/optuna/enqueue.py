@@ -10,7 +10,8 @@ insert (Optuna's ``skip_if_exists`` has the same gap). One rule settles every su
     duplicate, skipped when it starts (``skip_duplicate``, the objective's first step).
 
 The key is the user attribute ``enqueue/key`` (default: the params as sorted JSON; a plan's
-is its ``reroute/key``), or, for a trial queued by ``study.enqueue_trial`` (a study of an
+is its ``reroute/key``; a sweep's grid point in a later ``num_samples`` repeat adds the repeat:
+``repeat_key``), or, for a trial queued by ``study.enqueue_trial`` (a study of an
 older version), its fixed params as sorted JSON. A duplicate is pruned before training, with
 ``enqueue/duplicate_of`` naming the trial that holds its key then; ``decisions`` counts it
 nowhere. ``enqueue_once`` skips a key that such a trial holds, so a finished trial (complete
@@ -57,6 +58,14 @@ ENQUEUED_ATTRS = "enqueue/user_attrs"
 def params_key(params: Mapping[str, Any]) -> str:
     """The default key: the params as sorted JSON."""
     return json.dumps(dict(params), sort_keys=True)
+
+
+def repeat_key(params: Mapping[str, Any], repeat: int) -> str:
+    """A grid point's key in repeat ``repeat`` (from 0) of a sweep's ``num_samples``: the
+    params' key, then `` repeat <n>`` from the second on, so each repeat is enqueued once per
+    study and repeat 0 keeps the key a study of an older version holds."""
+    key = params_key(params)
+    return f"{key} repeat {repeat}" if repeat else key
 
 
 def trial_key(trial: FrozenTrial) -> str | None:

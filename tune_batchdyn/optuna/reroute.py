@@ -205,11 +205,13 @@ def composable(candidates: Iterable[Any], beacon_sizes: Iterable[int]) -> list[s
             if isinstance(spec, str) and set(parse_schedule(spec).stages) <= sizes]
 
 
-def enqueue_beacon(study: optuna.Study, params: Mapping[str, Any]) -> None:
+def enqueue_beacon(study: optuna.Study, params: Mapping[str, Any], *,
+                   key: str | None = None) -> None:
     """Enqueue a fixed-batch beacon (``params``: its ``batch_size`` and ``lr`` at least),
-    marked with ``BEACON_ATTR``; once per study, also when another worker or a restart
-    enqueues it again (``enqueue.enqueue_once``)."""
-    enqueue_once(study, params, user_attrs={BEACON_ATTR: True})
+    marked with ``BEACON_ATTR``; once per study and ``key`` (default: the params'; a sweep's
+    later repeat: ``enqueue.repeat_key``), also when another worker or a restart enqueues it
+    again (``enqueue.enqueue_once``)."""
+    enqueue_once(study, params, key=key, user_attrs={BEACON_ATTR: True})
 
 
 def plan_key(overrides: Mapping[str, Any]) -> str:

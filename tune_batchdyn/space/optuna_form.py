@@ -3,7 +3,7 @@
 ============  ==================================================
 TOML          Optuna
 ============  ==================================================
-grid          ``CategoricalDistribution(values)``
+grid          ``CategoricalDistribution(values)``, named in ``grid_fields``
 choice        ``CategoricalDistribution(values)``
 uniform       ``FloatDistribution(low, high)``
 loguniform    ``FloatDistribution(low, high, log=True)``
@@ -13,7 +13,7 @@ lograndint    ``IntDistribution(low, high, log=True)``
 
 Optuna stores only ``None``, bool, int, float and str as categorical choices, so a table or
 list value (a strategy such as ``{name = "gg", max_batch = 2048}``, a milestone list) is stored
-as its JSON text and decoded back by ``OptunaSpace.config`` and ``suggest``. Three ways in::
+as its JSON text and decoded back by ``OptunaSpace.config`` and ``suggest``. Four ways in::
 
     space = load_space("digits_mlp", backend="optuna")
     # 1. define-by-run
@@ -23,8 +23,15 @@ as its JSON text and decoded back by ``OptunaSpace.config`` and ``suggest``. Thr
     # 2. ask-and-tell
     trial = study.ask(space.distributions)
     config = space.config(trial.params)
-    # 3. exhaustive grid
+    # 3. exhaustive grid (choice fields enumerated too)
     study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid_search_space(space)))
+    # 4. the sweep's way: each grid point enqueued, choice and range fields left to the sampler
+    for point in grid_points(space):
+        study.enqueue_trial(point)
+
+A ``grid`` field means every value (in each of ``num_samples`` repeats) and a ``choice`` field
+one value sampled per trial, on both backends; Optuna's distributions alone cannot tell them
+apart, so ``OptunaSpace.grid_fields`` names the grid fields.
 
 Optuna is imported here, on first use, not when ``tune_batchdyn.space`` is imported.
 """
@@ -32,6 +39,7 @@ Optuna is imported here, on first use, not when ``tune_batchdyn.space`` is impor
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +63,16 @@ class OptunaSpace:
     """``distributions`` for the searched fields, ``constants`` apart, ``labels`` to decode.
 
     ``labels[field]`` maps a stored choice (JSON text) back to its table or list value; fields
-    whose choices Optuna stores as they are have no entry.
+    whose choices Optuna stores as they are have no entry. ``grid_fields``: the fields declared
+    ``grid`` (every value tried), in declaration order; the other categorical ones are
+    ``choice`` fields (sampled).
     """
 
     distributions: Mapping[str, BaseDistribution]
     constants: Mapping[str, Any]
     labels: Mapping[str, Mapping[str, Any]]
     path: Path | None = None
+    grid_fields: tuple[str, ...] = ()
 
     def config(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The trial's full config: the constants plus ``params`` (``trial.params``) decoded."""
@@ -77,8 +88,9 @@ def to_optuna(space: Space) -> OptunaSpace:
         distributions[key], field_labels = _distribution(space.source, key, param)
         if field_labels:
             labels[key] = field_labels
+    grid_fields = tuple(key for key, param in space.params.items() if param.kind == "grid")
     return OptunaSpace(distributions=distributions, constants=copy.deepcopy(dict(space.constants)),
-                       labels=labels, path=space.path)
+                       labels=labels, path=space.path, grid_fields=grid_fields)
 
 
 def suggest(trial: BaseTrial, space: Space | OptunaSpace) -> dict[str, Any]:
@@ -101,7 +113,8 @@ def grid_search_space(space: Space | OptunaSpace) -> dict[str, list[Any]]:
     """``GridSampler``'s search space: every grid and choice field with its stored choices.
 
     ``GridSampler`` enumerates choice fields too, and cannot take ranges, so a space with a
-    range field raises ``ConfigError``.
+    range field raises ``ConfigError``. The sweep enqueues ``grid_points`` instead, which
+    leaves choice and range fields to the sampler.
     """
     from optuna.distributions import CategoricalDistribution
 
@@ -114,6 +127,20 @@ def grid_search_space(space: Space | OptunaSpace) -> dict[str, list[Any]]:
                           "every searched field as a list: use { grid = [...] } or "
                           "{ choice = [...] }.")
     return {name: list(dist.choices) for name, dist in optuna_space.distributions.items()}
+
+
+def grid_points(space: Space | OptunaSpace) -> list[dict[str, Any]]:
+    """Every combination of the grid fields' stored choices (the last field varying fastest):
+    the partial params a sweep enqueues, one trial per point and ``num_samples`` repeat.
+
+    Choice and range fields are not in the points: Optuna's sampler suggests them in each
+    trial (``study.enqueue_trial`` takes partial params), as Ray samples them per trial. A
+    space without a grid field has one point, ``{}``.
+    """
+    optuna_space = _as_optuna(space)
+    choices = [optuna_space.distributions[name].choices for name in optuna_space.grid_fields]
+    return [dict(zip(optuna_space.grid_fields, values, strict=True))
+            for values in itertools.product(*choices)]
 
 
 def _as_optuna(space: Space | OptunaSpace) -> OptunaSpace:

@@ -2,9 +2,11 @@
 
 Kinds (the TOML forms, one key per table):
 
-- ``{ grid = [v1, v2, ...] }``: every value is tried (Ray ``grid_search``; Optuna categorical,
-  enumerated by ``GridSampler``).
-- ``{ choice = [v1, v2, ...] }``: one value sampled per trial (``tune.choice``; categorical).
+- ``{ grid = [v1, v2, ...] }``: every value is tried, once in each of the ``[search]``
+  ``num_samples`` repeats (Ray ``grid_search``; the Optuna sweep enqueues every grid point,
+  ``optuna_form.grid_points``).
+- ``{ choice = [v1, v2, ...] }``: one value sampled per trial, on both backends
+  (``tune.choice``; Optuna categorical, suggested by the sampler).
 - ``{ uniform = [low, high] }`` and ``{ loguniform = [low, high] }``: floats, low < high
   (log: 0 < low).
 - ``{ randint = [low, high] }`` and ``{ lograndint = [low, high] }``: integers, **both bounds
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +103,22 @@ def _listed(source: str, key: str, raw: Any, values: Any) -> tuple[Any, ...]:
                           f"{', '.join(repeated)}")
     return tuple(values)
 
+
+def describe_trials(params: Mapping[str, Param], num_samples: int,
+                    held: Collection[str] = ()) -> str:
+    """What a sweep of ``params`` runs, as its header says it, on either backend: ``"8 trials:
+    4 grid configurations × 2 samples; sampled per trial: lr"``. Fields in ``held`` (``--set``)
+    are fixed, not searched."""
+    searched = {key: param for key, param in params.items() if key not in held}
+    grid = math.prod(len(param.values) for param in searched.values() if param.kind == "grid")
+    sampled = [key for key, param in searched.items() if param.kind != "grid"]
+    text = (f"{_counted(grid * num_samples, 'trial')}: {_counted(grid, 'grid configuration')} "
+            f"× {_counted(num_samples, 'sample')}")
+    return f"{text}; sampled per trial: {', '.join(sampled)}" if sampled else text
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _is_finite_number(value: Any) -> bool:
