@@ -47,8 +47,22 @@ def test_expand_grid_crosses_grid_search_entries_in_order():
     assert configs[1]["dataset_options"] == {"dim": 20} and configs[1]["batch_size"] == 32
     assert configs[-1] == {"lr": 0.2, "batch_size": 64, "epochs": 5,
                            "dataset_options": {"dim": 20}}
-    with pytest.raises(ConfigError, match="sampling domain"):
-        expand_grid({"lr": tune.loguniform(1e-3, 1e-1)})
+
+
+def test_expand_grid_repeats_the_grid_and_draws_sampled_fields_per_config():
+    """As Ray's BasicVariantGenerator: the grid num_samples times, each sampling domain drawn
+    per config (seeded, so a rebuilt searcher suggests the same trials)."""
+    space = {"batch_size": tune.grid_search([32, 64]), "lr": tune.loguniform(0.05, 0.2),
+             "strategy": tune.choice(["fixed", "gg"]), "epochs": 5}
+    configs = expand_grid(space, num_samples=3)
+    assert [c["batch_size"] for c in configs] == [32, 64] * 3
+    rates = [c["lr"] for c in configs]
+    assert all(0.05 <= lr <= 0.2 for lr in rates) and len(set(rates)) == 6
+    assert {c["strategy"] for c in configs} <= {"fixed", "gg"}
+    assert expand_grid(space, num_samples=3) == configs
+    assert expand_grid(space, num_samples=3, seed=1) != configs
+    with pytest.raises(ConfigError, match="num_samples=0 is not accepted"):
+        expand_grid(space, num_samples=0)
 
 
 def test_beacons_then_wait_then_a_planned_trial_then_finished(records):

@@ -314,7 +314,8 @@ def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
         search = space.search
         beacons = ({"beacon_lr": search.beacon_lr, "beacon_sizes": search.beacons or None}
                    if search.beacon_lr is not None else {})
-        searcher = DynamicSamplingSearcher(param_space, max_planned=args.max_planned, **beacons)
+        searcher = DynamicSamplingSearcher(param_space, max_planned=args.max_planned,
+                                           num_samples=search.num_samples, **beacons)
     scheduler = scheduler_for(args.scheduler, epochs, searcher.history if searcher else None)
     budget = EpochBudget(args.budget) if args.budget else None
     callbacks: list[tune.Callback] = [
@@ -326,7 +327,8 @@ def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
         param_space=None if searcher else param_space,
         tune_config=tune.TuneConfig(metric=metric, mode=space.search.mode, search_alg=searcher,
                                     scheduler=scheduler,
-                                    # the searcher runs the grid once, then its plans
+                                    # the searcher runs the grid num_samples times, then
+                                    # its plans
                                     num_samples=(searcher.max_trials if searcher
                                                  else space.search.num_samples),
                                     max_concurrent_trials=args.max_concurrent,

@@ -1,8 +1,9 @@
 """``DynamicSamplingSearcher``: fixed-batch beacons first, then planned dynamic-sampling trials.
 
-The base search supplies the grid: a list of configs, a param-space dict whose
-``tune.grid_search`` entries are expanded in order (the grid Ray's ``BasicVariantGenerator``
-would run; other sampling domains need a real searcher), or any Ray ``Searcher``. Its
+The base search supplies the grid: a list of configs, a param-space dict expanded as Ray's
+``BasicVariantGenerator`` would run it (``expand_grid``: its ``tune.grid_search`` entries
+crossed in order, ``num_samples`` times, sampling domains drawn per trial), or any Ray
+``Searcher``. Its
 fixed-batch trials at ``beacon_lr`` with a batch size in ``beacon_sizes`` are the *beacons*
 (fisher-measures-dynamic-sampling §4.3: the fixed runs a dynamic schedule is composed from):
 they run first and ``MeasureScheduler`` stops them only when they diverge, because every plan is
@@ -36,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray.tune.search import Searcher
 
 from tune_batchdyn.errors import ConfigError, is_int, is_number
@@ -62,11 +64,18 @@ DEFAULT_METRIC = "val_error"
 STATE_VERSION = 1
 
 
-def expand_grid(space: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The configs of a param space whose ``{"grid_search": [...]}`` entries (at any depth) are
-    crossed, the last key varying fastest; other values are copied as they are."""
+def expand_grid(space: Mapping[str, Any], num_samples: int = 1,
+                seed: int = 0) -> list[dict[str, Any]]:
+    """The configs Ray's ``BasicVariantGenerator`` runs for a param space: its
+    ``{"grid_search": [...]}`` entries (at any depth) crossed, the last key varying fastest, the
+    whole grid ``num_samples`` times; each sampling domain (``tune.choice``,
+    ``tune.loguniform``, ...) drawn per config from a generator seeded with ``seed``; other
+    values copied as they are."""
+    if not (is_int(num_samples) and num_samples >= 1):
+        raise ConfigError(f"num_samples={num_samples!r} is not accepted; use an integer >= 1.")
     paths: list[tuple[str, ...]] = []
     values: list[list[Any]] = []
+    domains: list[tuple[str, ...]] = []
 
     def walk(node: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
         for key, value in node.items():
@@ -76,21 +85,28 @@ def expand_grid(space: Mapping[str, Any]) -> list[dict[str, Any]]:
             elif isinstance(value, Mapping):
                 walk(value, (*prefix, key))
             elif hasattr(value, "sample"):
-                raise ConfigError(f"param {'/'.join((*prefix, key))}={value!r} is a sampling "
-                                  "domain; the grid takes tune.grid_search values only. Pass "
-                                  "a Ray Searcher (e.g. OptunaSearch) as the base instead.")
+                domains.append((*prefix, key))
 
     walk(space, ())
+    random_state = np.random.RandomState(seed)
     configs = []
-    for combination in itertools.product(*values):
+    for _, combination in itertools.product(range(num_samples), itertools.product(*values)):
         config = _deep_copy(space)
         for path, value in zip(paths, combination, strict=True):
-            node = config
-            for part in path[:-1]:
-                node = node[part]
-            node[path[-1]] = value
+            _node(config, path)[path[-1]] = value
+        for path in domains:
+            node = _node(config, path)
+            node[path[-1]] = node[path[-1]].sample(random_state=random_state)
         configs.append(config)
     return configs
+
+
+def _node(config: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """The mapping that holds ``path``'s last key."""
+    for part in path[:-1]:
+        config = config[part]
+    return config
+
 
 
 class DynamicSamplingSearcher(Searcher):
@@ -101,14 +117,15 @@ class DynamicSamplingSearcher(Searcher):
     (planned trials at most), ``min_beacons`` (finished base trials before planning while
     others still run), ``beacon_lr`` and ``beacon_sizes`` (which base trials are protected
     beacons; either alone selects on that field), ``planner`` (region and plan settings),
-    ``history`` (a new one by default).
+    ``history`` (a new one by default), ``num_samples`` (repeats of a param-space base, as
+    Tune's ``num_samples`` for a grid).
     """
 
     def __init__(self, base: Sequence[Mapping[str, Any]] | Mapping[str, Any] | Searcher, *,
                  metric: str | None = None, mode: str | None = None, max_planned: int = 4,
                  min_beacons: int = 5, beacon_lr: float | None = None,
                  beacon_sizes: Sequence[int] | None = None, planner: Planner | None = None,
-                 history: TrialHistory | None = None) -> None:
+                 history: TrialHistory | None = None, num_samples: int = 1) -> None:
         super().__init__(metric=metric or DEFAULT_METRIC, mode=mode or "min")
         self._metric_given = metric is not None
         if not (is_int(max_planned) and max_planned >= 0):
@@ -129,7 +146,7 @@ class DynamicSamplingSearcher(Searcher):
             self.base: Searcher | None = base
             self._queue: list[dict[str, Any]] = []
         elif isinstance(base, Mapping):
-            self.base, self._queue = None, expand_grid(base)
+            self.base, self._queue = None, expand_grid(base, num_samples)
         elif isinstance(base, Sequence) and all(isinstance(c, Mapping) for c in base):
             self.base, self._queue = None, [_deep_copy(c) for c in base]
         else:
