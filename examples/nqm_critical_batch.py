@@ -14,19 +14,30 @@ from __future__ import annotations
 import argparse
 import time
 
-from tune_batchdyn.cli.nqm import format_table, write_plot
+from tune_batchdyn.cli import OneLineParser
+from tune_batchdyn.cli.nqm import check_plot_path, format_table, write_plot
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.nqm import NQM, suggest_batch_sizes
 
 OPTIMIZERS = ("sgd", "momentum", "precond:0.5", "ema")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plot", default=None, metavar="FILE.png")
     parser.add_argument("--smoke", action="store_true",
                         help="1,000 dims, batch sizes 1..1024, coarse grids")
     args = parser.parse_args()
+    try:
+        if args.plot:
+            check_plot_path(args.plot)  # before the curves are computed, not after
+        run(args)
+    except ConfigError as err:  # one line and exit status 2, as the command line's
+        parser.error(str(err))
 
+
+def run(args: argparse.Namespace) -> None:
+    """Compute and print the curves (and draw them with ``--plot``)."""
     if args.smoke:
         model, largest, lr_points, coefficient_points = NQM(dim=1000), 1024, 20, 5
     else:

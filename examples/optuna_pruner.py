@@ -24,6 +24,9 @@ from pathlib import Path
 
 import optuna
 
+from tune_batchdyn.cli import OneLineParser
+from tune_batchdyn.cli.sweep import check_writable_folder
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.optuna import (
     MeasurePruner,
     RerouteCallback,
@@ -35,6 +38,7 @@ from tune_batchdyn.optuna import (
 )
 from tune_batchdyn.records import REPEAT_ATTR
 from tune_batchdyn.space import read_space
+from tune_batchdyn.train.engine import resolve_device
 
 #: The smoke run: two batch sizes × two lrs, 5 epochs (a 5-stage schedule needs 5), C̄K and LK
 #: only (no Q or λmax), so a trial takes seconds on a CPU.
@@ -43,12 +47,13 @@ SMOKE_DEFAULTS = {"epochs": 5, "measures": ("fisher",), "dataset": "digits", "mo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="6 short trials (CI)")
     parser.add_argument("--storage", default=None, help="an Optuna storage URL or journal path "
                         "(default: SQLite in a temporary directory)")
     parser.add_argument("--study-name", default="optuna-pruner-digits")
-    parser.add_argument("--trials", type=int, default=None, help="trials for this process")
+    parser.add_argument("--trials", type=at_least_one, default=None,
+                        help="trials for this process (default: 6 with --smoke, else 30)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--figures", default=None, metavar="DIR",
                         help="write Optuna's and our figures of the study there")
@@ -57,11 +62,35 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.basicConfig(format="%(message)s")
     logging.getLogger("tune_batchdyn.optuna").setLevel(logging.INFO)
+    try:
+        run(args)
+    except ConfigError as err:  # one line and exit status 2, as the command line's
+        parser.error(str(err))
 
+
+def at_least_one(text: str) -> int:
+    """``--trials``: an integer >= 1 (argparse names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not accepted; use an integer >= 1")
+    return value
+
+
+def run(args: argparse.Namespace) -> None:
+    """The study: bad settings are refused before it is opened, so before any trial."""
+    try:
+        resolve_device(args.device)  # else every trial would fail on it
+    except ConfigError as err:
+        raise ConfigError(f"--device {args.device}: {err}") from err
+    if args.figures:
+        check_writable_folder("--figures", Path(args.figures))
     if args.smoke:
         space, defaults = SMOKE_SPACE, dict(SMOKE_DEFAULTS)
         beacons, beacon_lr, candidates = (256, 512), 0.1, None
-        n_trials = args.trials or 6
+        n_trials = 6 if args.trials is None else args.trials
         pruner = MeasurePruner(n_startup_trials=3)
         callback = RerouteCallback(min_beacons=2, max_plans=1, k=3)
     else:
@@ -69,10 +98,11 @@ def main() -> None:
         defaults = {}
         beacons, beacon_lr = space.search.beacons, space.search.beacon_lr
         candidates = composable(space.search.dynamic, beacons) or None  # else: the family
-        n_trials = args.trials or 30
+        n_trials = 30 if args.trials is None else args.trials
         pruner = MeasurePruner()
         callback = RerouteCallback(min_beacons=3, max_plans=3, lr=beacon_lr,
                                    candidates=candidates)
+    objective = make_objective(space, device=args.device, **defaults)
 
     with tempfile.TemporaryDirectory() as scratch:
         storage = args.storage or f"sqlite:///{Path(scratch) / 'optuna_pruner.db'}"
@@ -80,7 +110,6 @@ def main() -> None:
                            sampler=optuna.samplers.TPESampler(seed=args.seed))
         for batch_size in beacons:  # the fixed-batch beacons first (once, even when rejoining)
             enqueue_beacon(study, {"batch_size": batch_size, "lr": beacon_lr})
-        objective = make_objective(space, device=args.device, **defaults)
         study.optimize(objective, n_trials=n_trials, callbacks=[callback, report])
         best = study.best_trial
         print(f"best: trial {best.number} val_error={best.value:.4f} "

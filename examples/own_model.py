@@ -34,6 +34,8 @@ import optuna
 import torch
 from torch import nn
 
+from tune_batchdyn.cli import OneLineParser
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.optuna import (
     MeasurePruner,
     RerouteCallback,
@@ -46,6 +48,10 @@ from tune_batchdyn.optuna import (
 
 #: This file's import name (its folder is on sys.path when it runs as a script).
 MODULE = "own_model"
+#: The smoke run: the same path (the Gate's torch.func share of C̄K/LK, beacons, a pruned
+#: trial, a planned one) on a 2 x 2 grid of 5 epochs, with C̄K/LK measured every 10 steps.
+SMOKE_SPACE = {"batch_size": [32, 128], "lr": [0.05, 0.2]}
+SMOKE_SETTINGS = {"epochs": 5, "measure_every": 10}
 
 
 class Gate(nn.Module):
@@ -81,40 +87,53 @@ def two_spirals(data_seed: int, n: int = 3000, noise: float = 0.6,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="2 x 2 grid, 5 epochs (CI)")
     parser.add_argument("--storage", default=None, help="an Optuna storage URL (default: memory)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.basicConfig(format="%(message)s")
     logging.getLogger("tune_batchdyn").setLevel(logging.INFO)
+    # 2-d inputs and 64-wide layers: one thread trains as fast, and a second one waiting for a
+    # busy core made the trials 5x slower on a loaded 2-core machine
+    torch.set_num_threads(1)
+    try:
+        run(args)
+    except ConfigError as err:  # one line and exit status 2, as the command line's
+        parser.error(str(err))
 
+
+def run(args: argparse.Namespace) -> None:
+    """The study: the storage opened and the model and data checked before any trial."""
     if args.smoke:
-        space, epochs, beacon_lr = {"batch_size": [32, 128], "lr": [0.05, 0.2]}, 5, 0.05
+        space, beacon_lr, settings = SMOKE_SPACE, 0.05, SMOKE_SETTINGS
     else:
-        space, epochs, beacon_lr = {"batch_size": [16, 32, 64, 128],
-                                    "lr": [0.05, 0.1, 0.2]}, 15, 0.1
+        space, beacon_lr = {"batch_size": [16, 32, 64, 128], "lr": [0.05, 0.1, 0.2]}, 0.1
+        settings = {"epochs": 15, "measure_every": 5}
     study = open_study(args.storage, "own-model-spirals", pruner=MeasurePruner())
+    objective = make_objective(space, dataset=f"{MODULE}:two_spirals", model=f"{MODULE}:make_net",
+                               device="cpu", **settings)
     for batch_size in space["batch_size"]:  # beacons first: the plans are made of them
         enqueue_beacon(study, {"batch_size": batch_size, "lr": beacon_lr})
     for batch_size, lr in itertools.product(space["batch_size"], space["lr"]):
         enqueue_once(study, {"batch_size": batch_size, "lr": lr})  # once, however many workers
-    objective = make_objective(space, dataset=f"{MODULE}:two_spirals", model=f"{MODULE}:make_net",
-                               epochs=epochs, measure_every=5, device="cpu")
     reroute = RerouteCallback(min_beacons=len(space["batch_size"]), max_plans=1, lr=beacon_lr,
                               k=3)
-    study.optimize(objective, callbacks=[reroute, stop_when_queue_empty])
-    for trial in study.trials:
-        config = trial.user_attrs.get("config", {})
-        value = "-" if trial.value is None else f"{trial.value:.4f}"
-        print(f"trial {trial.number}: {trial.state.name.lower():8} "
-              f"{len(trial.intermediate_values):2} epochs  val_error={value}  "
-              f"strategy={config.get('strategy')} batch_size={config.get('batch_size')} "
-              f"lr={config.get('lr')}")
+    study.optimize(objective, callbacks=[report, reroute, stop_when_queue_empty])
     print(f"best: trial {study.best_trial.number} val_error={study.best_value:.4f}")
     if reroute.no_plan_reason:
         print(f"no plan enqueued: {reroute.no_plan_reason}")
     print(decisions_line(study))
+
+
+def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One line per trial as it finishes (a study of a few minutes says what it is doing)."""
+    config = trial.user_attrs.get("config", {})
+    value = "-" if trial.value is None else f"{trial.value:.4f}"
+    print(f"trial {trial.number}: {trial.state.name.lower():8} "
+          f"{len(trial.intermediate_values):2} epochs  val_error={value}  "
+          f"strategy={config.get('strategy')} batch_size={config.get('batch_size')} "
+          f"lr={config.get('lr')}", flush=True)
 
 
 def stop_when_queue_empty(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

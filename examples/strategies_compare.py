@@ -12,14 +12,16 @@ region of the (C̄K, LK) plane that the other strategies' runs outline.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import pandas as pd
 
+from tune_batchdyn.cli import OneLineParser
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.predict import OptimumRegion
 from tune_batchdyn.records import trial_table
 from tune_batchdyn.train import TrialConfig, run_trial
+from tune_batchdyn.train.engine import check_user_code
 
 #: RMSGD adapts its per-layer rates from η(0); the seed's η(0) is 0.03, not the shared lr.
 STRATEGIES = ("fixed", "s32-to-512", "s32-to-512-MS", "s512-to-32", "gg", "fb", "abs", "absa",
@@ -55,7 +57,7 @@ def compare(dataset: str, model: str, epochs: int, batch_size: int, lr: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--epochs", type=int, default=20)
@@ -64,7 +66,19 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="6 epochs (CI)")
     args = parser.parse_args()
     epochs = 6 if args.smoke else args.epochs
-    table = compare(args.dataset, args.model, epochs, args.batch_size, args.lr, STRATEGIES)
+    if args.dataset == "nqm":  # found only once the first such strategy would start
+        parser.error("--dataset nqm is not accepted: strategies such as abs steer by a "
+                     "network's measures, which the noisy quadratic model has none of; use a "
+                     "network's dataset (`tune-batchdyn nqm` compares optimisers on the NQM).")
+    try:
+        # the fields every strategy shares, checked (a dataset or model of yours loaded and
+        # probed) once before the first one trains
+        check_user_code(TrialConfig(dataset=args.dataset, model=args.model, epochs=epochs,
+                                    batch_size=args.batch_size, lr=args.lr,
+                                    measures=("fisher",)))
+        table = compare(args.dataset, args.model, epochs, args.batch_size, args.lr, STRATEGIES)
+    except ConfigError as err:  # one line and exit status 2, as the command line's
+        parser.error(str(err))
     print(table.to_string(index=False))
 
 

@@ -9,20 +9,27 @@ searcher comes back with its beacons, plans and decisions.
     python3 examples/tuner_api.py                 # laptop
     python3 examples/tuner_api.py --smoke         # the same path, small and fast (CI)
     python3 examples/tuner_api.py --resume        # continue an interrupted run
-    # cluster: `ray start --head` / `ray start --address=<head-ip>:6379`, then on the head:
+    # cluster: `ray start --head` / `ray start --address=<head-ip>:6379` (Ray's token on each
+    # node: examples/cluster_sweep.md), then on the head:
     python3 examples/tuner_api.py --address auto --storage-path /shared/ray_results
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 
-import ray
 from ray import tune
-from tune_run_scheduler import sweep  # the same grid as the tune.run example (this folder)
+from tune_run_scheduler import (  # the tune.run example's grid and checks (this folder)
+    add_ray_arguments,
+    check_resources,
+    experiment_folder,
+    start_ray,
+    sweep,
+)
 
+from tune_batchdyn.cli import OneLineParser
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.tune import (
     DECISIONS_FILE,
     DecisionLog,
@@ -34,26 +41,21 @@ from tune_batchdyn.tune import (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="3 beacons, 5 epochs, 1 plan")
     parser.add_argument("--resume", action="store_true", help="Tuner.restore the experiment")
-    parser.add_argument("--address", default=None, help="'auto' to join a running cluster")
-    parser.add_argument("--storage-path", default=os.path.expanduser("~/ray_results"))
-    parser.add_argument("--name", default="digits-tuner")
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0)
+    add_ray_arguments(parser, name="digits-tuner")
     args = parser.parse_args()
-
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # one checkpoint kept per trial: Ray saves its experiment state at each, and would say so
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    logging.basicConfig(format="%(message)s")
-    logging.getLogger("tune_batchdyn.tune").setLevel(logging.INFO)
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    try:
+        check_resources(args)
+        path = experiment_folder(args, "pass --resume to continue it (finished trials are "
+                                       "kept) or another --name", resume=args.resume)
+        start_ray(args)
+    except ConfigError as err:  # one line and exit status 2, before Ray runs any trial
+        parser.error(str(err))
 
     trainable = tune.with_resources(make_trainable(dataset="digits", model="mlp"),
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
-    path = os.path.join(args.storage_path, args.name)
     if args.resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
@@ -67,7 +69,8 @@ def main() -> None:
                                         num_samples=searcher.max_trials,
                                         reuse_actors=True),
             run_config=tune.RunConfig(
-                storage_path=args.storage_path, name=args.name, verbose=0 if args.smoke else 1,
+                storage_path=os.path.dirname(path), name=args.name,
+                verbose=0 if args.smoke else 1,
                 callbacks=[DecisionsCallback(scheduler, echo=logging.getLogger(__name__).info)],
                 # a trial resumes (and a reroute restarts) from its latest checkpoint only
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

@@ -190,6 +190,16 @@ def test_unreachable_target_and_zero_steps():
     assert steps == 0 and np.isnan(lr)
 
 
+def test_lower_bound_is_zero_when_the_start_meets_the_target():
+    model = NQM(dim=100)
+    initial = model.problem.initial_risk()
+    assert np.all(model.lower_bound_steps([1, 8, 1024], target=100.0) == 0.0)
+    assert np.all(model.lower_bound_steps([1, 8], target=initial) == 0.0)
+    assert np.all(model.lower_bound_steps([1, 8], target=0.99 * initial) > 0.0)
+    curve = model.steps_curve([1, 8], "sgd", target=100.0, lr_points=5)
+    assert np.all(curve.steps == 0.0) and np.all(curve.lower_bound == 0.0)
+
+
 # -- the seed's findings, on the seed's model -----------------------------------------------
 
 

@@ -37,6 +37,14 @@ def test_bad_input_exits_2_naming_the_flag(argv, flag, capsys):
     assert flag in capsys.readouterr().err
 
 
+def test_plot_format_is_refused_before_the_table(tmp_path, capsys):
+    assert main(["nqm", "--dim", "100", "--plot", str(tmp_path / "out.txt")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "--plot" in err and ".png" in err and ".pdf" in err
+    assert not (tmp_path / "out.txt").exists()
+
+
 def test_argparse_errors_exit_2():
     with pytest.raises(SystemExit) as info:
         main(["nqm", "--target", "small"])
@@ -59,6 +67,13 @@ def test_suggest_batch_sizes_from_a_noise_scale():
     assert suggest_batch_sizes(noise_scale=0.5) == [1, 2]
 
 
+def test_suggest_batch_sizes_outside_the_allowed_range_gives_its_nearest_power_of_two():
+    assert suggest_batch_sizes(noise_scale=1000.0, max_batch=8) == [8]
+    assert suggest_batch_sizes(noise_scale=1000.0, max_batch=12) == [8]
+    assert suggest_batch_sizes(noise_scale=0.5, min_batch=48) == [64]
+    assert suggest_batch_sizes(noise_scale=0.5, min_batch=48, max_batch=100) == [64]
+
+
 def test_suggest_batch_sizes_from_an_nqm():
     model = NQM()
     b_crit = model.critical_batch_size()
@@ -71,7 +86,11 @@ def test_suggest_batch_sizes_from_an_nqm():
     ("kwargs", "field"),
     [({}, "noise_scale"), ({"noise_scale": 10.0, "nqm": NQM(dim=10)}, "noise_scale"),
      ({"noise_scale": -1.0}, "noise_scale"), ({"noise_scale": 10.0, "above": 0}, "above"),
-     ({"noise_scale": 10.0, "min_batch": 8, "max_batch": 4}, "max_batch")],
+     ({"noise_scale": 10.0, "min_batch": 8, "max_batch": 4}, "max_batch"),
+     ({"noise_scale": 10.0, "min_batch": 0.5}, "min_batch"),
+     ({"noise_scale": 10.0, "max_batch": 8.5}, "max_batch"),
+     ({"noise_scale": 10.0, "min_batch": 0}, "min_batch"),
+     ({"noise_scale": 10.0, "min_batch": 9, "max_batch": 12}, "no power of two")],
 )
 def test_suggest_batch_sizes_rejects_bad_input(kwargs, field):
     with pytest.raises(ConfigError, match=field):

@@ -64,6 +64,19 @@ def parse_bins(text: str) -> int | None:
         ) from err
 
 
+def check_plot_path(path: str, flag: str = "--plot") -> None:
+    """Refuse a plot file matplotlib would not write (a folder that does not exist, an extension
+    that names no format it saves) before anything is computed, not after."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if not Path(path).resolve().parent.is_dir():
+        raise ConfigError(f"{flag} {path!r} is not accepted; its folder does not exist.")
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if Path(path).suffix.lower().lstrip(".") not in formats:
+        raise ConfigError(f"{flag} {path!r} is not accepted; end the file name in one of: "
+                          f"{', '.join('.' + name for name in formats)}.")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "nqm", help="steps to target vs batch size on the noisy quadratic model",
@@ -154,8 +167,8 @@ def main(args: argparse.Namespace) -> int:
 
     optimizers = parse_optimizers(args.optimizers)
     batch_sizes = parse_batch_sizes(args.batch_sizes)
-    if args.plot and not Path(args.plot).resolve().parent.is_dir():
-        raise ConfigError(f"--plot {args.plot!r} is not accepted; its folder does not exist.")
+    if args.plot:
+        check_plot_path(args.plot)
     model = NQM(dim=args.dim, spectrum=args.spectrum, noise=args.noise,
                 bins=parse_bins(args.bins), x0_var=args.x0_var)
     curves = [model.steps_curve(batch_sizes, name, args.target, lr_points=args.lr_points,

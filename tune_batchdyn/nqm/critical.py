@@ -69,7 +69,11 @@ def lower_bound_steps(problem: Spectrum, batch_sizes: np.ndarray, target: float)
     maximum-likelihood estimate has covariance ``H^-1 C H^-1 / N`` and risk
     ``sum_i c_i / h_i / (2N)`` (with ``C = H`` the seed's ``d / (2N)``, section 3.6; like the
     seed, the prior on ``x(0)`` is not used). Setting it to ``target`` with ``N = steps * B``
-    gives ``sum_i c_i / h_i / (2 target B)``, the seed's dashed line.
+    gives ``sum_i c_i / h_i / (2 target B)``, the seed's dashed line. A target at or above the
+    initial risk needs no step, so there the bound is 0 (as the steps to target are).
     """
+    batches = np.asarray(batch_sizes, dtype=float)
+    if target >= problem.initial_risk():
+        return np.zeros(batches.shape)
     information = float(np.sum(problem.count * problem.noise / problem.curvature))
-    return information / (2.0 * target * np.asarray(batch_sizes, dtype=float))
+    return information / (2.0 * target * batches)
