@@ -6,8 +6,8 @@ process that runs a trial imports them itself (Optuna workers, Ray workers, resu
 - ``own_model:make_net(input_shape, num_classes)`` returns an ``nn.Module`` giving class logits
   (its ``Gate`` module has no per-sample rule in ``per_sample_gram``: the trial computes that
   module's per-sample gradients with torch.func and says so once);
-- ``own_model:two_spirals(data_seed, **dataset_options)`` returns the three splits as arrays
-  (``train_x, train_y, val_x, val_y, test_x, test_y``), used as given.
+- ``own_model:two_spirals(data_seed, **dataset_options)`` returns the three splits as a
+  mapping of arrays (keys ``train_x, train_y, val_x, val_y, test_x, test_y``), used as given.
 
 The same names work wherever a config does: ``TrialConfig(model="own_model:make_net")``,
 ``make_trainable(model=...)``, a TOML space's ``[fixed]`` table, or the command line, run from
