@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
-import math
 import os
+import time
 
 import ray
 from ray import tune
 
 from tune_batchdyn.cli import OneLineParser
-from tune_batchdyn.cli.sweep import check_local_gpus
+from tune_batchdyn.cli.sweep import check_trial_resources
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.tune import (
     DecisionsCallback,
@@ -63,6 +63,7 @@ def main() -> None:
         start_ray(args)
     except ConfigError as err:  # one line and exit status 2, before Ray runs any trial
         parser.error(str(err))
+    print(f"experiment: {experiment}", flush=True)
 
     grid, searcher_settings = sweep(args.smoke)
     searcher = DynamicSamplingSearcher(grid, **searcher_settings)
@@ -90,7 +91,10 @@ def add_ray_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     """The flags both Ray examples take: where the experiment goes and what a trial needs."""
     parser.add_argument("--address", default=None, help="'auto' to join a running cluster")
     parser.add_argument("--storage-path", default=os.path.expanduser("~/ray_results"))
-    parser.add_argument("--name", default=name)
+    parser.add_argument("--name", default=None,
+                        help=f"experiment folder under --storage-path (default: {name}- and the "
+                             "time, a new one per run)")
+    parser.set_defaults(default_name=name)
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)
 
@@ -98,26 +102,18 @@ def add_ray_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 def check_resources(args: argparse.Namespace) -> None:
     """Refuse resources no trial could get, as ``tune-batchdyn sweep`` does: Ray would wait
     for them forever."""
-    if not (math.isfinite(args.cpus_per_trial) and args.cpus_per_trial > 0):
-        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g} is not accepted; use a "
-                          "number > 0 (e.g. 1, or 0.5 for two trials per core).")
-    if not (math.isfinite(args.gpus_per_trial) and args.gpus_per_trial >= 0):
-        raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial:g} is not accepted; use a "
-                          "number >= 0 (0.5 runs two trials per GPU).")
-    if args.address is not None or os.environ.get("RAY_ADDRESS"):
-        return  # a cluster: its nodes' resources are not known here
-    if args.cpus_per_trial > (os.cpu_count() or 1):
-        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g} is not accepted: this "
-                          f"machine has {os.cpu_count()} CPUs, so no trial would ever start; "
-                          "use at most that, or --address for a Ray cluster.")
-    if args.gpus_per_trial > 0:
-        check_local_gpus(args.gpus_per_trial)
+    check_trial_resources(args.cpus_per_trial, args.gpus_per_trial,
+                          local=args.address is None and not os.environ.get("RAY_ADDRESS"))
 
 
 def experiment_folder(args: argparse.Namespace, instead: str, resume: bool = False) -> str:
     """``--storage-path``/``--name``, refused as ``tune-batchdyn sweep`` refuses it: a new run
     in a folder that holds an experiment would mix two runs' trials and overwrite the first
     one's ``decisions.csv``; ``resume`` needs an experiment there. ``instead``: what to do."""
+    if args.name is None and resume:
+        raise ConfigError("--resume needs the --name of the experiment to continue.")
+    if args.name is None:  # a new folder per run, as Ray names its experiments
+        args.name = f"{args.default_name}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     if not args.name or os.sep in args.name or args.name in (".", ".."):
         raise ConfigError(f"--name {args.name!r} is not accepted; use a plain folder name (no "
                           f"'{os.sep}'): the experiment goes into --storage-path/NAME.")

@@ -8,7 +8,7 @@ searcher comes back with its beacons, plans and decisions.
 
     python3 examples/tuner_api.py                 # laptop
     python3 examples/tuner_api.py --smoke         # the same path, small and fast (CI)
-    python3 examples/tuner_api.py --resume        # continue an interrupted run
+    python3 examples/tuner_api.py --resume --name NAME   # continue the run it printed
     # cluster: `ray start --head` / `ray start --address=<head-ip>:6379` (Ray's token on each
     # node: examples/cluster_sweep.md), then on the head:
     python3 examples/tuner_api.py --address auto --storage-path /shared/ray_results
@@ -53,6 +53,7 @@ def main() -> None:
         start_ray(args)
     except ConfigError as err:  # one line and exit status 2, before Ray runs any trial
         parser.error(str(err))
+    print(f"experiment: {path}", flush=True)
 
     trainable = tune.with_resources(make_trainable(dataset="digits", model="mlp"),
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})

@@ -69,7 +69,7 @@ def test_tune_run_refuses_a_folder_that_holds_an_experiment(tmp_path):
     experiment = tmp_path / "results" / "digits-tune-run"
     experiment.mkdir(parents=True)
     (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
-    line = refused(tmp_path, "tune_run_scheduler.py", "--smoke",
+    line = refused(tmp_path, "tune_run_scheduler.py", "--smoke", "--name", "digits-tune-run",
                    "--storage-path", str(tmp_path / "results"))
     assert "holds an experiment already" in line and "--name" in line
     assert [p.name for p in experiment.iterdir()] == ["experiment_state-2026-01-01_00-00-00.json"]
@@ -80,10 +80,13 @@ def test_tuner_refuses_a_new_run_over_an_experiment_and_a_resume_of_none(tmp_pat
     experiment.mkdir(parents=True)
     line = refused(tmp_path, "tuner_api.py", "--smoke", "--resume",
                    "--storage-path", str(tmp_path / "results"))
+    assert "--resume needs the --name of the experiment to continue" in line
+    line = refused(tmp_path, "tuner_api.py", "--smoke", "--resume", "--name", "digits-tuner",
+                   "--storage-path", str(tmp_path / "results"))
     assert "--resume" in line and "no experiment" in line
     (experiment / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
-    line = refused(tmp_path, "tuner_api.py", "--smoke", "--storage-path",
-                   str(tmp_path / "results"))
+    line = refused(tmp_path, "tuner_api.py", "--smoke", "--name", "digits-tuner",
+                   "--storage-path", str(tmp_path / "results"))
     assert "holds an experiment already: pass --resume" in line
     assert [p.name for p in experiment.iterdir()] == ["tuner.pkl"]
 

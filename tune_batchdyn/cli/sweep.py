@@ -88,16 +88,8 @@ def check_args(args: argparse.Namespace) -> None:
     args.pruner = args.pruner or "measure"
     check_choice("--scheduler", args.scheduler, SCHEDULERS)
     check_choice("--pruner", args.pruner, PRUNERS)
-    if not (math.isfinite(args.cpus_per_trial) and args.cpus_per_trial > 0):
-        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial} is not accepted; use a "
-                          "number > 0 (e.g. 1, or 0.5 for two trials per core).")
-    if not (math.isfinite(args.gpus_per_trial) and args.gpus_per_trial >= 0):
-        raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial} is not accepted; use a "
-                          "number >= 0 (fractions share a GPU: 0.5 runs two trials per GPU).")
-    if args.backend == "ray" and runs_here(args) and args.cpus_per_trial > (os.cpu_count() or 1):
-        raise ConfigError(f"--cpus-per-trial {args.cpus_per_trial:g} is not accepted: this "
-                          f"machine has {os.cpu_count()} CPUs, so no trial would ever start; "
-                          "use at most that, or --address for a Ray cluster.")
+    check_trial_resources(args.cpus_per_trial, args.gpus_per_trial,
+                          local=args.backend == "ray" and runs_here(args))
     if args.name is not None and (not args.name or os.sep in args.name or args.name in
                                   (".", "..") or (os.altsep and os.altsep in args.name)):
         raise ConfigError(f"--name {args.name!r} is not accepted; use a plain folder name (no "
@@ -112,8 +104,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--resume continues a Ray experiment: pass --backend ray and the "
                           "--storage-path (and --name) of the run to continue. An Optuna study "
                           "continues by itself when the same --storage is given again.")
-    if args.backend == "ray" and runs_here(args) and args.gpus_per_trial > 0:
-        check_local_gpus(args.gpus_per_trial)
     if args.storage_path and "://" in args.storage_path:
         raise ConfigError(f"--storage-path {args.storage_path} is not accepted; the sweep reads "
                           "its results back from a folder, so use one every node sees (NFS), "
@@ -155,6 +145,24 @@ def runs_here(args: argparse.Namespace) -> bool:
     ``ray.init`` reads it, ``RAY_ADDRESS`` (Optuna trials always run here)."""
     return args.backend == "optuna" or (args.address is None
                                         and not os.environ.get("RAY_ADDRESS"))
+
+
+def check_trial_resources(cpus: float, gpus: float, local: bool) -> None:
+    """Refuse per-trial resources no trial could get (Ray would wait for them forever): CPUs
+    not above 0 or GPUs below 0 anywhere; on this machine (``local``, no cluster), more CPUs
+    than it has or a GPU it lacks."""
+    if not (math.isfinite(cpus) and cpus > 0):
+        raise ConfigError(f"--cpus-per-trial {cpus} is not accepted; use a number > 0 (e.g. 1, "
+                          "or 0.5 for two trials per core).")
+    if not (math.isfinite(gpus) and gpus >= 0):
+        raise ConfigError(f"--gpus-per-trial {gpus} is not accepted; use a number >= 0 "
+                          "(fractions share a GPU: 0.5 runs two trials per GPU).")
+    if local and cpus > (os.cpu_count() or 1):
+        raise ConfigError(f"--cpus-per-trial {cpus:g} is not accepted: this machine has "
+                          f"{os.cpu_count()} CPUs, so no trial would ever start; use at most "
+                          "that, or --address for a Ray cluster.")
+    if local and gpus > 0:
+        check_local_gpus(gpus)
 
 
 def check_local_gpus(gpus_per_trial: float) -> None:
