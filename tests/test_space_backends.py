@@ -245,3 +245,7 @@ def test_the_sweep_header_says_what_runs(mixed):
     assert describe_trials(space.params, 1, held={"batch_size": 64, "lr": 0.1}) == (
         "2 trials: 2 grid configurations × 1 sample; sampled per trial: momentum, epochs, "
         "hessian_samples, model")
+    grid_only = parse_space({"params": {"lr": {"grid": [0.05, 0.1]}}, "search": {"num_samples": 3}})
+    assert describe_trials(grid_only.params, 3) == (
+        "6 trials: 2 grid configurations × 3 samples; nothing is sampled, so each sample repeats "
+        "its grid configuration, seed included (a seed grid repeats with other seeds)")

@@ -126,6 +126,19 @@ def test_bad_distribution_form_names_file_key_and_accepted_forms(tmp_path, key, 
     assert f"{key} = {{ loguniform = [low, high] }} (0 < low < high)" in message
 
 
+@pytest.mark.parametrize(("key", "line", "pair"), [
+    ("lr", "lr = { grid = [1, 0.5, 1.0] }", "1 and 1.0"),
+    ("strategy", 'strategy = { choice = ["gg", "fixed", { name = "gg" }] }',
+     "'gg' and {'name': 'gg'}"),
+    ("weight_decay", "weight_decay = { grid = [0, 0.0005, 0.0] }", "0 and 0.0"),
+])
+def test_listed_values_that_configure_the_same_trial_are_refused(tmp_path, key, line, pair):
+    message = failure(tmp_path, f"[params]\n{line}\n")
+    assert f"[params] {key} = " in message
+    assert f"{pair} configure the same trial" in message
+    assert f"list each {key} once" in message
+
+
 @pytest.mark.parametrize("table", ["fixed", "params"])
 def test_unknown_key_names_file_key_and_accepted_keys(tmp_path, table):
     value = '"x"' if table == "fixed" else '{ grid = ["x"] }'

@@ -197,3 +197,23 @@ def _check_trial_configs(source: str, fixed: Mapping[str, Any],
         except (ValueError, TypeError) as err:  # a value of the wrong type deep inside
             raise ConfigError(f"{prefix}{type(err).__name__}: {err}, building a TrialConfig "
                               f"from {values!r}.") from err
+    for key, p in params.items():
+        if p.is_categorical:
+            _check_same_meaning(source, key, p)
+
+
+def _meaning(key: str, value: Any) -> Any:
+    """What a listed value means to a trial: numbers by value (1 is 1.0), a strategy name
+    as its spec table ("gg" is {name = "gg"})."""
+    if key == "strategy" and isinstance(value, str):
+        return {"name": value}
+    return value
+
+
+def _check_same_meaning(source: str, key: str, param: Param) -> None:
+    """Two listed values that configure the same trial would train it twice."""
+    for first, second in itertools.combinations(param.values, 2):
+        if _meaning(key, first) == _meaning(key, second):
+            raise ConfigError(f"{source}: [params] {key} = {{ {param.kind} = "
+                              f"{list(param.values)!r} }}: {first!r} and {second!r} configure "
+                              f"the same trial (it would train twice); list each {key} once.")

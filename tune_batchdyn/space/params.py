@@ -108,13 +108,19 @@ def describe_trials(params: Mapping[str, Param], num_samples: int,
                     held: Collection[str] = ()) -> str:
     """What a sweep of ``params`` runs, as its header says it, on either backend: ``"8 trials:
     4 grid configurations × 2 samples; sampled per trial: lr"``. Fields in ``held`` (``--set``)
-    are fixed, not searched."""
+    are fixed, not searched. Samples of a space with nothing sampled repeat the same
+    configurations, which the header says (Ray trains them again; Optuna reuses the value)."""
     searched = {key: param for key, param in params.items() if key not in held}
     grid = math.prod(len(param.values) for param in searched.values() if param.kind == "grid")
     sampled = [key for key, param in searched.items() if param.kind != "grid"]
     text = (f"{_counted(grid * num_samples, 'trial')}: {_counted(grid, 'grid configuration')} "
             f"× {_counted(num_samples, 'sample')}")
-    return f"{text}; sampled per trial: {', '.join(sampled)}" if sampled else text
+    if sampled:
+        return f"{text}; sampled per trial: {', '.join(sampled)}"
+    if num_samples > 1:
+        return (f"{text}; nothing is sampled, so each sample repeats its grid configuration, "
+                "seed included (a seed grid repeats with other seeds)")
+    return text
 
 
 def _counted(count: int, noun: str) -> str:
