@@ -48,3 +48,14 @@ def test_backpack_gram_equals_ours(bench, case) -> None:
 def test_backpack_gram_says_why_without_backpack(bench, case, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "backpack", None)  # import fails as if not installed
     assert bench.backpack_gram(case[0]) == 'BackPACK not installed (pip install -e ".[bench]")'
+
+
+def test_start_seed_row_counts_the_runs_that_stopped_off_the_reference(bench, case, capsys):
+    from tune_batchdyn.measures import hessian_top_eigenvalue
+
+    model, x, y = case
+    reference = hessian_top_eigenvalue(model, x, y, tol=1e-9, max_iter=200)
+    bench.start_seed_row("tiny", model, x, y, 1.0, reference, seeds=3)
+    assert "0 of 3 off by > 1e-2" in capsys.readouterr().out
+    bench.start_seed_row("tiny", model, x, y, 1.0, 2.0 * reference, seeds=3)
+    assert "3 of 3 off by > 1e-2" in capsys.readouterr().out
