@@ -106,7 +106,7 @@ def test_num_samples_repeats_the_grid_and_a_rerun_enqueues_nothing(tmp_path, cap
     trials_again = _sweep(tmp_path, GRID_NUM_SAMPLES)  # the same study, resumed
     assert "already holds 4 finished trials: nothing to run" in capsys.readouterr().out
     assert len(trials_again) == 4
-    assert "(4 trials: 2 grid configurations × 2 samples)" in out
+    assert "(4 trials: 2 grid configurations × 2 samples; nothing is sampled" in out
 
 
 def test_set_holds_a_searched_field_fixed_as_on_ray(tmp_path, capsys):
