@@ -267,3 +267,35 @@ def test_a_repeated_config_is_found_by_another_worker_of_a_sqlite_study(tmp_path
     again.optimize(make_objective(SPACE, **NQM), n_trials=1)
     assert again.trials[-1].user_attrs[REPEAT_ATTR] == 0
     assert again.trials[-1].value == again.trials[0].value
+
+
+def test_a_repeat_returns_the_final_metric_not_a_wrapping_objectives_value():
+    ours = make_objective(SPACE, **NQM)
+    study = optuna.create_study(direction="maximize")
+    for _ in range(2):
+        study.enqueue_trial({"batch_size": 16, "lr": 0.1})
+    study.optimize(lambda trial: 1.0 - ours(trial), n_trials=2)  # an accuracy, say
+    first, repeat = study.trials
+    assert repeat.user_attrs[REPEAT_ATTR] == 0
+    assert repeat.value == first.value  # 1 - error once, not 1 - (1 - error)
+
+
+def test_a_fixed_trial_is_trained_without_a_study():
+    value = make_objective(SPACE, **NQM)(optuna.trial.FixedTrial({"batch_size": 16, "lr": 0.1}))
+    reference = run_trial(TrialConfig.from_dict({**NQM, "batch_size": 16, "lr": 0.1}))
+    assert value == pytest.approx(reference["val_error"].iloc[-1], rel=1e-12)
+
+
+def test_the_records_keep_the_config_a_wrapping_objective_ran():
+    study = _study()
+
+    def scaled(trial):  # a base lr, scaled by the batch size (the linear scaling rule)
+        batch = trial.suggest_categorical("batch_size", [16, 64])
+        base = trial.suggest_categorical("lr", [0.1])
+        return objective(trial, None, batch_size=batch, lr=base * batch / 16, **NQM)
+
+    study.optimize(scaled, n_trials=2)
+    table = records_from_optuna(study)
+    for trial in study.trials:
+        ran = table[table["trial_id"] == str(trial.number)]["config/lr"].unique().tolist()
+        assert ran == [pytest.approx(0.1 * trial.params["batch_size"] / 16)]

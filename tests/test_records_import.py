@@ -128,7 +128,7 @@ def test_optuna_trials_duck_typed():
     assert sorted(table["trial_id"].unique()) == ["s/0", "s/1"]
     first = table[table["trial_id"] == "s/0"]
     assert first["epoch"].tolist() == [1, 2, 3]
-    assert first["config/lr"].iloc[0] == 0.5  # params win over the config attribute
+    assert first["config/lr"].iloc[0] == 0.1  # the config that ran wins over the params
     assert first["config/model"].iloc[0] == "mlp" and first["config/batch_size"].iloc[0] == 64
     np.testing.assert_allclose(first["budget_fraction"], [1 / 3, 2 / 3, 1.0])
     second = table[table["trial_id"] == "s/1"]

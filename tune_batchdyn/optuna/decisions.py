@@ -6,7 +6,9 @@ of ``study.optimize``: ``decisions: pruned=<n> enqueued=<n>``. ``pruned`` counts
 enqueued configuration that another trial holds, and a grid sweep's trials drawn from an empty
 queue); ``enqueued``
 counts distinct plans (``reroute/key``), so a plan two workers enqueued at the same instant
-counts once.
+counts once. Plans still waiting in the queue when ``optimize`` returned (``n_trials`` or a
+timeout reached first, or a ``GridSampler`` that stopped the study once its grid was done) are
+named: ``enqueued=2 (1 waiting: run study.optimize again to train it)``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Decisions:
 
     pruned: int
     enqueued: int
+    waiting: int = 0  #: enqueued plans no worker has started yet
 
 
 def count_decisions(study: Any) -> Decisions:
@@ -34,10 +37,17 @@ def count_decisions(study: Any) -> Decisions:
     pruned = sum(1 for t in trials
                  if t.state == TrialState.PRUNED and not skipped(t))
     plans = {t.user_attrs[PLAN_KEY_ATTR] for t in trials if PLAN_KEY_ATTR in t.user_attrs}
-    return Decisions(pruned=pruned, enqueued=len(plans))
+    started = {t.user_attrs[PLAN_KEY_ATTR] for t in trials
+               if PLAN_KEY_ATTR in t.user_attrs and t.state != TrialState.WAITING}
+    return Decisions(pruned=pruned, enqueued=len(plans), waiting=len(plans - started))
 
 
 def decisions_line(study: Any) -> str:
-    """The one-line summary: ``decisions: pruned=<n> enqueued=<n>``."""
+    """The one-line summary: ``decisions: pruned=<n> enqueued=<n>``, and the plans still
+    waiting, if any."""
     decisions = count_decisions(study)
-    return f"decisions: pruned={decisions.pruned} enqueued={decisions.enqueued}"
+    line = f"decisions: pruned={decisions.pruned} enqueued={decisions.enqueued}"
+    if decisions.waiting:
+        line += (f" ({decisions.waiting} waiting: run study.optimize again to train "
+                 f"{'it' if decisions.waiting == 1 else 'them'})")
+    return line

@@ -11,8 +11,10 @@ as the user attribute ``config`` (``records.optuna_import``). Each epoch goes th
 
 A config that a finished (complete) trial of the study already ran, RUN_ONLY_FIELDS aside, is
 not trained again: samplers re-suggest categorical values, and the same config and seed give
-the same trajectory. The trial takes that trial's value and marks itself with its number
-(user attribute ``repeat_of``, no records); ``skip_duplicates=False`` trains it anyway.
+the same trajectory. The trial returns that trial's final ``metric``, read from its records
+(not the study's value of it, which a user's objective wrapping this one may have transformed),
+and marks itself with its number (user attribute ``repeat_of``, no records);
+``skip_duplicates=False`` trains it anyway. A ``FixedTrial`` (no study) is always trained.
 
 Return value: the final epoch's ``metric`` (``val_error`` by default: the study never selects
 on the test error). A trial that diverged returns its error rather than raising, so the
@@ -50,7 +52,7 @@ from tune_batchdyn.optuna.pruner import MeasurePruner
 from tune_batchdyn.optuna.reporter import METRICS, TrialReporter
 from tune_batchdyn.optuna.reroute import plan_overrides
 from tune_batchdyn.optuna.sampling import SpaceLike, TrialSpace, as_trial_space, suggest_config
-from tune_batchdyn.records import CONFIG_ATTR, REPEAT_ATTR
+from tune_batchdyn.records import CONFIG_ATTR, REPEAT_ATTR, records_from_optuna
 from tune_batchdyn.train import TrialConfig, run_trial
 from tune_batchdyn.train.config import RUN_ONLY_FIELDS
 from tune_batchdyn.train.engine import check_user_code
@@ -89,12 +91,14 @@ class _Objective:
             study.pruner.check_direction(study.direction)
         config = trial_config(trial, self.space, self.defaults)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
-        earlier = finished_with_config(trial.study, config) if self.skip_duplicates else None
+        earlier = (finished_with_config(study, config)
+                   if self.skip_duplicates and study is not None else None)
         if earlier is not None:
+            value = final_value(recorded_trajectory(earlier), self.metric, self.diverged_error)
             trial.set_user_attr(REPEAT_ATTR, earlier.number)
-            log.debug("trial %d repeats finished trial %d's config: its value %.4f, not trained "
-                      "again", trial.number, earlier.number, earlier.value)
-            return float(earlier.value)
+            log.debug("trial %d repeats finished trial %d's config: its final %s %.4f, not "
+                      "trained again", trial.number, earlier.number, self.metric, value)
+            return value
         trajectory = run_trial(config, TrialReporter(trial, self.metric, epochs=config.epochs))
         return final_value(trajectory, self.metric, self.diverged_error)
 
@@ -193,6 +197,11 @@ def trial_config(trial: optuna.trial.Trial, space: TrialSpace,
     overrides = plan_overrides(trial)
     suggested = suggest_config(trial, space, overrides)
     return TrialConfig.from_dict({**space.constants, **defaults, **suggested, **overrides})
+
+
+def recorded_trajectory(trial: optuna.trial.FrozenTrial) -> pd.DataFrame:
+    """A finished trial's per-epoch records, read back from its user attributes."""
+    return records_from_optuna([trial]).sort_values("epoch")
 
 
 def final_value(trajectory: pd.DataFrame, metric: str, diverged_error: float) -> float:

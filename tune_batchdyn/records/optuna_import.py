@@ -6,8 +6,9 @@ Convention (the Optuna plugin writes it, this module reads it):
   ``record/0002``, ...) whose value is the record as a dict of plain floats, ints and bools
   (``record_user_attr`` makes one; NaN stays a float NaN);
 - the trial's config is its ``params`` (what the sampler chose) together with an optional user
-  attribute ``config`` holding the whole config as a dict; where both give a field, ``params``
-  wins (it is what Optuna recorded);
+  attribute ``config`` holding the whole config the trial ran, as a dict; where both give a
+  field, ``config`` wins (a user's objective may transform a suggested value before it runs,
+  e.g. scale a suggested base lr by the batch size);
 - a trial that repeated a finished trial's config holds that trial's number in ``repeat_of``
   and no records.
 
@@ -67,8 +68,7 @@ def records_from_optuna(study_or_trials: Any, *, prefix: str = "") -> pd.DataFra
         keys = sorted(k for k in attrs if k.startswith(RECORD_ATTR_PREFIX))
         if not keys:
             continue
-        config = dict(attrs.get(CONFIG_ATTR) or {})
-        config.update(dict(getattr(trial, "params", {}) or {}))
+        config = {**dict(getattr(trial, "params", {}) or {}), **dict(attrs.get(CONFIG_ATTR) or {})}
         records = [{**empty_record(), **_known(attrs[k])} for k in keys]
         tables.append(trial_table(f"{prefix}{trial.number}", config, records))
     return concat_tables(tables) if tables else empty_table()
