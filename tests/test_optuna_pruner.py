@@ -260,6 +260,58 @@ def test_maximize_study_is_refused(table):
         trial.should_prune()
 
 
+def test_multi_objective_study_is_refused_by_name():
+    """Not Optuna's RuntimeError of study.direction: the check takes study.directions."""
+    study = optuna.create_study(directions=["minimize", "minimize"], pruner=MeasurePruner())
+    message = (r"directions=\['minimize', 'minimize'\] is not accepted with MeasurePruner, "
+               "which predicts one error: it needs a single-objective study")
+    with pytest.raises(ConfigError, match=message):
+        MeasurePruner.check_direction(study.directions)
+    study.ask()
+    with pytest.raises(ConfigError, match=message):
+        study.pruner.prune(study, study.trials[-1])
+    MeasurePruner.check_direction(optuna.create_study().directions)
+
+
+def test_the_objectives_metric_must_be_the_pruners():
+    pruner = MeasurePruner(metric="test_error")
+    assert pruner.metric == "test_error"
+    pruner.check_metric("test_error")
+    with pytest.raises(ConfigError, match=r"the objective's metric='train_loss' is not accepted "
+                                          r"with MeasurePruner\(metric='test_error'\)"):
+        pruner.check_metric("train_loss")
+
+
+class _MeanFinal:
+    """A predictor whose bound is the mean final val error of the trials it was fitted on."""
+
+    def fit(self, records: pd.DataFrame) -> _MeanFinal:
+        self.mean_ = float(records.groupby("trial_id")["final_val_error"].last().mean())
+        return self
+
+    def lower_bound(self, rows: pd.DataFrame, confidence: float) -> float:
+        return self.mean_
+
+
+def test_a_pruner_reused_for_another_study_of_the_same_name_fits_that_study(table):
+    """Two in-memory studies both named "bs-lr", their completed trials numbered 0..5 alike:
+    the second study's decision uses its own predictor, not the first's memo. The first study
+    holds the worst trials, so its mean final error exceeds every trial of the second's."""
+    finals = table.groupby("trial_id")["final_val_error"].last().sort_values()
+    best, worst = list(finals.index[:6]), list(finals.index[-6:])
+    pruner = MeasurePruner(k=6, n_startup_trials=6, base=optuna.pruners.NopPruner(),
+                           predictor=_MeanFinal())
+    decisions = []
+    for ids in (worst, best):
+        study = optuna.create_study(study_name="bs-lr", pruner=optuna.pruners.NopPruner())
+        enqueue_replay(study, table, ids)
+        study.optimize(replay_objective(table), n_trials=len(ids))
+        study.pruner = pruner
+        decisions.append(_running(study, _rows(table, ids[0], 3)).should_prune())
+    assert finals[worst].mean() > finals[best].max()
+    assert decisions == [False, False]  # the mean of six finals is below the sixth best
+
+
 def test_open_study_refuses_maximize_with_the_pruner_before_making_the_study(tmp_path):
     journal = tmp_path / "study.journal"
     with pytest.raises(ConfigError, match="direction='maximize' is not accepted with "
@@ -277,6 +329,9 @@ def test_open_study_refuses_maximize_with_the_pruner_before_making_the_study(tmp
     ({"n_warmup_steps": -1}, "n_warmup_steps=-1"),
     ({"base": "median"}, "base='median'"),
     ({"metric": "ck_bar"}, "metric='ck_bar'"),
+    ({"metric": "train_loss"}, "metric='train_loss' is not accepted by MeasurePruner; use one "
+                               "of: 'val_error', 'test_error'"),
+    ({"metric": "train_error"}, "metric='train_error' is not accepted"),
     ({"predictor": object()}, "predictor="),
     ({"prune_plans": "yes"}, "prune_plans='yes'"),
     ({"prune_beacons": 1}, "prune_beacons=1"),

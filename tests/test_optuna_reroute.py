@@ -159,6 +159,9 @@ def test_a_failed_plan_may_be_planned_again(beacons):
     ({"lr": -0.1}, "lr=-0.1"),
     ({"candidates": "s32-to-64"}, "candidates='s32-to-64'"),
     ({"metric": "lk"}, "metric='lk'"),
+    ({"metric": "train_loss"}, "metric='train_loss' is not accepted by RerouteCallback; use "
+                               "one of: 'val_error', 'test_error'"),
+    ({"metric": "train_error"}, "metric='train_error' is not accepted"),
     ({"k": 0}, "k=0"),
     ({"candidates": ["bogus"]}, r"candidates\[0\]='bogus' is not accepted; use schedule specs: "
                                 r"'s\{a\}-to-\{b\}', 's\{a\}-to-\{b\}-MS', '\[16,32,64\]'"),

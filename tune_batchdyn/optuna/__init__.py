@@ -55,7 +55,7 @@ from tune_batchdyn.optuna.objective import (
 )
 from tune_batchdyn.optuna.pruner import MeasurePruner
 from tune_batchdyn.optuna.replay import REPLAY_ATTR, enqueue_replay, replay_objective
-from tune_batchdyn.optuna.reporter import METRICS, TrialReporter
+from tune_batchdyn.optuna.reporter import FINAL_METRICS, METRICS, TrialReporter
 from tune_batchdyn.optuna.reroute import (
     BEACON_ATTR,
     PLAN_ATTR,
@@ -76,6 +76,7 @@ __all__ = [
     "BEACON_ATTR",
     "DIVERGED_ERROR",
     "DUPLICATE_ATTR",
+    "FINAL_METRICS",
     "KEY_ATTR",
     "METRICS",
     "PLAN_ATTR",

@@ -41,8 +41,10 @@ median at that fraction. A trial without records is left to the base pruner and 
 
 Storage only: Optuna does not store pruners, so every worker builds its own, and the decision
 is a function of what the storage holds. The one memo, the fitted predictor, is keyed by the
-study's name and the set of completed trial numbers (completed trials never change), so it is
-rebuilt exactly when another worker's trial completes.
+completed trials' contents (number, value, start and completion times: completed trials never
+change), so it is rebuilt exactly when another worker's trial completes, and never serves
+another study: a pruner reused for a second study, even one of the same name in another
+storage (a notebook cell run again, a loop over datasets), fits that study's own predictor.
 
 Example::
 
@@ -58,6 +60,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -67,7 +70,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
 
 from tune_batchdyn.errors import ConfigError, is_int
-from tune_batchdyn.optuna.reporter import METRICS
+from tune_batchdyn.optuna.reporter import FINAL_METRICS
 from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
 from tune_batchdyn.predict import FinalErrorPredictor
 from tune_batchdyn.records import REPEAT_ATTR, records_from_optuna, target_column
@@ -82,6 +85,11 @@ class MeasurePruner(BasePruner):
             pruned (conformal: needs at least confidence/(1 − confidence) completed trials,
             else the base pruner decides alone).
         n_startup_trials: completed trials before the prediction is used (at least ``k``).
+            The predictor has a floor of its own: the default ``FinalErrorPredictor`` gives no
+            bound before ``min_finished`` (5) completed trials, so below 5 the base decides
+            alone until the fifth completes; for fewer, pass
+            ``predictor=FinalErrorPredictor(target="final_val_error", min_finished=...)``
+            (at least 2).
         n_warmup_steps: no pruning while the epoch is below it; epochs count from 1, so the
             default 1 (like 0) first judges a trial after its first epoch.
         base: a built-in pruner consulted at every step, whose "prune" stands (alone before
@@ -90,7 +98,8 @@ class MeasurePruner(BasePruner):
         predictor: an unfitted predictor to clone and fit (``fit(records)``,
             ``lower_bound(rows, confidence)`` returning an error or NaN); default
             ``FinalErrorPredictor`` of ``final_<metric>``.
-        metric: the record column the objective returns at the end (``val_error``).
+        metric: the record column the objective returns at the end: ``val_error`` or
+            ``test_error``, the finals the records table carries (``final_<metric>``).
         prune_plans: judge rerouted trials (``reroute/plan``) like the others.
         prune_beacons: judge beacons (``reroute/beacon``) like the others.
     """
@@ -112,8 +121,10 @@ class MeasurePruner(BasePruner):
                               f"{n_warmup_steps=}.")
         if base is not None and not isinstance(base, BasePruner):
             raise ConfigError(f"base must be an optuna pruner or None, but got {base=}.")
-        if metric not in METRICS:
-            raise ConfigError(f"metric must be one of {', '.join(METRICS)}, but got {metric=}.")
+        if metric not in FINAL_METRICS:
+            raise ConfigError(f"{metric=} is not accepted by MeasurePruner; use one of: "
+                              f"{', '.join(map(repr, FINAL_METRICS))} (the records table holds "
+                              "no other final value to predict).")
         if predictor is not None and not (hasattr(predictor, "fit")
                                           and hasattr(predictor, "lower_bound")):
             raise ConfigError(f"predictor must have fit(records) and lower_bound(rows, "
@@ -129,19 +140,44 @@ class MeasurePruner(BasePruner):
         self._predictor = predictor or FinalErrorPredictor(target=target_column(metric))
         self._prune_plans = prune_plans
         self._prune_beacons = prune_beacons
-        self._memo: tuple[tuple[str, frozenset[int]], Any] | None = None
+        self._metric = metric
+        self._memo: tuple[frozenset[tuple], Any] | None = None
+
+    @property
+    def metric(self) -> str:
+        """The record column whose final value the bound predicts."""
+        return self._metric
+
+    def check_metric(self, metric: str) -> None:
+        """Refuse an objective that reports another ``metric``: its values would be compared
+        with a bound on ``final_<self.metric>``. The storage does not say which metric an
+        objective reports, so the objective must ask, before a trial trains."""
+        if metric != self._metric:
+            raise ConfigError(f"the objective's {metric=} is not accepted with "
+                              f"MeasurePruner(metric={self._metric!r}), whose bound predicts "
+                              f"final_{self._metric}; pass the same metric to both.")
 
     @staticmethod
-    def check_direction(direction: str | StudyDirection) -> None:
-        """Refuse a study that does not minimise: checked by ``open_study`` before the study
-        is made, by ``objective`` before a trial trains, and at every decision."""
+    def check_direction(direction: str | StudyDirection | Sequence[str | StudyDirection]
+                        ) -> None:
+        """Refuse a study that does not minimise one objective: checked by ``open_study``
+        before the study is made, by ``objective`` before a trial trains, and at every
+        decision. Takes ``study.directions`` too, where a multi-objective study is refused by
+        name (``study.direction`` raises Optuna's RuntimeError there)."""
+        if not isinstance(direction, (str, StudyDirection)):
+            names = [d.name.lower() if isinstance(d, StudyDirection) else d for d in direction]
+            if len(names) != 1:
+                raise ConfigError(f"directions={names} is not accepted with MeasurePruner, "
+                                  "which predicts one error: it needs a single-objective study; "
+                                  "create it with direction='minimize'.")
+            direction = names[0]
         name = direction.name.lower() if isinstance(direction, StudyDirection) else direction
         if name != "minimize":
             raise ConfigError(f"direction={name!r} is not accepted with MeasurePruner, which "
                               "predicts errors; create the study with direction='minimize'.")
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        self.check_direction(study.direction)
+        self.check_direction(study.directions)
         step = trial.last_step
         if step is None or step < self._n_warmup_steps:
             return False
@@ -156,13 +192,16 @@ class MeasurePruner(BasePruner):
         running = records_from_optuna([trial])
         if len(completed) < self._n_startup_trials or running.empty:
             return False
-        bound = self._fitted(study.study_name, completed).lower_bound(running, self._confidence)
+        bound = self._fitted(completed).lower_bound(running, self._confidence)
         kth_best = sorted(t.value for t in completed)[self._k - 1]
         return bool(bound > kth_best)  # False for a NaN bound
 
-    def _fitted(self, study_name: str, completed: list[FrozenTrial]) -> Any:
-        """The predictor fitted on ``completed``: refitted only when that set changes."""
-        key = (study_name, frozenset(t.number for t in completed))
+    def _fitted(self, completed: list[FrozenTrial]) -> Any:
+        """The predictor fitted on ``completed``: refitted only when that set changes. The key
+        is the trials' contents, not their numbers (every study numbers from 0) nor the
+        study's name (two storages may hold the same name), so no other study's trials match."""
+        key = frozenset((t.number, t.value, t.datetime_start, t.datetime_complete)
+                        for t in completed)
         memo = self._memo  # read once: threads of study.optimize(n_jobs=...) share the pruner
         if memo is None or memo[0] != key:
             memo = (key, clone(self._predictor, safe=False).fit(records_from_optuna(completed)))

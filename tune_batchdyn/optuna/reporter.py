@@ -27,10 +27,20 @@ from typing import Any
 import optuna
 
 from tune_batchdyn.errors import check_choice
-from tune_batchdyn.records import record_attr_name, record_user_attr
+from tune_batchdyn.records import (
+    TABLE_EXTRA_COLUMNS,
+    record_attr_name,
+    record_user_attr,
+    target_column,
+)
 
 #: Record columns a study can minimise (errors and the training loss).
 METRICS: tuple[str, ...] = ("val_error", "test_error", "train_error", "train_loss")
+#: The metrics whose final value the records table carries (``final_val_error``,
+#: ``final_test_error``): the only ones ``MeasurePruner`` can predict and ``RerouteCallback``
+#: can rank.
+FINAL_METRICS: tuple[str, ...] = tuple(m for m in METRICS
+                                       if target_column(m) in TABLE_EXTRA_COLUMNS)
 
 
 class TrialReporter:

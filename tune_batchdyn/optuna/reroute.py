@@ -64,7 +64,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tune_batchdyn.errors import ConfigError, is_int, is_number
 from tune_batchdyn.optuna.enqueue import DUPLICATE_ATTR, enqueue_once
-from tune_batchdyn.optuna.reporter import METRICS
+from tune_batchdyn.optuna.reporter import FINAL_METRICS
 from tune_batchdyn.predict import (
     OptimumRegion,
     SchedulePlan,
@@ -103,7 +103,8 @@ class RerouteCallback:
     base lr (default: the best finished trial's). ``candidates``: schedule specs to choose from
     (default every ``s{a}-to-{b}`` and ``-MS`` over the beacon batch sizes); those with more
     stages than the beacons have epochs are left out (a stage lasts at least an epoch).
-    ``metric``: the record column whose final value the region ranks. ``lr_milestones``,
+    ``metric``: the record column whose final value the region ranks, ``val_error`` or
+    ``test_error`` (the finals the records table carries). ``lr_milestones``,
     ``lr_decay_factor``: the planned trials' lr decay (as in their ``TrialConfig``). ``k``:
     neighbours averaged by the region (the seed: 5).
     """
@@ -123,8 +124,10 @@ class RerouteCallback:
             raise ConfigError(f"lr must be None or a finite number > 0, but got {lr=}.")
         if candidates is not None:
             _check_candidates(candidates)
-        if metric not in METRICS:
-            raise ConfigError(f"metric must be one of {', '.join(METRICS)}, but got {metric=}.")
+        if metric not in FINAL_METRICS:
+            raise ConfigError(f"{metric=} is not accepted by RerouteCallback; use one of: "
+                              f"{', '.join(map(repr, FINAL_METRICS))} (the records table holds "
+                              "no other final value to rank).")
         if not is_int(k) or k < 1:
             raise ConfigError(f"k must be an integer of at least 1, but got {k=}.")
         _check_lr_decay(lr_milestones, lr_decay_factor)
