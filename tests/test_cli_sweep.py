@@ -325,3 +325,14 @@ def test_a_cluster_without_the_gpus_a_trial_asks_for_is_said_at_once(monkeypatch
     _sweep_ray.warn_missing_gpus(0.5)
     _sweep_ray.warn_missing_gpus(0)
     assert capsys.readouterr().out == ""
+
+
+def test_the_measure_pruner_predicts_the_spaces_metric_or_refuses_it():
+    from tune_batchdyn.cli._sweep_optuna import pruner_for
+    from tune_batchdyn.errors import ConfigError
+    from tune_batchdyn.optuna import MeasurePruner
+
+    assert pruner_for("measure", "test_error").metric == "test_error"
+    with pytest.raises(ConfigError, match="metric='train_loss' is not accepted by MeasurePruner"):
+        pruner_for("measure", "train_loss")
+    assert not isinstance(pruner_for("median", "train_loss"), MeasurePruner)

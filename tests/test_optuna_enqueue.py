@@ -249,3 +249,19 @@ def test_a_grid_sweeps_trial_drawn_from_an_empty_queue_is_skipped_untrained():
     older.enqueue_trial({"lr": 0.2})
     older.optimize(queued_only(objective), n_trials=5)
     assert trained == [0.1, 0.2] and older.trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"bs": 64, "lr": 0.1}, "hold no batch_size"),
+    ({"batch_size": 64, "lr": 0.1, "strategy": "s64-to-512"}, "strategy='s64-to-512' is not"),
+    ({"batch_size": 0, "lr": 0.1}, "batch_size=0 is not accepted"),
+    ({"batch_size": 64, "lr": "0.1"}, "lr='0.1' is not accepted"),
+])
+def test_enqueue_beacon_refuses_what_is_no_fixed_batch_trial(params, message):
+    from tune_batchdyn.errors import ConfigError
+    from tune_batchdyn.optuna import enqueue_beacon
+
+    study = optuna.create_study()
+    with pytest.raises(ConfigError, match=message):
+        enqueue_beacon(study, params)
+    assert not study.trials

@@ -299,3 +299,12 @@ def test_the_records_keep_the_config_a_wrapping_objective_ran():
     for trial in study.trials:
         ran = table[table["trial_id"] == str(trial.number)]["config/lr"].unique().tolist()
         assert ran == [pytest.approx(0.1 * trial.params["batch_size"] / 16)]
+
+
+def test_the_objective_refuses_a_measure_pruner_of_another_metric_or_several_objectives():
+    study = _study(pruner=MeasurePruner())
+    with pytest.raises(ConfigError, match="the objective's metric='test_error' is not accepted"):
+        make_objective(SPACE, metric="test_error", **NQM)(study.ask())
+    both = optuna.create_study(directions=["minimize", "minimize"], pruner=MeasurePruner())
+    with pytest.raises(ConfigError, match="needs a single-objective study"):
+        make_objective(SPACE, **NQM)(both.ask())

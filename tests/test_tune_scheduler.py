@@ -307,3 +307,50 @@ def test_protected_trials_are_never_stopped_by_prediction_only_by_divergence(ori
     unprotected.on_trial_add(runner, protected)
     mark(unprotected, protected, origin)
     assert unprotected.on_trial_result(runner, protected, result(4, 0.9)) == STOP
+
+
+def test_a_trial_without_a_checkpoint_every_epoch_is_not_rerouted():
+    planner = StubPlanner()
+    scheduler = MeasureScheduler(metric="val_error", mode="min", planner=planner,
+                                 min_finished=2, reroute_fraction=0.25)
+    runner = controller()
+    finish(scheduler, runner, [0.10, 0.20])
+    fixed_prediction(scheduler, mean=0.2, std=0.1)
+    trial = make_trial()
+    trial.config["checkpoint_every"] = 2  # a reroute at epoch 3 would restart from scratch
+    scheduler.on_trial_add(controller([trial]), trial)
+    assert [scheduler.on_trial_result(runner, trial, result(e, 0.4)) for e in (1, 2, 3)] == [
+        CONTINUE] * 3
+    assert planner.calls == 0
+
+
+def test_history_must_be_a_trial_history():
+    from tune_batchdyn.tune import DynamicSamplingSearcher
+
+    searcher = DynamicSamplingSearcher([{"batch_size": 32, "lr": 0.1}])
+    with pytest.raises(ConfigError, match="history=DynamicSamplingSearcher is not accepted; use "
+                                          r"the searcher's TrialHistory \(history=searcher"):
+        MeasureScheduler(history=searcher)
+
+
+def test_the_decisions_callback_carries_the_history_through_a_restore():
+    import pickle
+
+    from tune_batchdyn.tune import DecisionsCallback
+
+    scheduler = MeasureScheduler(metric="val_error", mode="min", min_finished=2, reroute=False)
+    callback = DecisionsCallback(scheduler)
+    finish(scheduler, controller(), [0.10, 0.20])
+    scheduler.history.decisions.add("stop", "t1", "test", epoch=2)
+    state = pickle.loads(pickle.dumps(callback.get_state()))  # what Ray saves
+    # Tuner.restore unpickles the scheduler and the callback as they were built, then sets
+    # the callback's saved state
+    fresh_scheduler, fresh_callback = pickle.loads(pickle.dumps(
+        (scheduler0 := MeasureScheduler(metric="val_error", mode="min"),
+         DecisionsCallback(scheduler0))))
+    fresh_callback.set_state(state)
+    assert fresh_scheduler.history is fresh_callback.history
+    assert len(fresh_scheduler.history.ids()) == 2
+    assert fresh_scheduler.decisions["trial_id"].tolist() == ["t1"]
+    with pytest.raises(ConfigError, match="DecisionsCallback: source='scheduler' is not accepted"):
+        DecisionsCallback("scheduler")

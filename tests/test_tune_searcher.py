@@ -171,10 +171,32 @@ def test_bad_arguments_say_what_is_accepted():
     with pytest.raises(ConfigError, match="base=int is not accepted"):
         DynamicSamplingSearcher(3)
     with pytest.raises(ConfigError, match="max_planned=-1"):
-        DynamicSamplingSearcher([], max_planned=-1)
-    searcher = DynamicSamplingSearcher([])
+        DynamicSamplingSearcher([{"lr": 0.1}], max_planned=-1)
+    searcher = DynamicSamplingSearcher([{"lr": 0.1}])
     with pytest.raises(ConfigError, match="mode='max' is not accepted"):
         searcher.set_search_properties("val_error", "max", {})
+    with pytest.raises(ConfigError, match="a Tuner param_space .* got keys \\['lr'\\]"):
+        searcher.set_search_properties("val_error", "min", {"lr": tune.grid_search([0.1])})
+    with pytest.raises(ConfigError, match="the base holds no config"):
+        DynamicSamplingSearcher([])
+    with pytest.raises(ConfigError, match=r"config 1 .* unknown key\(s\) \['batchsize'\]"):
+        DynamicSamplingSearcher([{"lr": 0.1}, {"batchsize": 32}])
+    with pytest.raises(ConfigError, match="config 0: batch_size=0 is not accepted"):
+        DynamicSamplingSearcher({"batch_size": tune.grid_search([0, 32])})
+    with pytest.raises(ConfigError, match="beacon_sizes=8 is not accepted"):
+        DynamicSamplingSearcher([{"lr": 0.1}], beacon_sizes=8)
+    with pytest.raises(ConfigError, match="base_trials=0 is not accepted"):
+        DynamicSamplingSearcher(ScriptedSearcher([]), base_trials=0)
+
+
+def test_a_base_searcher_that_never_finishes_hands_over_after_base_trials(records):
+    grid, ids = grid_of(records)
+    endless = ScriptedSearcher(grid * 10)
+    searcher = DynamicSamplingSearcher(endless, max_planned=0, base_trials=2)
+    assert searcher.max_trials == 2
+    assert [searcher.suggest(t) for t in ("a", "b")] == grid[:2]
+    assert searcher.suggest("c") == Searcher.FINISHED  # the base's turn is over (no plans)
+    assert len(endless.configs) == 10 * len(grid) - 2
 
 
 def test_planner_spawn_plans_are_dynamic_and_ordered(records):

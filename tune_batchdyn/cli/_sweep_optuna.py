@@ -63,9 +63,11 @@ SPACE_ATTR = "sweep/space"
 SET_ATTR = "sweep/set"
 
 
-def pruner_for(name: str) -> optuna.pruners.BasePruner:
+def pruner_for(name: str, metric: str = "val_error") -> optuna.pruners.BasePruner:
+    """The ``--pruner``; ours predicts the space's ``metric`` (refused here, before the study
+    is opened, when the records hold no final value of it)."""
     return {
-        "measure": MeasurePruner,
+        "measure": lambda: MeasurePruner(metric=metric),
         "median": optuna.pruners.MedianPruner,
         "successive-halving": optuna.pruners.SuccessiveHalvingPruner,
         "hyperband": optuna.pruners.HyperbandPruner,
@@ -171,7 +173,7 @@ def run_optuna(space: Space, overrides: dict[str, Any],
     logging.getLogger("tune_batchdyn.optuna").setLevel(logging.INFO)
     name = args.study_name or (space.path.stem if space.path else "sweep")
     study = open_study(args.storage, name if args.storage else None,
-                       pruner=pruner_for(args.pruner),
+                       pruner=pruner_for(args.pruner, space.search.metric),
                        sampler=optuna.samplers.TPESampler(seed=0))
     # each worker may have its own data path or device (RUN_ONLY_FIELDS): not the study's
     check_study_settings(study, run_settings(space, overrides, ignore=RUN_ONLY_FIELDS),

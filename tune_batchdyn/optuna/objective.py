@@ -1,6 +1,7 @@
 """``objective`` / ``make_objective``: one Optuna trial = one ``run_trial`` under a sampled config.
 
-A trial first refuses a ``MeasurePruner`` on a study that does not minimise, and skips itself,
+A trial first refuses a ``MeasurePruner`` on a study that does not minimise one objective, or
+whose metric is not the objective's, and skips itself,
 untrained, if it is a duplicate of an enqueued configuration (``enqueue.skip_duplicate``).
 The config is, later entries winning: the space's fixed values, the ``defaults`` (any
 ``TrialConfig`` field held fixed: ``epochs=3``, ``device="cpu"``), the values suggested for the
@@ -88,7 +89,8 @@ class _Objective:
     def __call__(self, trial: optuna.trial.Trial) -> float:
         study = getattr(trial, "study", None)  # a FixedTrial has none
         if study is not None and isinstance(study.pruner, MeasurePruner):
-            study.pruner.check_direction(study.direction)
+            study.pruner.check_direction(study.directions)
+            study.pruner.check_metric(self.metric)
         config = trial_config(trial, self.space, self.defaults)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
         earlier = (finished_with_config(study, config)

@@ -78,6 +78,7 @@ from tune_batchdyn.predict import (
 )
 from tune_batchdyn.predict.schedules import LR_DECAY_FACTOR, LR_MILESTONES
 from tune_batchdyn.records import records_from_optuna, target_column
+from tune_batchdyn.train.config import TrialConfig
 
 log = logging.getLogger("tune_batchdyn.optuna")
 
@@ -213,8 +214,25 @@ def enqueue_beacon(study: optuna.Study, params: Mapping[str, Any], *,
     """Enqueue a fixed-batch beacon (``params``: its ``batch_size`` and ``lr`` at least),
     marked with ``BEACON_ATTR``; once per study and ``key`` (default: the params'; a sweep's
     later repeat: ``enqueue.repeat_key``), also when another worker or a restart enqueues it
-    again (``enqueue.enqueue_once``)."""
+    again (``enqueue.enqueue_once``). A beacon is never pruned, so params without a batch
+    size (the sampler would choose it), or with another strategy than "fixed", are refused;
+    without an lr the trial takes the space's fixed lr, or the sampler's."""
+    _check_beacon(params)
     enqueue_once(study, params, key=key, user_attrs={BEACON_ATTR: True})
+
+
+def _check_beacon(params: Mapping[str, Any]) -> None:
+    if "batch_size" not in params:
+        raise ConfigError(f"enqueue_beacon: params={dict(params)!r} hold no batch_size; a "
+                          "beacon is a fixed-batch trial at a given batch size, e.g. "
+                          "{'batch_size': 128, 'lr': 0.1}.")
+    if params.get("strategy", "fixed") != "fixed":
+        raise ConfigError(f"enqueue_beacon: strategy={params['strategy']!r} is not accepted; "
+                          "a beacon trains at a fixed batch size (strategy 'fixed', or none).")
+    try:
+        TrialConfig.from_dict({k: params[k] for k in ("batch_size", "lr") if k in params})
+    except ConfigError as err:
+        raise ConfigError(f"enqueue_beacon: {err}") from err
 
 
 def plan_key(overrides: Mapping[str, Any]) -> str:

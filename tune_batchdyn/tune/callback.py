@@ -3,7 +3,11 @@
 ``decisions.csv`` goes to the experiment folder in the run's storage (``storage_path`` /
 ``name``, local or remote: it is written through the storage's own filesystem, after Ray's final
 sync), and one line is printed: ``decisions: stopped=<n> rerouted=<n> spawned=<n>``. The
-callback holds nothing of its own: the decisions live in the ``TrialHistory`` it reads.
+callback holds nothing of its own: the decisions live in the ``TrialHistory`` it reads. Ray
+saves callbacks with the experiment (``get_state``) and restores them on ``Tuner.restore``, so
+the callback also carries that history through a restore: a ``MeasureScheduler`` used without a
+``DynamicSamplingSearcher`` (whose checkpoint carries it otherwise) resumes with its trials and
+decisions instead of an empty history.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from ray import tune as ray_tune
 
+from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.tune.history import TrialHistory
 
 #: File name of the decisions table in the experiment folder.
@@ -29,11 +34,22 @@ class DecisionsCallback(ray_tune.Callback):
 
     def __init__(self, source: Any, filename: str = DECISIONS_FILE,
                  echo: Callable[[str], Any] = print) -> None:
-        self.history: TrialHistory = source if isinstance(source, TrialHistory) \
-            else source.history
+        history = source if isinstance(source, TrialHistory) else getattr(source, "history",
+                                                                           None)
+        if not isinstance(history, TrialHistory):
+            raise ConfigError(f"DecisionsCallback: source={source!r} is not accepted; use a "
+                              "MeasureScheduler, a DynamicSamplingSearcher or their "
+                              "TrialHistory.")
+        self.history: TrialHistory = history
         self.filename = filename
         self.echo = echo
         self.path: str | None = None
+
+    def get_state(self) -> dict[str, Any]:
+        return {"history": self.history.get_state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.history.set_state(state["history"])  # in place: the scheduler holds this object
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if trials:

@@ -67,6 +67,9 @@ class RerouteOption:
     planned_distance: float
     planned_in_region: bool
     predicted_error: float
+    #: the lr of the beacons both courses were composed from; another than the trial's own
+    #: means both end points are estimates borrowed from that lr (LK scaled, C̄K as it is)
+    beacon_lr: float = math.nan
 
     @property
     def worthwhile(self) -> bool:
@@ -78,7 +81,7 @@ class RerouteOption:
                 "current_distance": self.current_distance,
                 "planned_ck": self.planned_point[0], "planned_lk": self.planned_point[1],
                 "planned_distance": self.planned_distance,
-                "planned_error": self.predicted_error}
+                "planned_error": self.predicted_error, "beacon_lr": self.beacon_lr}
 
 
 class Planner:
@@ -159,7 +162,7 @@ class Planner:
             current_in_region=region.contains(current_point),
             planned_point=plan.point, planned_distance=plan.distance,
             planned_in_region=region.contains(plan.point),
-            predicted_error=plan.predicted_error)
+            predicted_error=plan.predicted_error, beacon_lr=float(nearest))
 
 
 def _check_planner_settings(region_fraction: Any, region_k: Any, region_tolerance: Any,

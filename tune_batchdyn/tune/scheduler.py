@@ -21,14 +21,16 @@ decides, in this order:
    its config (``trial.set_config``, the pattern of Ray's ``ResourceChangingScheduler``) and
    resumes it first; it restarts from its own checkpoint and the engine trains the remaining
    epochs under the new schedule. Needs checkpoints every epoch
-   (``TrialConfig.checkpoint_every=1``, the default) and ``reuse_actors`` either way.
+   (``TrialConfig.checkpoint_every=1``, the default: trials with a larger value are not
+   rerouted) and ``reuse_actors`` either way.
 3. otherwise **continue**. A result without the metric (or with NaN) continues.
 
 Every stop and reroute is one line on the ``tune_batchdyn.tune`` logger and a row of
 ``decisions`` (see ``tune_batchdyn.tune.decisions``); continue decisions are logged at DEBUG
 level with their numbers. The scheduler minimises: it predicts errors. Ray restores schedulers as
 they were built, not as they ended, so everything worth keeping lives in the history, which the
-``DynamicSamplingSearcher`` saves; pass ``history=searcher.history``.
+``DynamicSamplingSearcher`` saves (pass ``history=searcher.history``) and so does
+``DecisionsCallback(scheduler)``: with neither, ``Tuner.restore`` starts from an empty history.
 
 Example::
 
@@ -119,6 +121,9 @@ class MeasureScheduler(FIFOScheduler):
         self._metric = metric
         self._mode = mode
         self._check_mode()
+        if history is not None and not isinstance(history, TrialHistory):
+            raise ConfigError(f"history={type(history).__name__} is not accepted; use the "
+                              "searcher's TrialHistory (history=searcher.history) or None.")
         self.history = history if history is not None else TrialHistory()
         self.grace_fraction = float(grace_fraction)
         self.top_k = int(top_k)
@@ -261,8 +266,9 @@ class MeasureScheduler(FIFOScheduler):
         """A better course for a trial inside the reroute window, checked once per region."""
         fraction = float(rows["budget_fraction"].iloc[-1])
         if (not self.reroute or trial.trial_id in self.history.decisions.trial_ids(REROUTED)
-                or not self.reroute_fraction <= fraction < self.reroute_until):
-            return None
+                or not self.reroute_fraction <= fraction < self.reroute_until
+                or trial.config.get("checkpoint_every", 1) != 1):
+            return None  # a reroute resumes from this epoch's checkpoint: one every epoch
         finished, region = self._current_region()
         if region is None or self._reroute_checked.get(trial.trial_id) == self._region[0]:
             return None

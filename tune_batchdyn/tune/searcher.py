@@ -27,6 +27,7 @@ Give the same history to ``MeasureScheduler(history=searcher.history)``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -101,6 +102,26 @@ def expand_grid(space: Mapping[str, Any], num_samples: int = 1,
     return configs
 
 
+def _check_configs(configs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a base config with a key that is no ``TrialConfig`` field, or a batch size, lr or
+    strategy ``TrialConfig`` refuses, naming it (the other fields may need the trainable's
+    defaults, so they are checked when a trial starts)."""
+    from tune_batchdyn.train.config import TrialConfig
+
+    fields = [f.name for f in dataclasses.fields(TrialConfig)]
+    for index, config in enumerate(configs):
+        unknown = sorted(set(config) - set(fields))
+        if unknown:
+            raise ConfigError(f"DynamicSamplingSearcher: config {index} {dict(config)!r} has "
+                              f"unknown key(s) {unknown}; accepted keys (TrialConfig fields): "
+                              f"{', '.join(fields)}.")
+        checked = {k: config[k] for k in ("batch_size", "lr", "strategy") if k in config}
+        try:
+            TrialConfig.from_dict(checked)
+        except ConfigError as err:
+            raise ConfigError(f"DynamicSamplingSearcher: config {index}: {err}") from err
+
+
 def _node(config: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     """The mapping that holds ``path``'s last key."""
     for part in path[:-1]:
@@ -118,14 +139,19 @@ class DynamicSamplingSearcher(Searcher):
     others still run), ``beacon_lr`` and ``beacon_sizes`` (which base trials are protected
     beacons; either alone selects on that field), ``planner`` (region and plan settings),
     ``history`` (a new one by default), ``num_samples`` (repeats of a param-space base, as
-    Tune's ``num_samples`` for a grid).
+    Tune's ``num_samples`` for a grid), ``base_trials`` (with a base ``Searcher``: how many of
+    its trials run before planning starts; Ray's model-based searchers such as
+    ``OptunaSearch`` never finish by themselves, so without it the planner would never be
+    asked). A list or grid base is checked when the searcher is made: its keys must be
+    ``TrialConfig`` fields, and its batch sizes, lrs and strategies accepted values.
     """
 
     def __init__(self, base: Sequence[Mapping[str, Any]] | Mapping[str, Any] | Searcher, *,
                  metric: str | None = None, mode: str | None = None, max_planned: int = 4,
                  min_beacons: int = 5, beacon_lr: float | None = None,
                  beacon_sizes: Sequence[int] | None = None, planner: Planner | None = None,
-                 history: TrialHistory | None = None, num_samples: int = 1) -> None:
+                 history: TrialHistory | None = None, num_samples: int = 1,
+                 base_trials: int | None = None) -> None:
         super().__init__(metric=metric or DEFAULT_METRIC, mode=mode or "min")
         self._metric_given = metric is not None
         if not (is_int(max_planned) and max_planned >= 0):
@@ -136,8 +162,12 @@ class DynamicSamplingSearcher(Searcher):
         if beacon_lr is not None and not (is_number(beacon_lr) and beacon_lr > 0):
             raise ConfigError(f"beacon_lr={beacon_lr!r} is not accepted; use a learning rate "
                               "> 0 or None.")
-        if beacon_sizes is not None and not all(isinstance(b, int) and b >= 1
-                                                for b in beacon_sizes):
+        if base_trials is not None and not (is_int(base_trials) and base_trials >= 1):
+            raise ConfigError(f"base_trials={base_trials!r} is not accepted; use an integer "
+                              ">= 1 or None.")
+        if beacon_sizes is not None and not (
+                isinstance(beacon_sizes, Sequence) and not isinstance(beacon_sizes, str)
+                and all(is_int(b) and b >= 1 for b in beacon_sizes)):
             raise ConfigError(f"beacon_sizes={beacon_sizes!r} is not accepted; use batch sizes "
                               "(integers >= 1) or None.")
         self.beacon_lr = None if beacon_lr is None else float(beacon_lr)
@@ -153,6 +183,16 @@ class DynamicSamplingSearcher(Searcher):
             raise ConfigError(f"base={type(base).__name__} is not accepted; use a list of "
                               "configs, a param space with tune.grid_search values, or a Ray "
                               "Searcher.")
+        if self.base is None:
+            if not self._queue:
+                raise ConfigError("DynamicSamplingSearcher: the base holds no config; give the "
+                                  "grid whose beacons the plans are made from.")
+            _check_configs(self._queue)
+        elif base_trials is None:
+            log.info("DynamicSamplingSearcher: the base %s is asked until it finishes before "
+                     "any plan; pass base_trials=N if it never does (e.g. OptunaSearch)",
+                     type(base).__name__)
+        self.base_trials = base_trials
         self._queue.sort(key=lambda config: not self.is_beacon(config))  # stable: grid order
         self.max_planned = max_planned
         self.min_beacons = min_beacons
@@ -170,7 +210,7 @@ class DynamicSamplingSearcher(Searcher):
         -1 over a base Searcher, whose count it cannot know. Pass it as Tune's
         ``num_samples`` (with -1 Tune's header would show 2⁶³ − 1 trials)."""
         if self.base is not None:
-            return -1
+            return -1 if self.base_trials is None else self.base_trials + self.max_planned
         return len(self._queue) + self.max_planned
 
     def is_beacon(self, config: Mapping[str, Any]) -> bool:
@@ -195,6 +235,11 @@ class DynamicSamplingSearcher(Searcher):
                               "errors, which are minimised: use mode='min'.")
         if self.base is not None:
             return self.base.set_search_properties(metric, mode, config, **spec)
+        if config:  # Ray would run the searcher's grid and pass these keys on unresolved
+            raise ConfigError(f"DynamicSamplingSearcher holds its grid already, so a Tuner "
+                              f"param_space (tune.run config) is not accepted next to it; got "
+                              f"keys {sorted(config)}. Put searched fields into the searcher's "
+                              "grid and fixed ones into make_trainable(**defaults).")
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -221,10 +266,15 @@ class DynamicSamplingSearcher(Searcher):
     # --- beacons ------------------------------------------------------------------------------
     def _beacon(self, trial_id: str) -> dict[str, Any] | None:
         if self.base is not None:
+            if self.base_trials is not None and self._position >= self.base_trials:
+                self._base_done = True
+                return None
             config = self.base.suggest(trial_id)
             if config == Searcher.FINISHED:
                 self._base_done = True
                 return None
+            if config is not None:
+                self._position += 1
         elif self._position < len(self._queue):
             config = _deep_copy(self._queue[self._position])
             self._position += 1
