@@ -296,7 +296,14 @@ class DynamicSamplingSearcher(Searcher):
             return None
         plan = self._next_plan(finished)
         if plan is None:
-            return None if beacons_running else Searcher.FINISHED
+            if beacons_running:
+                return None
+            why = ("every plan they allow was suggested" if self._plans[1] else
+                   "none was possible (see the 'no plan' lines above, if any: a plan needs "
+                   "finished fixed-batch trials at two or more batch sizes of one lr)")
+            log.info("planning ends after %d plan(s), %d trials finished: %s",
+                     len(self._planned), len(finished), why)
+            return Searcher.FINISHED
         config = {**self._template(finished), "strategy": plan.schedule,
                   "batch_size": plan.batch_size, "lr": plan.lr}
         self._planned.append({"schedule": plan.schedule, "lr": plan.lr,
