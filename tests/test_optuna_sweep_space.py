@@ -113,7 +113,8 @@ def test_set_holds_a_searched_field_fixed_as_on_ray(tmp_path, capsys):
     """Before: ``--set batch_size=64`` on a batch grid failed on Optuna ("both searched by
     the space and fixed") while Ray ran it."""
     trials = _sweep(tmp_path, GRID_NUM_SAMPLES, "--set", "batch_size=64")
-    assert "(2 trials: 1 grid configuration × 2 samples; nothing is sampled" in capsys.readouterr().out
+    header = capsys.readouterr().out
+    assert "(2 trials: 1 grid configuration × 2 samples; nothing is sampled" in header
     assert [t.user_attrs["config"]["batch_size"] for t in trials] == [64, 64]
     assert [t.user_attrs.get(REPEAT_ATTR) for t in trials] == [None, 0]
 
