@@ -24,6 +24,10 @@ SMALL_NQM = ["--set", "epochs=4", "--set",
                                                          "--backend optuna; drop it"),
         (["--storage", "sqlite:///s.db", "--study-name", "s"], "--storage, --study-name is for "
                                                                "--backend optuna"),
+        (["--backend", "optuna", "--gpus-per-trial", "1"], "--gpus-per-trial is for --backend "
+         "ray, not --backend optuna; drop it or switch the backend (Optuna trains in this "
+         "process: --set device=cuda for the GPU)"),
+        (["--backend", "optuna", "--cpus-per-trial", "2"], "--cpus-per-trial is for --backend ray"),
         (["--gpus-per-trial", "-1"], "--gpus-per-trial -1.0 is not accepted; use a number >= 0"),
         (["--gpus-per-trial", "nan"], "--gpus-per-trial nan is not accepted"),
         (["--cpus-per-trial", "inf"], "--cpus-per-trial inf is not accepted"),

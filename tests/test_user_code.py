@@ -443,8 +443,9 @@ def test_resuming_a_checkpoint_of_a_changed_model_is_refused(tmp_path, monkeypat
                                                                      "nn.Linear(24,"))
         sys.modules.pop("changing")
         with pytest.raises(ConfigError, match="holds the weights of another model than "
-                                              "model='changing:make_net' builds now"):
+                                              "model='changing:make_net' builds now") as info:
             run_trial(config.replace(epochs=1))
+        assert str(info.value).endswith(" … Use a new checkpoint_dir.")  # cut between words
     finally:
         sys.modules.pop("changing", None)
 

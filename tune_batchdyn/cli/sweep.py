@@ -39,9 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pruner", default=None,
                    help=f"Optuna: {', '.join(PRUNERS)} (default: measure)")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0,
+    p.add_argument("--cpus-per-trial", type=float, default=None,
                    help="Ray: CPUs per trial (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+    p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="Ray: GPUs per trial; fractions share a GPU (0.5: two trials per GPU; "
                         "default: 0)")
     p.add_argument("--storage", default=None,
@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 #: Flags that only one backend reads (attribute, flag): given to the other, they are refused.
 RAY_ONLY = (("scheduler", "--scheduler"), ("address", "--address"),
-            ("storage_path", "--storage-path"), ("name", "--name"))
+            ("storage_path", "--storage-path"), ("name", "--name"),
+            ("cpus_per_trial", "--cpus-per-trial"), ("gpus_per_trial", "--gpus-per-trial"))
 OPTUNA_ONLY = (("pruner", "--pruner"), ("storage", "--storage"), ("study_name", "--study-name"))
 
 
@@ -82,8 +83,12 @@ def check_args(args: argparse.Namespace) -> None:
     given = [flag for attribute, flag in other if getattr(args, attribute) is not None]
     if given:
         backend = "optuna" if args.backend == "ray" else "ray"
+        device = (" (Optuna trains in this process: --set device=cuda for the GPU)"
+                  if "--gpus-per-trial" in given else "")
         raise ConfigError(f"{', '.join(given)} is for --backend {backend}, not "
-                          f"--backend {args.backend}; drop it or switch the backend.")
+                          f"--backend {args.backend}; drop it or switch the backend{device}.")
+    args.cpus_per_trial = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
+    args.gpus_per_trial = 0.0 if args.gpus_per_trial is None else args.gpus_per_trial
     args.scheduler = args.scheduler or "measure"
     args.pruner = args.pruner or "measure"
     check_choice("--scheduler", args.scheduler, SCHEDULERS)

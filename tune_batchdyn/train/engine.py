@@ -313,7 +313,7 @@ class Trial:
             raise ConfigError(
                 f"checkpoint_dir={self.config.checkpoint_dir!r} holds the weights of another "
                 f"model than model={self.config.model!r} builds now (its code changed?): "
-                f"{' '.join(str(err).split())[:300]} Use a new checkpoint_dir.") from err
+                f"{_shortened(str(err))} Use a new checkpoint_dir.") from err
         if rerouted:  # the new strategy starts fresh from the checkpointed weights
             self._switch_strategy(state)
         else:
@@ -336,3 +336,9 @@ class Trial:
         self.first_loss = state["first_loss"]
         self.stepper.micro_batch_size = state["micro_batch_size"]
         return True
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """``text`` on one line, cut at a word before ``limit`` characters with "…" if longer."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
