@@ -183,13 +183,18 @@ class StubPlanner:
                              (5.0, 0.5), 0.1, self.worthwhile, 0.05)
 
 
-def test_reroute_pauses_then_sets_the_schedule_while_paused_and_resumes_it_first():
-    planner = StubPlanner()
+def rerouting_scheduler(planner) -> MeasureScheduler:
+    """A scheduler that may reroute from a quarter of the budget, two trials finished."""
     scheduler = MeasureScheduler(metric="val_error", mode="min", planner=planner,
                                  min_finished=2, reroute_fraction=0.25)
-    runner = controller()
-    finish(scheduler, runner, [0.10, 0.20])
+    finish(scheduler, controller(), [0.10, 0.20])
     fixed_prediction(scheduler, mean=0.2, std=0.1)
+    return scheduler
+
+
+def test_reroute_pauses_then_sets_the_schedule_while_paused_and_resumes_it_first():
+    planner = StubPlanner()
+    scheduler = rerouting_scheduler(planner)
     waiting, trial = make_trial(), make_trial()
     runner = controller([waiting, trial])
     for t in (waiting, trial):
@@ -311,14 +316,11 @@ def test_protected_trials_are_never_stopped_by_prediction_only_by_divergence(ori
 
 def test_a_trial_without_a_checkpoint_every_epoch_is_not_rerouted():
     planner = StubPlanner()
-    scheduler = MeasureScheduler(metric="val_error", mode="min", planner=planner,
-                                 min_finished=2, reroute_fraction=0.25)
-    runner = controller()
-    finish(scheduler, runner, [0.10, 0.20])
-    fixed_prediction(scheduler, mean=0.2, std=0.1)
+    scheduler = rerouting_scheduler(planner)
     trial = make_trial()
     trial.config["checkpoint_every"] = 2  # a reroute at epoch 3 would restart from scratch
-    scheduler.on_trial_add(controller([trial]), trial)
+    runner = controller([trial])
+    scheduler.on_trial_add(runner, trial)
     assert [scheduler.on_trial_result(runner, trial, result(e, 0.4)) for e in (1, 2, 3)] == [
         CONTINUE] * 3
     assert planner.calls == 0
