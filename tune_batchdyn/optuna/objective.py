@@ -38,7 +38,6 @@ Example (NQM trials take milliseconds)::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -55,7 +54,7 @@ from tune_batchdyn.optuna.reroute import plan_overrides
 from tune_batchdyn.optuna.sampling import SpaceLike, TrialSpace, as_trial_space, suggest_config
 from tune_batchdyn.records import CONFIG_ATTR, REPEAT_ATTR, records_from_optuna
 from tune_batchdyn.train import TrialConfig, run_trial
-from tune_batchdyn.train.config import RUN_ONLY_FIELDS
+from tune_batchdyn.train.config import RUN_ONLY_FIELDS, config_fields
 from tune_batchdyn.train.engine import check_user_code
 
 log = logging.getLogger("tune_batchdyn.optuna")
@@ -114,7 +113,7 @@ def _objective(space: SpaceLike, metric: str, diverged_error: float, skip_duplic
     if isinstance(diverged_error, bool) or not isinstance(diverged_error, (int, float)) \
             or not math.isfinite(diverged_error):
         raise ConfigError(f"diverged_error must be a finite number, but got {diverged_error=}.")
-    known = {f.name for f in dataclasses.fields(TrialConfig)}
+    known = set(config_fields())
     unknown = sorted(set(defaults) - known)
     if unknown:
         raise ConfigError(f"unknown TrialConfig field(s) {unknown} in the defaults; accepted "

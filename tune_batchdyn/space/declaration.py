@@ -21,7 +21,6 @@ load time with ``TrialConfig``'s own message, prefixed by the file name.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Mapping
@@ -175,9 +174,9 @@ def read_space(space: str | Path) -> Space:
 
 
 def _config_fields() -> list[str]:
-    from tune_batchdyn.train.config import TrialConfig
+    from tune_batchdyn.train.config import config_fields
 
-    return [f.name for f in dataclasses.fields(TrialConfig)]
+    return config_fields()
 
 
 def _check_trial_configs(source: str, fixed: Mapping[str, Any],

@@ -161,6 +161,11 @@ class TrialConfig:
         return dataclasses.replace(self, **changes)
 
 
+
+def config_fields() -> list[str]:
+    """The names of ``TrialConfig``'s fields, in declaration order: the keys a config takes."""
+    return [f.name for f in dataclasses.fields(TrialConfig)]
+
 def _check_name(field: str, value: Any, builtins: tuple[str, ...], form: str,
                 *example_args: Any, **example_kwargs: Any) -> None:
     """A built-in name, or a user's function by import path, imported and its signature

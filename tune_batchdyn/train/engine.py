@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any
@@ -313,7 +314,8 @@ class Trial:
             raise ConfigError(
                 f"checkpoint_dir={self.config.checkpoint_dir!r} holds the weights of another "
                 f"model than model={self.config.model!r} builds now (its code changed?): "
-                f"{_shortened(str(err))} Use a new checkpoint_dir.") from err
+                f"{textwrap.shorten(str(err), 300, placeholder=' …')} Use a new "
+                "checkpoint_dir.") from err
         if rerouted:  # the new strategy starts fresh from the checkpointed weights
             self._switch_strategy(state)
         else:
@@ -336,9 +338,3 @@ class Trial:
         self.first_loss = state["first_loss"]
         self.stepper.micro_batch_size = state["micro_batch_size"]
         return True
-
-
-def _shortened(text: str, limit: int = 300) -> str:
-    """``text`` on one line, cut at a word before ``limit`` characters with "…" if longer."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"

@@ -27,7 +27,6 @@ Give the same history to ``MeasureScheduler(history=searcher.history)``.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
@@ -106,9 +105,9 @@ def _check_configs(configs: Sequence[Mapping[str, Any]]) -> None:
     """Refuse a base config with a key that is no ``TrialConfig`` field, or a batch size, lr or
     strategy ``TrialConfig`` refuses, naming it (the other fields may need the trainable's
     defaults, so they are checked when a trial starts)."""
-    from tune_batchdyn.train.config import TrialConfig
+    from tune_batchdyn.train.config import TrialConfig, config_fields
 
-    fields = [f.name for f in dataclasses.fields(TrialConfig)]
+    fields = config_fields()
     for index, config in enumerate(configs):
         unknown = sorted(set(config) - set(fields))
         if unknown:
