@@ -89,14 +89,54 @@ def test_near_ties_go_to_fewer_updates():
     assert plan.schedule == "fixed" and plan.batch_size == 32 and plan.iterations == 4
 
 
-def test_other_lr_scales_lk_increments():
+def test_an_lr_beyond_the_beacons_scales_the_nearest_lrs_lk_increments():
     beacons = pd.concat([_toy_beacons(0.1), _toy_beacons(0.4)], ignore_index=True)
     with pytest.raises(ConfigError, match="learning rates"):
         plan_schedule(beacons, (5.0, 1.1), candidates=[[16, 32]])
-    plan = plan_schedule(beacons, (5.0, 1.1), lr=0.15, candidates=[[16, 32]])
-    assert plan.beacon_lr == 0.1 and plan.lr == 0.15  # nearest in log scale
-    np.testing.assert_allclose(plan.end, (5.0, 1.2 * 1.5))  # LK x lr / beacon lr, C̄K as is
-    assert plan.path["lr"].tolist() == [0.15, 0.015]  # milestone 0.5 of 2 epochs: epoch 1
+    plan = plan_schedule(beacons, (5.0, 1.1), lr=0.05, candidates=[[16, 32]])
+    assert plan.beacon_lrs == (0.1,) and plan.lr == 0.05  # nearest in log scale
+    np.testing.assert_allclose(plan.end, (5.0, 1.2 * 0.5))  # LK x lr / beacon lr, C̄K as is
+    assert plan.path["lr"].tolist() == [0.05, 0.005]  # milestone 0.5 of 2 epochs: epoch 1
+
+
+def test_an_lr_between_beacons_interpolates_them_in_log_scale():
+    low = _toy_beacons(0.1)
+    high = _toy_beacons(0.4).assign(ck_bar=lambda t: 4 * t["ck_bar"], lk=lambda t: 9 * t["lk"])
+    beacons = pd.concat([low, high], ignore_index=True)
+    at_low = plan_schedule(low, (5.0, 1.1), candidates=[[16, 32]])
+    plan = plan_schedule(beacons, (5.0, 1.1), lr=0.2, candidates=[[16, 32]])
+    # 0.2 is halfway between 0.1 and 0.4 in ln lr: C̄K x sqrt(4), LK x sqrt(9) every epoch
+    assert plan.beacon_lrs == (0.1, 0.4)
+    np.testing.assert_allclose(plan.end, (2 * at_low.end[0], 3 * at_low.end[1]))
+    own = plan_schedule(beacons, (5.0, 1.1), lr=0.4, candidates=[[16, 32]])
+    assert own.beacon_lrs == (0.4,)
+    np.testing.assert_allclose(own.end, (4 * at_low.end[0], 9 * at_low.end[1]))
+
+
+def test_each_batch_size_reads_its_own_beacon_where_the_lr_has_one():
+    beacons = pd.concat([_toy_beacons(0.1),
+                         _beacon(16, [4, 8], [12.0, 16.0], [4.0, 6.0], lr=0.4)],
+                        ignore_index=True)
+    plan = plan_schedule(beacons, (5.0, 1.1), lr=0.4, candidates=[[16, 32]])
+    # batch 16 is 0.4's own beacon; batch 32 has one at 0.1 only: LK x 4
+    assert plan.beacon_lrs == (0.1, 0.4)
+    np.testing.assert_allclose(plan.path["lk"], [4.0, 4.0 + 4 * 0.2])
+
+
+def test_a_running_trial_continues_from_its_measured_position_by_hand():
+    # one epoch at batch 16 measured: 4 iterations (M = 2), C̄K 6 (c-sum 12), LK 2
+    start = _beacon(16, [4], [6.0], [2.0])
+    plan = plan_schedule(_toy_beacons(), (5.0, 1.1), start=start,
+                         candidates=[[16, 16], [16, 32], [32, 32]])
+    ends = plan.candidates.set_index("schedule")
+    assert sorted(ends.index) == ["[16,32]", "fixed"]  # [32,32] does not begin with its 16
+    # [16,16]: beacon 16's epoch 2 adds 2 measurements, c-sum 16 - 6, LK 0.5
+    assert ends.loc["fixed", ["ck_bar", "lk"]].tolist() == pytest.approx([(12 + 10) / 4, 2.5])
+    # [16,32]: beacon 32's epoch 2 (mean c 9) adds 1 measurement and LK 0.2
+    assert ends.loc["[16,32]", ["ck_bar", "lk"]].tolist() == pytest.approx([(12 + 9) / 3, 2.2])
+    assert plan.path["lk"].iloc[0] == 2.0
+    with pytest.raises(ConfigError, match="measures over its 1 epochs are not all finite"):
+        plan_schedule(_toy_beacons(), (5.0, 1.1), start=start.assign(ck_bar=np.nan))
 
 
 def test_a_trial_that_collapsed_to_chance_is_no_beacon():

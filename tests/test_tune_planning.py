@@ -1,6 +1,5 @@
 """Planner: the region, spawn plans and reroute options it builds on predict.plan_schedule."""
 
-import math
 
 import numpy as np
 import pytest
@@ -38,9 +37,9 @@ def test_reroute_keeps_the_epochs_done_and_places_the_current_course_like_plan_s
     # every course starts with the epochs already trained
     assert option.schedule == "fixed" or option.schedule.startswith(
         "[" + ",".join(map(str, done)))
-    # the current course, planned alone, lands where the option says it does
+    # the current course, planned alone from the trial's position, lands where the option says
     alone = plan_schedule(finished, region, lr=config["lr"],
-                          candidates=[[config["batch_size"]] * EPOCHS])
+                          candidates=[[config["batch_size"]] * EPOCHS], start=rows)
     assert option.current_point == pytest.approx(alone.point)
     assert option.current_in_region == region.contains(alone.point)
     assert option.planned_in_region == region.contains(option.planned_point)
@@ -68,27 +67,28 @@ def test_a_course_without_beacons_cannot_be_placed(records):
     rows, config = running(records, records["trial_id"].unique()[4], 3)
     same_size = records[records["config/batch_size"] == config["batch_size"]]["trial_id"]
     finished = records[~records["trial_id"].isin(set(same_size))]
-    message = rf"no beacon lr holds the batch sizes \[{config['batch_size']}\]"
+    message = rf"no beacon holds the batch sizes \[{config['batch_size']}\]"
     with pytest.raises(ConfigError, match=message):
         planner.reroute(finished, planner.region(finished, "val_error"), rows, config)
 
 
-def test_a_trial_whose_lr_has_only_its_own_beacon_is_rerouted_on_the_nearest_full_lr(records):
+def test_a_trial_whose_lr_has_only_its_own_beacon_reads_the_others_from_the_lrs_around(
+        records):
     planner = Planner()
     trial_id = records["trial_id"].unique()[4]
     rows, config = running(records, trial_id, 3)
     lr, size = config["lr"], config["batch_size"]
     alone = records[(records["config/lr"] == lr) & (records["config/batch_size"] != size)]
     finished = records[~records["trial_id"].isin(set(alone["trial_id"]) | {trial_id})]
-    lrs = sorted(set(finished["config/lr"]))
-    nearest = min((rate for rate in lrs if rate != lr), key=lambda rate: abs(math.log(rate / lr)))
     region = planner.region(finished, "val_error")
     option = planner.reroute(finished, region, rows, config)
-    # both courses are composed from the nearest lr's beacons, LK scaled to the trial's lr
-    there = finished[finished["config/lr"] == nearest]
-    current = plan_schedule(there, region, lr=lr, candidates=[[size] * EPOCHS])
+    # the current course reads the trial's own lr; a switch reads other sizes from around it
+    current = plan_schedule(finished, region, lr=lr, candidates=[[size] * EPOCHS], start=rows)
+    assert current.beacon_lrs == (lr,)
     assert option.current_point == pytest.approx(current.point)
-    assert nearest != lr and option.planned_distance <= option.current_distance + 0.05
+    if option.schedule != "fixed":
+        assert option.beacon_lrs != f"{lr:g}" and f"{lr:g}" in option.beacon_lrs.split("/")
+    assert option.planned_distance <= option.current_distance + 0.05
 
 
 def test_region_and_plans_need_the_plane(records):

@@ -19,6 +19,16 @@ runs at batch b(e) with the beacon of b(e) over the same epochs (same lr phase),
   beacon's mean c_k over the same epochs (its running mean C̄K_b(e) when it took no measurement
   there), and M_plan counts the plan's own measurements from its cumulative iterations. A one-
   stage plan reproduces its beacon exactly.
+
+Other learning rates (``beacons_at``): a plan at an lr where a batch size has no beacon reads
+that size's beacons at the nearest lrs below and above, interpolated per epoch in log scale
+(ln C̄K and ln LK linear in ln lr); beyond the lrs it has, the nearest one's, with LK scaled by
+the lr ratio (l_k is proportional to the lr) and C̄K as it is. On the recorded grids, leaving
+each lr out, interpolation halves the error of the nearest lr's end point (``benchmarks/
+borrowed_beacons.py``).
+
+A running trial (``continue_from``): its epochs so far are measured, so a course from there
+adds the composed increments of the later epochs to its own position, not to a composed one.
 """
 
 from __future__ import annotations
@@ -74,10 +84,71 @@ class BeaconSet:
         """The beacons at learning rate ``lr``, by batch size."""
         return {b: beacon for (rate, b), beacon in self.beacons.items() if rate == lr}
 
-    def only_lr(self, lr: float) -> BeaconSet:
-        """The beacons at one learning rate (to make a planner compose from them)."""
-        return BeaconSet({key: beacon for key, beacon in self.beacons.items() if key[0] == lr},
-                         self.epochs, self.measure_every)
+
+def beacons_at(beacon_set: BeaconSet, lr: float) -> tuple[dict[int, Beacon],
+                                                          dict[int, tuple[float, ...]]]:
+    """Every batch size's beacon for a plan at ``lr`` (see the module docstring), and the lrs
+    each was read from: ``(lr,)`` where it has its own, two when interpolated, one when borrowed
+    from the nearest."""
+    beacons, sources = {}, {}
+    for size in sorted({b for _, b in beacon_set.beacons}):
+        rates = sorted(rate for rate, b in beacon_set.beacons if b == size)
+        own = [rate for rate in rates if math.isclose(rate, lr, rel_tol=1e-9)]
+        below = [rate for rate in rates if rate < lr and not own]
+        above = [rate for rate in rates if rate > lr and not own]
+        if own:
+            sources[size] = (own[0],)
+        elif below and above:
+            sources[size] = (below[-1], above[0])
+        else:
+            sources[size] = (nearest_lr(rates, lr),)
+        beacons[size] = _beacon_at([beacon_set.beacons[(rate, size)] for rate in sources[size]],
+                                   lr)
+    return beacons, sources
+
+
+def _beacon_at(read: list[Beacon], lr: float) -> Beacon:
+    """One beacon as it would be at ``lr``: its own, interpolated between two (log scale), or
+    the nearest with LK scaled by the lr ratio."""
+    first = read[0]
+    if len(read) == 1:
+        return Beacon(lr, first.batch_size, first.iterations, first.samples, first.ck_bar,
+                      first.lk * (lr / first.lr), first.n_trials)
+    low, high = read
+    weight = math.log(lr / low.lr) / math.log(high.lr / low.lr)
+
+    def between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            logs = (1 - weight) * np.log(a) + weight * np.log(b)
+        return np.where((a > 0) & (b > 0), np.exp(logs), 0.0)  # index 0: both zero
+
+    return Beacon(lr, first.batch_size, low.iterations, low.samples,
+                  between(low.ck_bar, high.ck_bar), between(low.lk, high.lk),
+                  low.n_trials + high.n_trials)
+
+
+def continue_from(path: dict[str, np.ndarray], rows: pd.DataFrame,
+                  measure_every: int) -> dict[str, np.ndarray]:
+    """``path`` (from ``compose``) continued from a running trial's measured position: epochs
+    1..k are its ``rows`` (``iterations, samples_seen, ck_bar, lk``, one per epoch); each later
+    epoch adds the path's increment to them (C̄K through the running sum of c_k)."""
+    k = len(rows)
+    measured = {"iterations": rows["iterations"], "samples": rows["samples_seen"],
+                "ck_bar": rows["ck_bar"], "lk": rows["lk"]}
+    measured = {name: values.to_numpy(dtype=float) for name, values in measured.items()}
+    if not all(np.isfinite(values).all() for values in measured.values()):
+        raise ConfigError(f"the trial's measures over its {k} epochs are not all finite; its "
+                          "position in the plane is unknown.")
+    measured["measurements"] = np.ceil(measured["iterations"] / measure_every)
+    with np.errstate(invalid="ignore"):
+        c_sum = np.nan_to_num(path["ck_bar"] * path["measurements"])
+    out = {}
+    for name in ("iterations", "samples", "measurements", "lk"):
+        later = measured[name][-1] + path[name][k + 1:] - path[name][k]
+        out[name] = np.r_[0.0, measured[name], later]
+    later_c = measured["ck_bar"][-1] * measured["measurements"][-1] + c_sum[k + 1:] - c_sum[k]
+    out["ck_bar"] = np.r_[math.nan, measured["ck_bar"], later_c / out["measurements"][k + 1:]]
+    return out
 
 
 def nearest_lr(rates: Iterable[float], lr: float) -> float:

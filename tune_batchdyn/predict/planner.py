@@ -7,10 +7,12 @@ Candidates within ``tie_tolerance`` (log units) of the nearest are near-ties, an
 one with the fewest parameter updates wins (the seed's reason for dynamic sampling: larger
 batches train faster).
 
-Learning rates: the beacons at the planned ``lr`` are used. When no beacon has that lr, the
-beacons at the nearest lr (in log scale) are used with their LK increments scaled by
-lr / beacon lr (l_k is proportional to the lr) and C̄K unchanged (the seed, §4.3: C̄K is not
-affected by the learning rate); ``SchedulePlan.beacon_lr`` says which were used.
+Learning rates: each batch size's beacon at the planned ``lr``; where it has none there, read
+from the lrs around it (``predict.beacons.beacons_at``: interpolated in log scale, or the
+nearest with LK scaled); ``SchedulePlan.beacon_lrs`` says which lrs the chosen schedule read.
+
+A running trial (``start``, its rows so far): every candidate begins with the batch sizes it
+ran, and its path continues from the trial's measured position (``continue_from``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ import numpy as np
 import pandas as pd
 
 from tune_batchdyn.errors import ConfigError
-from tune_batchdyn.predict.beacons import BeaconSet, beacons_from_records, compose, nearest_lr
+from tune_batchdyn.predict.beacons import (
+    BeaconSet,
+    beacons_at,
+    beacons_from_records,
+    compose,
+    continue_from,
+)
 from tune_batchdyn.predict.region import OptimumRegion
 from tune_batchdyn.predict.schedules import (
     LR_DECAY_FACTOR,
@@ -44,7 +52,9 @@ class SchedulePlan:
     """The chosen schedule and what the beacons predict for it.
 
     ``schedule``: a strategy spec (``"s32-to-128"``, ``"s16-to-64-MS"``, ``"[16,32,64]"``,
-    ``"fixed"``), run with ``batch_size`` (its first stage) and ``lr``. ``batch_sizes``: per epoch.
+    ``"fixed"``), run with ``batch_size`` (its first stage) and ``lr``. ``beacon_lrs``: the lrs
+    whose beacons its batch sizes were read from (``(lr,)`` when all are its own; others mean
+    borrowed estimates, see the module docstring). ``batch_sizes``: per epoch.
     ``path``: per-epoch predicted ``epoch, budget_fraction, batch_size, iterations,
     samples_seen, ck_bar, lk``. ``end``: (C̄K, LK) at the last epoch; ``point``: at the region's
     fraction (the end for a region at fraction 1), ``distance`` from the centre there (log
@@ -56,7 +66,7 @@ class SchedulePlan:
     schedule: str
     batch_size: int
     lr: float
-    beacon_lr: float
+    beacon_lrs: tuple[float, ...]
     batch_sizes: tuple[int, ...]
     path: pd.DataFrame
     end: tuple[float, float]
@@ -74,7 +84,8 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
                   candidates: Iterable[str | Sequence[int]] | None = None,
                   lr_milestones: Sequence[float] = LR_MILESTONES,
                   lr_decay_factor: float = LR_DECAY_FACTOR, measure_every: int | None = None,
-                  tie_tolerance: float = 0.05, predictor: object | None = None) -> SchedulePlan:
+                  tie_tolerance: float = 0.05, predictor: object | None = None,
+                  start: pd.DataFrame | None = None) -> SchedulePlan:
     """Choose the schedule whose predicted path ends nearest the region's centre.
 
     ``beacons``: a records table (or file) whose fixed-batch trials serve as beacons (others are
@@ -84,10 +95,13 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
     ``lr_milestones`` / ``lr_decay_factor``: the planned trial's lr decay (for ``-MS`` phases and
     the path's lr). ``predictor``: a fitted ``FinalErrorPredictor`` (fed the predicted path,
     other measures unknown) for ``predicted_error``; default the region's k-nearest average.
+    ``start``: a running trial's records so far (one row per epoch), where every candidate
+    continues from; candidates that do not begin with its batch sizes are skipped.
     """
     beacon_set = _beacon_set(beacons, measure_every)
-    lr, beacon_lr = _choose_lr(beacon_set, lr)
-    by_size = beacon_set.at_lr(beacon_lr)
+    lr = _choose_lr(beacon_set, lr)
+    by_size, sources = beacons_at(beacon_set, lr)
+    ran = [] if start is None else [int(b) for b in start.sort_values("epoch")["batch_size"]]
     centre, fraction = _target(region)
     schedules = ([parse_schedule(c) for c in candidates] if candidates is not None
                  else schedule_family(sorted(by_size)))
@@ -96,11 +110,13 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
     rows, paths, realised = [], {}, set()
     for schedule in schedules:
         sizes = epoch_batch_sizes(schedule, beacon_set.epochs, lr_milestones)
-        if not set(int(b) for b in sizes) <= set(by_size) or _same_run(schedule, sizes,
-                                                                      realised):
+        if (not set(int(b) for b in sizes) <= set(by_size) or _same_run(schedule, sizes, realised)
+                or [int(b) for b in sizes[:len(ran)]] != ran):
             continue
         realised.add(tuple(int(b) for b in sizes))
-        path = compose(by_size, sizes, beacon_set.measure_every, lr / beacon_lr)
+        path = compose(by_size, sizes, beacon_set.measure_every)
+        if start is not None:
+            path = continue_from(path, start.sort_values("epoch"), beacon_set.measure_every)
         point = _point_at(path, fraction)
         key = (schedule.spec, int(sizes[0]))
         paths[key] = (schedule, sizes, path, point)
@@ -109,8 +125,9 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
                      "distance": float(np.hypot(point[0] - centre[0], point[1] - centre[1])),
                      "iterations": int(round(path["iterations"][-1]))})
     if not rows:
-        raise ConfigError(f"no candidate schedule uses only beacon batch sizes {sorted(by_size)} "
-                          f"at lr={beacon_lr}; add beacons or pass candidates over those sizes.")
+        begins = f" and begins with the trial's {ran}" if ran else ""
+        raise ConfigError(f"no candidate schedule uses only beacon batch sizes {sorted(by_size)}"
+                          f"{begins}; add beacons or pass candidates over those sizes.")
     table = pd.DataFrame(rows).sort_values(["distance", "iterations"], ignore_index=True)
     near = table[table["distance"] <= table["distance"].min() + tie_tolerance]
     chosen = near.sort_values(["iterations", "distance"]).iloc[0]
@@ -118,7 +135,8 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
     frame = _path_frame(path, sizes, lr, beacon_set.epochs, lr_milestones, lr_decay_factor)
     mean, std, mode = _predicted_error(frame, point, region, predictor, lr)
     return SchedulePlan(
-        schedule=schedule.spec, batch_size=int(sizes[0]), lr=lr, beacon_lr=beacon_lr,
+        schedule=schedule.spec, batch_size=int(sizes[0]), lr=lr,
+        beacon_lrs=tuple(sorted({rate for b in set(sizes) for rate in sources[int(b)]})),
         batch_sizes=tuple(int(b) for b in sizes), path=frame,
         end=(float(path["ck_bar"][-1]), float(path["lk"][-1])),
         point=(math.exp(point[0]), math.exp(point[1])), distance=float(chosen["distance"]),
@@ -146,16 +164,16 @@ def _beacon_set(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
     return beacons_from_records(beacons, measure_every)
 
 
-def _choose_lr(beacon_set: BeaconSet, lr: float | None) -> tuple[float, float]:
+def _choose_lr(beacon_set: BeaconSet, lr: float | None) -> float:
     lrs = beacon_set.lrs
     if lr is None:
         if len(lrs) > 1:
             raise ConfigError(f"beacons have learning rates {lrs}; pass lr=<the planned trial's "
                               "base lr>.")
-        return lrs[0], lrs[0]
-    if not (isinstance(lr, (int, float)) and lr > 0):
+        return lrs[0]
+    if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
         raise ConfigError(f"lr={lr!r} is not accepted; use a positive number.")
-    return float(lr), nearest_lr(lrs, lr)
+    return float(lr)
 
 
 def _target(region: OptimumRegion | tuple[float, float]) -> tuple[tuple[float, float], float]:

@@ -14,8 +14,9 @@ A thin layer over ``tune_batchdyn.predict`` that the searcher (spawning) and the
   b_1..b_k, every candidate is that prefix followed by epochs k+1..E of a family schedule (what
   the engine runs when the trial resumes under the new spec), written as a per-epoch stage list
   (``[b_1,...,b_E]``, one stage per epoch). The trial's current course is one of them; the
-  option says where each ends in the plane. The courses compose the beacons of the lr nearest
-  the trial's that holds its batch sizes and another (``reroute_beacon_lr``).
+  option says where each ends in the plane. Each course continues from the trial's measured
+  position at epoch k with the beacons' increments at its lr (borrowed from the lrs around it
+  where its own lr has no beacon at a batch size: ``predict.beacons.beacons_at``).
 
 Beacons are the finished fixed-batch trials with the planned trial's epoch count. The planned
 trial's lr recipe (``lr_milestones``, ``lr_decay_factor``) and ``measure_every`` are read from
@@ -38,7 +39,6 @@ import pandas as pd
 
 from tune_batchdyn.errors import ConfigError, is_number
 from tune_batchdyn.predict import (
-    BeaconSet,
     OptimumRegion,
     Schedule,
     SchedulePlan,
@@ -67,21 +67,22 @@ class RerouteOption:
     planned_distance: float
     planned_in_region: bool
     predicted_error: float
-    #: the lr of the beacons both courses were composed from; another than the trial's own
-    #: means both end points are estimates borrowed from that lr (LK scaled, C̄K as it is)
-    beacon_lr: float = math.nan
+    #: the lrs whose beacons the planned course read ("0.025/0.1"); others than the trial's
+    #: own mean its later epochs are estimates borrowed from them
+    beacon_lrs: str = ""
 
     @property
     def worthwhile(self) -> bool:
         """Off course now, on course after the switch."""
         return not self.current_in_region and self.planned_in_region
 
-    def numbers(self) -> dict[str, float]:
+    def numbers(self) -> dict[str, float | str]:
+        """What the decision row records: both end points, the error, ``beacon_lrs``."""
         return {"current_ck": self.current_point[0], "current_lk": self.current_point[1],
                 "current_distance": self.current_distance,
                 "planned_ck": self.planned_point[0], "planned_lk": self.planned_point[1],
                 "planned_distance": self.planned_distance,
-                "planned_error": self.predicted_error, "beacon_lr": self.beacon_lr}
+                "planned_error": self.predicted_error, "beacon_lrs": self.beacon_lrs}
 
 
 class Planner:
@@ -143,17 +144,20 @@ class Planner:
         lr = _base_lr(rows, config)
         done = [int(b) for b in rows.sort_values("epoch")["batch_size"]]
         current = done + current_course(config, epochs, milestones)[len(done):]
-        nearest = reroute_beacon_lr(beacons, lr, current)
-        beacons = beacons.only_lr(nearest)
+        sizes = sorted({b for _, b in beacons.beacons})
         family = ([parse_schedule(c) for c in self.candidates] if self.candidates is not None
-                  else schedule_family(sorted(beacons.at_lr(nearest))))
+                  else schedule_family(sizes))
         courses = {tuple(current)}
         courses |= {tuple(done) + tuple(int(b) for b in epoch_batch_sizes(s, epochs, milestones)
                                          [len(done):]) for s in family}
+        missing = sorted(set(current) - set(sizes))
+        if missing:
+            raise ConfigError(f"no beacon holds the batch sizes {missing} of the trial's course "
+                              f"(beacons: {sorted(beacons.beacons)}); it cannot be placed.")
         plan = plan_schedule(beacons, region, lr=lr,
                              candidates=[list(c) for c in sorted(courses)],
                              lr_milestones=milestones, lr_decay_factor=decay,
-                             tie_tolerance=self.tie_tolerance)
+                             tie_tolerance=self.tie_tolerance, start=rows)
         now = _candidate_row(plan.candidates, current)
         current_point = (float(now["ck_bar"]), float(now["lk"]))
         return RerouteOption(
@@ -162,7 +166,8 @@ class Planner:
             current_in_region=region.contains(current_point),
             planned_point=plan.point, planned_distance=plan.distance,
             planned_in_region=region.contains(plan.point),
-            predicted_error=plan.predicted_error, beacon_lr=float(nearest))
+            predicted_error=plan.predicted_error,
+            beacon_lrs=lrs_text(plan.beacon_lrs))
 
 
 def _check_planner_settings(region_fraction: Any, region_k: Any, region_tolerance: Any,
@@ -194,21 +199,9 @@ def _check_planner_settings(region_fraction: Any, region_k: Any, region_toleranc
 
 
 
-def reroute_beacon_lr(beacons: BeaconSet, lr: float, course: Sequence[int]) -> float:
-    """The beacon lr nearest ``lr`` (in ln lr) whose beacons hold every batch size of the
-    trial's current ``course`` and at least one more to switch to.
-
-    Early in a sweep the trial's own lr often has a beacon at its batch size only (its
-    neighbours on the grid are still running or were stopped); the plan then composes from a
-    neighbouring lr's beacons with LK scaled by the lr ratio, as ``plan_schedule`` does."""
-    needed = set(int(b) for b in course)
-    usable = [rate for rate in beacons.lrs
-              if needed <= set(beacons.at_lr(rate)) and len(beacons.at_lr(rate)) > len(needed)]
-    if not usable:
-        raise ConfigError(f"no beacon lr holds the batch sizes {sorted(needed)} of the trial's "
-                          f"course and another to switch to (beacons: "
-                          f"{sorted(beacons.beacons)}); a reroute needs both.")
-    return nearest_lr(usable, lr)
+def lrs_text(rates: Sequence[float]) -> str:
+    """The lrs a plan read, for a decision row: ``"0.025/0.1"``."""
+    return "/".join(f"{rate:g}" for rate in rates)
 
 
 def beacon_table(finished: pd.DataFrame) -> pd.DataFrame:
