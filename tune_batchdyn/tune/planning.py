@@ -42,6 +42,7 @@ from tune_batchdyn.predict import (
     OptimumRegion,
     Schedule,
     SchedulePlan,
+    beacons_at,
     beacons_from_records,
     epoch_batch_sizes,
     informative_k,
@@ -67,8 +68,8 @@ class RerouteOption:
     planned_distance: float
     planned_in_region: bool
     predicted_error: float
-    #: the lrs whose beacons the planned course read ("0.025/0.1"); others than the trial's
-    #: own mean its later epochs are estimates borrowed from them
+    #: the lrs whose beacons either course read ("0.025/0.1"); others than the trial's own
+    #: mean its later epochs are estimates borrowed from them
     beacon_lrs: str = ""
 
     @property
@@ -144,7 +145,8 @@ class Planner:
         lr = _base_lr(rows, config)
         done = [int(b) for b in rows.sort_values("epoch")["batch_size"]]
         current = done + current_course(config, epochs, milestones)[len(done):]
-        sizes = sorted({b for _, b in beacons.beacons})
+        sources = beacons_at(beacons, lr)[1]
+        sizes = sorted(sources)
         family = ([parse_schedule(c) for c in self.candidates] if self.candidates is not None
                   else schedule_family(sizes))
         courses = {tuple(current)}
@@ -167,7 +169,8 @@ class Planner:
             planned_point=plan.point, planned_distance=plan.distance,
             planned_in_region=region.contains(plan.point),
             predicted_error=plan.predicted_error,
-            beacon_lrs=lrs_text(plan.beacon_lrs))
+            beacon_lrs=lrs_text(sorted({rate for b in {*current, *plan.batch_sizes}
+                                        for rate in sources[b]})))
 
 
 def _check_planner_settings(region_fraction: Any, region_k: Any, region_tolerance: Any,
