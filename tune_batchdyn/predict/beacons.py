@@ -94,8 +94,8 @@ def beacons_at(beacon_set: BeaconSet, lr: float) -> tuple[dict[int, Beacon],
     for size in sorted({b for _, b in beacon_set.beacons}):
         rates = sorted(rate for rate, b in beacon_set.beacons if b == size)
         own = [rate for rate in rates if math.isclose(rate, lr, rel_tol=1e-9)]
-        below = [rate for rate in rates if rate < lr and not own]
-        above = [rate for rate in rates if rate > lr and not own]
+        below = [rate for rate in rates if rate < lr]
+        above = [rate for rate in rates if rate > lr]
         if own:
             sources[size] = (own[0],)
         elif below and above:
