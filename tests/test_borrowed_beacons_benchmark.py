@@ -29,8 +29,13 @@ def test_interpolation_is_exact_on_log_linear_laws_and_nearest_is_not(monkeypatc
     grid = pd.concat([_fixed_trial(lr, b) for lr in (0.1, 0.2, 0.4) for b in (16, 32)],
                      ignore_index=True)
     table = borrowed.end_errors(grid, epochs_done=2)
-    assert set(table["lr"]) == {0.2} and len(table) == 2 * len(borrowed.RULES)
+    rules = table.groupby("lr")["rule"].agg(set)
+    assert rules[0.2] == set(borrowed.RULES)  # the interior lr
+    assert rules[0.1] == rules[0.4] == set(borrowed.EDGE_RULES)
     errors = table.groupby("rule")[["dlog_ck", "dlog_lk"]].max()
+    # past the edge: C̄K off by 2² again (0.2 is the nearest lr of both edges), LK scaled exactly
+    assert errors.loc["past the edge", "dlog_ck"] == pytest.approx(2 * math.log(2))
+    assert errors.loc["past the edge", "dlog_lk"] == pytest.approx(0.0, abs=1e-9)
     for rule in ("interpolated", "interpolated from epoch K"):
         assert errors.loc[rule].tolist() == pytest.approx([0.0, 0.0], abs=1e-9)
     # the nearest lr is half or twice 0.2: C̄K off by 2², LK exact once scaled by the lr ratio

@@ -74,7 +74,8 @@ def test_enqueues_the_planners_choice(beacons):
     assert trial.user_attrs[PLAN_KEY_ATTR] == trial.user_attrs[KEY_ATTR] == plan_key(expected)
     assert trial.system_attrs["fixed_params"] == expected
     assert math.isfinite(trial.user_attrs["reroute/predicted_error"])
-    assert trial.user_attrs["reroute/beacon_lrs"] == [expected["lr"]]  # its own lr's beacons
+    lr = f"{expected['lr']:g}"  # every size read at the plan's own lr
+    assert all(read.endswith(f"@{lr}") for read in trial.user_attrs["reroute/reads"].split())
     assert decisions_line(study) == ("decisions: pruned=0 enqueued=1 (1 waiting: run "
                                      "study.optimize again to train it)")
     study.optimize(lambda t: 0.5, n_trials=1)  # the plan's trial ran

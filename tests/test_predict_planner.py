@@ -94,7 +94,7 @@ def test_an_lr_beyond_the_beacons_scales_the_nearest_lrs_lk_increments():
     with pytest.raises(ConfigError, match="learning rates"):
         plan_schedule(beacons, (5.0, 1.1), candidates=[[16, 32]])
     plan = plan_schedule(beacons, (5.0, 1.1), lr=0.05, candidates=[[16, 32]])
-    assert plan.beacon_lrs == (0.1,) and plan.lr == 0.05  # nearest in log scale
+    assert plan.reads == "16@0.1 32@0.1" and plan.lr == 0.05  # nearest in log scale
     np.testing.assert_allclose(plan.end, (5.0, 1.2 * 0.5))  # LK x lr / beacon lr, C̄K as is
     assert plan.path["lr"].tolist() == [0.05, 0.005]  # milestone 0.5 of 2 epochs: epoch 1
 
@@ -106,10 +106,10 @@ def test_an_lr_between_beacons_interpolates_them_in_log_scale():
     at_low = plan_schedule(low, (5.0, 1.1), candidates=[[16, 32]])
     plan = plan_schedule(beacons, (5.0, 1.1), lr=0.2, candidates=[[16, 32]])
     # 0.2 is halfway between 0.1 and 0.4 in ln lr: C̄K x sqrt(4), LK x sqrt(9) every epoch
-    assert plan.beacon_lrs == (0.1, 0.4)
+    assert plan.reads == "16@0.1~0.4 32@0.1~0.4"
     np.testing.assert_allclose(plan.end, (2 * at_low.end[0], 3 * at_low.end[1]))
     own = plan_schedule(beacons, (5.0, 1.1), lr=0.4, candidates=[[16, 32]])
-    assert own.beacon_lrs == (0.4,)
+    assert own.reads == "16@0.4 32@0.4"
     np.testing.assert_allclose(own.end, (4 * at_low.end[0], 9 * at_low.end[1]))
 
 
@@ -119,7 +119,7 @@ def test_each_batch_size_reads_its_own_beacon_where_the_lr_has_one():
                         ignore_index=True)
     plan = plan_schedule(beacons, (5.0, 1.1), lr=0.4, candidates=[[16, 32]])
     # batch 16 is 0.4's own beacon; batch 32 has one at 0.1 only: LK x 4
-    assert plan.beacon_lrs == (0.1, 0.4)
+    assert plan.reads == "16@0.4 32@0.1"
     np.testing.assert_allclose(plan.path["lk"], [4.0, 4.0 + 4 * 0.2])
 
 
@@ -139,14 +139,67 @@ def test_a_running_trial_continues_from_its_measured_position_by_hand():
         plan_schedule(_toy_beacons(), (5.0, 1.1), start=start.assign(ck_bar=np.nan))
 
 
+def test_a_running_trial_is_read_in_epoch_order():
+    beacons = _beacon(16, [4, 8, 12], [3.0, 4.0, 5.0], [1.0, 1.5, 2.0])
+    start = _beacon(16, [4, 8], [6.0, 7.0], [2.0, 2.5])
+    one = plan_schedule(beacons, (5.0, 1.1), start=start, candidates=[[16] * 3])
+    other = plan_schedule(beacons, (5.0, 1.1), start=start.iloc[::-1], candidates=[[16] * 3])
+    assert one.path["ck_bar"].tolist()[:2] == other.path["ck_bar"].tolist()[:2] == [6.0, 7.0]
+    assert one.path["lk"].tolist() == other.path["lk"].tolist() == [2.0, 2.5, 3.0]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.drop(columns="samples_seen"), "need the columns epoch, iterations, "
+                                               "samples_seen, ck_bar, lk .*missing samples_seen"),
+    (lambda t: t.iloc[:0], "no rows"),
+    (lambda t: t.assign(epoch=[1, 3]), r"epochs \[1, 3\] are not 1..2"),
+    (lambda t: pd.concat([t, t.assign(epoch=[3, 4])]), "has 4 epochs, the beacons 3"),
+])
+def test_a_running_trial_that_cannot_be_placed_is_named(change, message):
+    beacons = _beacon(16, [4, 8, 12], [3.0, 4.0, 5.0], [1.0, 1.5, 2.0])
+    start = change(_beacon(16, [4, 8], [6.0, 7.0], [2.0, 2.5]))
+    with pytest.raises(ConfigError, match=message):
+        plan_schedule(beacons, (5.0, 1.1), start=start, candidates=[[16] * 3])
+
+
 def test_a_trial_that_collapsed_to_chance_is_no_beacon():
     # batch 8 at lr 0.1 on digits: loss 1.67 after epoch 1, then flat at ln 10 (not diverged)
     collapsed = _beacon(8, [4, 8], [3.0, 4.0], [1.0, 1.5]).assign(train_loss=[1.67, 2.303])
     learned = _toy_beacons().assign(train_loss=[1.0, 0.5, 1.0, 0.5])
     beacons = beacons_from_records(pd.concat([learned, collapsed], ignore_index=True))
-    assert sorted(beacons.at_lr(0.1)) == [16, 32]
-    with pytest.raises(ConfigError, match="last train_loss below its first"):
+    assert sorted(beacons.at_lr(0.1)) == [16, 32] and beacons.failed == {(0.1, 8)}
+    with pytest.raises(ConfigError, match="that learned"):
         beacons_from_records(collapsed)
+
+
+@pytest.mark.parametrize("loss, error", [
+    ([3.547, 2.048], [0.445, 0.793]),  # digits batch 8 lr 0.1: a first epoch of loss 3.5
+    ([2.385, 2.303], [0.90, 0.85]),  # synthetic: at chance from the start (3 SE = 0.11 at n=64)
+])
+def test_a_trial_whose_training_error_did_not_fall_is_no_beacon(loss, error):
+    trial = _beacon(16, [4, 8], [3.0, 4.0], [1.0, 1.5]).assign(train_loss=loss,
+                                                              train_error=error)
+    with pytest.raises(ConfigError, match="that learned"):
+        beacons_from_records(trial)
+    slow = trial.assign(train_error=[0.90, 0.70])  # 5 standard errors: learning, slowly
+    assert sorted(beacons_from_records(slow).at_lr(0.1)) == [16]
+
+
+def test_a_failed_seed_fails_its_configuration():
+    other_seed = _beacon(16, [4, 8], [3.0, 4.0], [1.0, 1.5], seed=1).assign(diverged=[False, True])
+    beacons = beacons_from_records(pd.concat([_toy_beacons(), other_seed], ignore_index=True))
+    assert sorted(beacons.at_lr(0.1)) == [32] and beacons.failed == {(0.1, 16)}
+
+
+def test_a_size_is_never_read_across_a_failed_configuration():
+    diverged = _beacon(16, [4, 8], [3.0, 4.0], [1.0, 1.5], lr=0.2).assign(diverged=True)
+    beacons = pd.concat([_toy_beacons(0.1), _toy_beacons(0.4), diverged], ignore_index=True)
+    # batch 16 at lr 0.3 reads 0.4 only (0.1 lies across the failure at 0.2); 32 interpolates
+    assert plan_schedule(beacons, (5.0, 1.1), lr=0.3, candidates=[[16, 32]]).reads == (
+        "16@0.4 32@0.1~0.4")
+    # at lr 0.2 itself batch 16 has no beacon: no candidate uses it
+    plan = plan_schedule(beacons, (5.0, 1.1), lr=0.2, candidates=[[16, 32], [32, 32]])
+    assert plan.schedule == "fixed" and plan.reads == "32@0.1~0.4"
 
 
 def test_candidates_without_beacons_are_skipped():

@@ -84,10 +84,11 @@ def test_a_trial_whose_lr_has_only_its_own_beacon_reads_the_others_from_the_lrs_
     option = planner.reroute(finished, region, rows, config)
     # the current course reads the trial's own lr; a switch reads other sizes from around it
     current = plan_schedule(finished, region, lr=lr, candidates=[[size] * EPOCHS], start=rows)
-    assert current.beacon_lrs == (lr,)
+    assert current.reads == f"{size}@{lr:g}"
     assert option.current_point == pytest.approx(current.point)
     assert option.schedule != "fixed"  # the region is elsewhere: a switch reads other lrs
-    assert option.beacon_lrs != f"{lr:g}" and f"{lr:g}" in option.beacon_lrs.split("/")
+    assert option.current_reads == f"{size}@{lr:g}"
+    assert any(not read.endswith(f"@{lr:g}") for read in option.planned_reads.split())
     assert option.planned_distance <= option.current_distance + 0.05
 
 

@@ -9,7 +9,7 @@ its key the plan's): the fixed params are the plan's ``strategy``, ``batch_size`
 and the user attributes carry the schedule (``reroute/schedule``: its spec, e.g.
 ``"s128-to-512"``), the plan (``reroute/plan``: the config overrides), its key (``reroute/key``:
 the plan as sorted JSON) and what the planner predicted (``reroute/predicted_error``,
-``reroute/distance``, ``reroute/beacon_lrs``).
+``reroute/distance``, ``reroute/reads``: the beacons read, ``predict.beacons.reads_text``).
 
 A planned trial's params hold ``batch_size`` only with the ``strategy`` it starts (a space
 that searches ``strategy`` among choices holding the plan's schedule): alone, ``batch_size: 128``
@@ -161,7 +161,7 @@ class RerouteCallback:
         enqueued = enqueue_once(study, overrides, key=key, user_attrs={
             SCHEDULE_ATTR: plan.schedule, PLAN_ATTR: overrides, PLAN_KEY_ATTR: key,
             "reroute/predicted_error": _plain(plan.predicted_error),
-            "reroute/distance": _plain(plan.distance), "reroute/beacon_lrs": list(plan.beacon_lrs)})
+            "reroute/distance": _plain(plan.distance), "reroute/reads": plan.reads})
         if enqueued:
             log.info("enqueued %s after trial %d (predicted error %.4f)", key, trial.number,
                      plan.predicted_error)

@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "PowerLawPredictor": "baselines",
     "Beacon": "beacons", "BeaconSet": "beacons", "beacons_from_records": "beacons",
     "beacons_at": "beacons", "compose": "beacons", "continue_from": "beacons",
+    "reads_text": "beacons",
     "nearest_lr": "beacons",
     "CONFIG_FEATURES": "features", "FEATURE_GROUPS": "features", "FEATURES": "features",
     "nearest_average": "neighbours",

@@ -1,8 +1,8 @@
 """Beacons: fixed-batch trials whose per-epoch measures predict where a staged schedule goes.
 
 A beacon is the mean, over seeds, of the finished, non-diverged trials that kept one batch size
-B throughout at one base lr and learned (a last training loss below the first epoch's: digits
-at batch 8 and lr 0.1 can collapse to chance without diverging), given per epoch e = 0..E
+B throughout at one base lr (equal to 7 significant digits: float32 round trips) and learned,
+given per epoch e = 0..E
 (index 0: before training, all zero): cumulative iterations I(e), samples, C̄K(e), LK(e),
 and from them the number of Fisher measurements M(e) = ceil(I(e) / m) (taken at iterations
 1, 1 + m, 1 + 2m, ..., m = ``measure_every``) and the running sum of c_k, S(e) = C̄K(e) · M(e).
@@ -20,12 +20,20 @@ runs at batch b(e) with the beacon of b(e) over the same epochs (same lr phase),
   there), and M_plan counts the plan's own measurements from its cumulative iterations. A one-
   stage plan reproduces its beacon exactly.
 
+Failed configurations: a fixed-batch trial that diverged, or ran its budget without learning,
+marks its (lr, B) as failed, and a configuration with a failed seed is no beacon. Learning
+means a last training loss below the first epoch's and a last training error below the first
+epoch's by more than three standard errors (√(e(1−e)/n), n the first epoch's samples): digits
+at batch 8 and lr 0.1 collapses to chance after a first epoch of loss 3.5, and on the
+synthetic task some runs sit at chance (loss ln 10, error 0.90) from the first epoch.
+
 Other learning rates (``beacons_at``): a plan at an lr where a batch size has no beacon reads
 that size's beacons at the nearest lrs below and above, interpolated per epoch in log scale
 (ln C̄K and ln LK linear in ln lr); beyond the lrs it has, the nearest one's, with LK scaled by
-the lr ratio (l_k is proportional to the lr) and C̄K as it is. On the recorded grids, leaving
-each lr out, interpolation halves the error of the nearest lr's end point (``benchmarks/
-borrowed_beacons.py``).
+the lr ratio (l_k is proportional to the lr) and C̄K as it is. A size is never read across a
+failed configuration of it (nor at one): a plan does not step into a batch size at an lr
+where it, or a step toward it, collapsed or diverged. ``benchmarks/borrowed_beacons.py``
+measures how far the reads land from the real end points.
 
 A running trial (``continue_from``): its epochs so far are measured, so a course from there
 adds the composed increments of the later epochs to its own position, not to a composed one.
@@ -34,7 +42,7 @@ adds the composed increments of the later epochs to its own position, not to a c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +82,8 @@ class BeaconSet:
     beacons: dict[tuple[float, int], Beacon]
     epochs: int
     measure_every: int
+    #: (lr, batch size) of the fixed-batch configurations that diverged or did not learn
+    failed: frozenset[tuple[float, int]] = frozenset()
 
     @property
     def lrs(self) -> list[float]:
@@ -89,22 +99,39 @@ def beacons_at(beacon_set: BeaconSet, lr: float) -> tuple[dict[int, Beacon],
                                                           dict[int, tuple[float, ...]]]:
     """Every batch size's beacon for a plan at ``lr`` (see the module docstring), and the lrs
     each was read from: ``(lr,)`` where it has its own, two when interpolated, one when borrowed
-    from the nearest."""
+    from the nearest. A size with no beacon it may read is left out."""
     beacons, sources = {}, {}
     for size in sorted({b for _, b in beacon_set.beacons}):
-        rates = sorted(rate for rate, b in beacon_set.beacons if b == size)
-        own = [rate for rate in rates if math.isclose(rate, lr, rel_tol=1e-9)]
+        failed = [rate for rate, b in beacon_set.failed if b == size]
+        rates = [rate for rate, b in sorted(beacon_set.beacons) if b == size
+                 and not any(min(rate, lr) <= f <= max(rate, lr) for f in failed)]
+        own = [rate for rate in rates if same_lr(rate, lr)]
         below = [rate for rate in rates if rate < lr]
         above = [rate for rate in rates if rate > lr]
         if own:
             sources[size] = (own[0],)
         elif below and above:
             sources[size] = (below[-1], above[0])
-        else:
+        elif rates:
             sources[size] = (nearest_lr(rates, lr),)
+        else:
+            continue
         beacons[size] = _beacon_at([beacon_set.beacons[(rate, size)] for rate in sources[size]],
                                    lr)
     return beacons, sources
+
+
+def reads_text(sources: Mapping[int, tuple[float, ...]], sizes: Iterable[int]) -> str:
+    """Which beacons a course reads, for a decision row: ``"8@0.05~0.2 32@0.1"``: batch 8
+    interpolated between lrs 0.05 and 0.2, batch 32 read at lr 0.1 (the trial's own, or the
+    nearest past the edge when the plan's lr is another)."""
+    return " ".join(f"{size}@{'~'.join(f'{rate:g}' for rate in sources[size])}"
+                    for size in sorted({int(b) for b in sizes}))
+
+
+def same_lr(a: float, b: float) -> bool:
+    """One learning rate (to 7 significant digits, as beacons are grouped)."""
+    return math.isclose(a, b, rel_tol=1e-6)
 
 
 def _beacon_at(read: list[Beacon], lr: float) -> Beacon:
@@ -132,10 +159,22 @@ def continue_from(path: dict[str, np.ndarray], rows: pd.DataFrame,
     """``path`` (from ``compose``) continued from a running trial's measured position: epochs
     1..k are its ``rows`` (``iterations, samples_seen, ck_bar, lk``, one per epoch); each later
     epoch adds the path's increment to them (C̄K through the running sum of c_k)."""
+    missing = [name for name in ("epoch", *RUNNING_COLUMNS) if name not in rows.columns]
+    if missing or not len(rows):
+        raise ConfigError(f"the running trial's rows need the columns epoch, "
+                          f"{', '.join(RUNNING_COLUMNS)} and one row per epoch; "
+                          f"{'missing ' + ', '.join(missing) if missing else 'no rows'}.")
+    rows = rows.sort_values("epoch")
     k = len(rows)
-    measured = {"iterations": rows["iterations"], "samples": rows["samples_seen"],
-                "ck_bar": rows["ck_bar"], "lk": rows["lk"]}
-    measured = {name: values.to_numpy(dtype=float) for name, values in measured.items()}
+    if not np.array_equal(rows["epoch"].to_numpy(), np.arange(1, k + 1)):
+        raise ConfigError(f"the running trial's epochs {rows['epoch'].tolist()} are not 1..{k}, "
+                          "one row each.")
+    if k >= len(path["lk"]):
+        raise ConfigError(f"the running trial has {k} epochs, the course {len(path['lk']) - 1}: "
+                          "plan it against beacons with its own epoch count.")
+    measured = {name: rows[column].to_numpy(dtype=float) for name, column in
+                (("iterations", "iterations"), ("samples", "samples_seen"),
+                 ("ck_bar", "ck_bar"), ("lk", "lk"))}
     if not all(np.isfinite(values).all() for values in measured.values()):
         raise ConfigError(f"the trial's measures over its {k} epochs are not all finite; its "
                           "position in the plane is unknown.")
@@ -151,6 +190,10 @@ def continue_from(path: dict[str, np.ndarray], rows: pd.DataFrame,
     return out
 
 
+#: What ``continue_from`` reads of a running trial, one row per epoch.
+RUNNING_COLUMNS: tuple[str, ...] = ("iterations", "samples_seen", "ck_bar", "lk")
+
+
 def nearest_lr(rates: Iterable[float], lr: float) -> float:
     """The rate of ``rates`` nearest ``lr`` in log scale: the beacons a plan at ``lr``
     composes from (their LK scaled by the lr ratio)."""
@@ -162,22 +205,28 @@ def beacons_from_records(records: pd.DataFrame, measure_every: int | None = None
     validate_table(records)
     table = records.sort_values(["trial_id", "epoch"])
     grouped: dict[tuple[float, int], list[pd.DataFrame]] = {}
+    failed: set[tuple[float, int]] = set()
     for _, rows in table.groupby("trial_id", sort=False):
-        if not _usable(rows):
+        if rows["batch_size"].nunique() != 1:
             continue
-        lr = _base_lr(rows)
-        grouped.setdefault((lr, int(rows["batch_size"].iloc[0])), []).append(rows)
+        key = (_base_lr(rows), int(rows["batch_size"].iloc[0]))
+        if _failed(rows):
+            failed.add(key)
+        elif _usable(rows):
+            grouped.setdefault(key, []).append(rows)
+    grouped = {key: group for key, group in grouped.items() if key not in failed}
     if not grouped:
         raise ConfigError("records hold no beacon: a finished, non-diverged trial with one batch "
-                          "size throughout, finite ck_bar and lk every epoch and a last "
-                          "train_loss below its first.")
+                          "size throughout, finite ck_bar and lk every epoch, that learned (its "
+                          "last train_loss and train_error below its first epoch's) at a "
+                          "configuration where no seed failed.")
     epochs = {len(rows) for group in grouped.values() for rows in group}
     if len(epochs) != 1:
         raise ConfigError(f"beacons have different epoch counts {sorted(epochs)}; pass beacons "
                           "trained for the same number of epochs as the planned trial.")
     measure_every = measure_every or _measure_every(table)
     beacons = {key: _mean_beacon(key, group) for key, group in grouped.items()}
-    return BeaconSet(beacons, epochs.pop(), measure_every)
+    return BeaconSet(beacons, epochs.pop(), measure_every, frozenset(failed))
 
 
 def compose(beacons: dict[int, Beacon], batch_sizes: np.ndarray, measure_every: int,
@@ -212,21 +261,34 @@ def compose(beacons: dict[int, Beacon], batch_sizes: np.ndarray, measure_every: 
             "ck_bar": ck_bar, "lk": lk}
 
 
-def _usable(rows: pd.DataFrame) -> bool:
+def _finished(rows: pd.DataFrame) -> bool:
     fraction = rows["budget_fraction"].iloc[-1] if "budget_fraction" in rows.columns else 1.0
+    return bool(fraction >= 1.0 - 1e-9)
+
+
+def _failed(rows: pd.DataFrame) -> bool:
+    """Diverged, or ran its budget without learning."""
+    return bool(rows["diverged"].any()) or (_finished(rows) and not _learned(rows))
+
+
+def _usable(rows: pd.DataFrame) -> bool:
     expected = np.arange(1, len(rows) + 1)
-    return bool(rows["batch_size"].nunique() == 1 and not rows["diverged"].any()
-                and _learned(rows["train_loss"].to_numpy(dtype=float))
-                and fraction >= 1.0 - 1e-9 and np.isfinite(rows["ck_bar"]).all()
+    return bool(_finished(rows) and np.isfinite(rows["ck_bar"]).all()
                 and np.isfinite(rows["lk"]).all()
                 and np.array_equal(rows["epoch"].to_numpy(), expected))
 
 
-def _learned(train_loss: np.ndarray) -> bool:
-    """Whether the last epoch's training loss is below the first's (a trial that collapsed to
-    chance, its loss flat at ln(classes), was not flagged diverged but maps nothing); a loss
-    not recorded (NaN) counts as learned."""
-    return len(train_loss) < 2 or not train_loss[-1] >= train_loss[0]
+def _learned(rows: pd.DataFrame) -> bool:
+    """The last training loss below the first epoch's, and the last training error below the
+    first epoch's by more than three standard errors of it (n: the first epoch's samples); a
+    value not recorded (NaN) does not count against it."""
+    loss = rows["train_loss"].to_numpy(dtype=float)
+    error = rows["train_error"].to_numpy(dtype=float)
+    n = float(rows["samples_seen"].iloc[0])
+    if len(rows) < 2:
+        return True
+    standard_error = math.sqrt(max(error[0] * (1 - error[0]), 0.0) / n) if n > 0 else math.nan
+    return not (loss[-1] >= loss[0] or error[0] - error[-1] <= 3 * standard_error)
 
 
 def _base_lr(rows: pd.DataFrame) -> float:
@@ -234,8 +296,8 @@ def _base_lr(rows: pd.DataFrame) -> float:
     if name in rows.columns:
         value = pd.to_numeric(rows[name], errors="coerce").iloc[0]
         if math.isfinite(value) and value > 0:
-            return float(value)
-    return float(rows["lr"].iloc[0])
+            return float(f"{value:.7g}")
+    return float(f"{float(rows['lr'].iloc[0]):.7g}")
 
 
 def _measure_every(table: pd.DataFrame) -> int:

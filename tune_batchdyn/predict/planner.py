@@ -9,7 +9,7 @@ batches train faster).
 
 Learning rates: each batch size's beacon at the planned ``lr``; where it has none there, read
 from the lrs around it (``predict.beacons.beacons_at``: interpolated in log scale, or the
-nearest with LK scaled); ``SchedulePlan.beacon_lrs`` says which lrs the chosen schedule read.
+nearest with LK scaled); ``SchedulePlan.reads`` says which lrs the chosen schedule read.
 
 A running trial (``start``, its rows so far): every candidate begins with the batch sizes it
 ran, and its path continues from the trial's measured position (``continue_from``).
@@ -32,6 +32,7 @@ from tune_batchdyn.predict.beacons import (
     beacons_from_records,
     compose,
     continue_from,
+    reads_text,
 )
 from tune_batchdyn.predict.region import OptimumRegion
 from tune_batchdyn.predict.schedules import (
@@ -52,9 +53,9 @@ class SchedulePlan:
     """The chosen schedule and what the beacons predict for it.
 
     ``schedule``: a strategy spec (``"s32-to-128"``, ``"s16-to-64-MS"``, ``"[16,32,64]"``,
-    ``"fixed"``), run with ``batch_size`` (its first stage) and ``lr``. ``beacon_lrs``: the lrs
-    whose beacons its batch sizes were read from (``(lr,)`` when all are its own; others mean
-    borrowed estimates, see the module docstring). ``batch_sizes``: per epoch.
+    ``"fixed"``), run with ``batch_size`` (its first stage) and ``lr``. ``reads``: per batch
+    size, the lrs its beacon was read at (``"8@0.05~0.2 32@0.1"``, ``predict.beacons.
+    reads_text``; lrs other than ``lr`` mean borrowed estimates). ``batch_sizes``: per epoch.
     ``path``: per-epoch predicted ``epoch, budget_fraction, batch_size, iterations,
     samples_seen, ck_bar, lk``. ``end``: (C̄K, LK) at the last epoch; ``point``: at the region's
     fraction (the end for a region at fraction 1), ``distance`` from the centre there (log
@@ -66,7 +67,7 @@ class SchedulePlan:
     schedule: str
     batch_size: int
     lr: float
-    beacon_lrs: tuple[float, ...]
+    reads: str
     batch_sizes: tuple[int, ...]
     path: pd.DataFrame
     end: tuple[float, float]
@@ -102,6 +103,10 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
     lr = _choose_lr(beacon_set, lr)
     by_size, sources = beacons_at(beacon_set, lr)
     ran = [] if start is None else [int(b) for b in start.sort_values("epoch")["batch_size"]]
+    if len(ran) >= beacon_set.epochs:
+        raise ConfigError(f"the running trial has {len(ran)} epochs, the beacons "
+                          f"{beacon_set.epochs}: plan it against beacons with its own epoch "
+                          "count.")
     centre, fraction = _target(region)
     schedules = ([parse_schedule(c) for c in candidates] if candidates is not None
                  else schedule_family(sorted(by_size)))
@@ -136,7 +141,7 @@ def plan_schedule(beacons: pd.DataFrame | str | os.PathLike | BeaconSet,
     mean, std, mode = _predicted_error(frame, point, region, predictor, lr)
     return SchedulePlan(
         schedule=schedule.spec, batch_size=int(sizes[0]), lr=lr,
-        beacon_lrs=tuple(sorted({rate for b in set(sizes) for rate in sources[int(b)]})),
+        reads=reads_text(sources, sizes),
         batch_sizes=tuple(int(b) for b in sizes), path=frame,
         end=(float(path["ck_bar"][-1]), float(path["lk"][-1])),
         point=(math.exp(point[0]), math.exp(point[1])), distance=float(chosen["distance"]),

@@ -49,6 +49,7 @@ from tune_batchdyn.predict import (
     nearest_lr,
     parse_schedule,
     plan_schedule,
+    reads_text,
     schedule_family,
 )
 from tune_batchdyn.predict.schedules import LR_DECAY_FACTOR, LR_MILESTONES
@@ -68,9 +69,11 @@ class RerouteOption:
     planned_distance: float
     planned_in_region: bool
     predicted_error: float
-    #: the lrs whose beacons either course read ("0.025/0.1"); others than the trial's own
-    #: mean its later epochs are estimates borrowed from them
-    beacon_lrs: str = ""
+    #: the beacons each course reads after the trial's current epoch ("8@0.05~0.2 32@0.1":
+    #: batch 8 interpolated between lrs 0.05 and 0.2, 32 read at 0.1); lrs other than the
+    #: trial's own mean estimates borrowed from them
+    current_reads: str = ""
+    planned_reads: str = ""
 
     @property
     def worthwhile(self) -> bool:
@@ -78,12 +81,13 @@ class RerouteOption:
         return not self.current_in_region and self.planned_in_region
 
     def numbers(self) -> dict[str, float | str]:
-        """What the decision row records: both end points, the error, ``beacon_lrs``."""
+        """What the decision row records: both end points, the error, the beacons read."""
         return {"current_ck": self.current_point[0], "current_lk": self.current_point[1],
                 "current_distance": self.current_distance,
                 "planned_ck": self.planned_point[0], "planned_lk": self.planned_point[1],
                 "planned_distance": self.planned_distance,
-                "planned_error": self.predicted_error, "beacon_lrs": self.beacon_lrs}
+                "planned_error": self.predicted_error, "current_reads": self.current_reads,
+                "planned_reads": self.planned_reads}
 
 
 class Planner:
@@ -169,8 +173,8 @@ class Planner:
             planned_point=plan.point, planned_distance=plan.distance,
             planned_in_region=region.contains(plan.point),
             predicted_error=plan.predicted_error,
-            beacon_lrs=lrs_text(sorted({rate for b in {*current, *plan.batch_sizes}
-                                        for rate in sources[b]})))
+            current_reads=reads_text(sources, current[len(done):]),
+            planned_reads=reads_text(sources, plan.batch_sizes[len(done):]))
 
 
 def _check_planner_settings(region_fraction: Any, region_k: Any, region_tolerance: Any,
@@ -200,11 +204,6 @@ def _check_planner_settings(region_fraction: Any, region_k: Any, region_toleranc
         raise ConfigError(f"Planner: tie_tolerance={tie_tolerance!r} is not accepted; use a "
                           "number >= 0 (log units).")
 
-
-
-def lrs_text(rates: Sequence[float]) -> str:
-    """The lrs a plan read, for a decision row: ``"0.025/0.1"``."""
-    return "/".join(f"{rate:g}" for rate in rates)
 
 
 def beacon_table(finished: pd.DataFrame) -> pd.DataFrame:

@@ -53,7 +53,7 @@ from tune_batchdyn.tune.history import (
     TrialHistory,
     config_from_result,
 )
-from tune_batchdyn.tune.planning import Planner, lrs_text
+from tune_batchdyn.tune.planning import Planner
 
 log = logging.getLogger("tune_batchdyn.tune")
 
@@ -312,7 +312,7 @@ class DynamicSamplingSearcher(Searcher):
             SPAWNED, trial_id, f"{plan.schedule} at lr {plan.lr:.4g} is planned toward the "
             "optimum region", predicted_error=plan.predicted_error, distance=plan.distance,
             planned_ck=plan.point[0], planned_lk=plan.point[1],
-            beacon_lrs=lrs_text(plan.beacon_lrs), beacons=len(finished))
+            reads=plan.reads, beacons=len(finished))
         return config
 
     def _next_plan(self, finished: list[str]) -> SchedulePlan | None:
