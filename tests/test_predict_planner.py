@@ -183,6 +183,8 @@ def test_a_trial_whose_training_error_did_not_fall_is_no_beacon(loss, error):
         beacons_from_records(trial)
     slow = trial.assign(train_error=[0.90, 0.70])  # 5 standard errors: learning, slowly
     assert sorted(beacons_from_records(slow).at_lr(0.1)) == [16]
+    fine_tuned = trial.assign(train_error=[0.01, 0.01])  # right from the first epoch
+    assert sorted(beacons_from_records(fine_tuned).at_lr(0.1)) == [16]
 
 
 def test_a_failed_seed_fails_its_configuration():
