@@ -326,6 +326,20 @@ def test_a_trial_without_a_checkpoint_every_epoch_is_not_rerouted():
     assert planner.calls == 0
 
 
+def test_a_planned_trial_is_not_rerouted():
+    from tune_batchdyn.tune.history import PLANNED
+
+    planner = StubPlanner()
+    scheduler = rerouting_scheduler(planner)
+    trial = make_trial()
+    scheduler.history.register(trial.trial_id, trial.config, PLANNED)  # the searcher's spawn
+    runner = controller([trial])
+    scheduler.on_trial_add(runner, trial)
+    assert [scheduler.on_trial_result(runner, trial, result(e, 0.4)) for e in (1, 2, 3)] == [
+        CONTINUE] * 3
+    assert planner.calls == 0
+
+
 def test_history_must_be_a_trial_history():
     from tune_batchdyn.tune import DynamicSamplingSearcher
 

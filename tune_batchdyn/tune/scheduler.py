@@ -15,7 +15,8 @@ decides, in this order:
    know (each plan runs once, as the planner's test; ``MeasurePruner`` does the same).
 2. **reroute** (``_reroute_option``): between ``reroute_fraction`` and ``reroute_until`` of its
    budget, when the optimum region is known, checked again each time the region changes (another
-   trial finished), at most one reroute per trial: if the trial's course ends outside the region
+   trial finished), at most one reroute per trial and none for a planned one (its course is a
+   plan already): if the trial's course ends outside the region
    but a course planned from its current position (``Planner.reroute``) ends inside, return
    ``PAUSE``; while the trial is paused, ``choose_trial_to_run`` writes the new schedule into
    its config (``trial.set_config``, the pattern of Ray's ``ResourceChangingScheduler``) and
@@ -265,7 +266,7 @@ class MeasureScheduler(FIFOScheduler):
     def _reroute_option(self, trial: Trial, rows: pd.DataFrame) -> RerouteOption | None:
         """A better course for a trial inside the reroute window, checked once per region."""
         fraction = float(rows["budget_fraction"].iloc[-1])
-        if (not self.reroute or trial.trial_id in self.history.decisions.trial_ids(REROUTED)
+        if (not self.reroute or self._runs_a_plan(trial.trial_id)
                 or not self.reroute_fraction <= fraction < self.reroute_until
                 or trial.config.get("checkpoint_every", 1) != 1):
             return None  # a reroute resumes from this epoch's checkpoint: one every epoch
