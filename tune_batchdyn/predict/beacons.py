@@ -11,8 +11,7 @@ Composition (the seed, §4.3: a schedule's curve travels between its beacons). E
 runs at batch b(e) with the beacon of b(e) over the same epochs (same lr phase), so:
 
 - iterations and samples add the beacon's per-epoch increments;
-- LK, a sum of l_k, adds the beacon's per-epoch increments ΔL_b(e) (times lr / beacon lr when
-  the planned lr differs, l_k being proportional to the lr);
+- LK, a sum of l_k, adds the beacon's per-epoch increments ΔL_b(e);
 - C̄K, a running mean of c_k, mixes stages by their numbers of measurements: inside a stage
   (a run of epochs at one batch size) that started after epoch e0, the plan's sum of c_k grows by
   c̄ · (M_plan(e) - M_plan(e0)), where c̄ = (S_b(e) - S_b(e0)) / (M_b(e) - M_b(e0)) is the
@@ -230,8 +229,8 @@ def beacons_from_records(records: pd.DataFrame, measure_every: int | None = None
     return BeaconSet(beacons, epochs.pop(), measure_every, frozenset(failed))
 
 
-def compose(beacons: dict[int, Beacon], batch_sizes: np.ndarray, measure_every: int,
-            lr_scale: float = 1.0) -> dict[str, np.ndarray]:
+def compose(beacons: dict[int, Beacon], batch_sizes: np.ndarray,
+            measure_every: int) -> dict[str, np.ndarray]:
     """The predicted per-epoch path (length epochs + 1) of a plan running ``batch_sizes[e-1]``
     in epoch e: ``iterations``, ``samples``, ``measurements``, ``ck_bar``, ``lk``."""
     epochs = len(batch_sizes)
@@ -242,7 +241,7 @@ def compose(beacons: dict[int, Beacon], batch_sizes: np.ndarray, measure_every: 
         beacon = beacons[int(batch_sizes[e - 1])]
         iterations[e] = iterations[e - 1] + beacon.iterations[e] - beacon.iterations[e - 1]
         samples[e] = samples[e - 1] + beacon.samples[e] - beacon.samples[e - 1]
-        lk[e] = lk[e - 1] + lr_scale * (beacon.lk[e] - beacon.lk[e - 1])
+        lk[e] = lk[e - 1] + beacon.lk[e] - beacon.lk[e - 1]
     measurements = np.ceil(iterations / measure_every)
     c_sum = np.zeros(epochs + 1)
     stage_start = 0
