@@ -16,8 +16,8 @@ decides, in this order:
 2. **reroute** (``_reroute_option``): between ``reroute_fraction`` and ``reroute_until`` of its
    budget, when the optimum region is known, checked again each time the region changes (another
    trial finished), at most one reroute per trial and none for a planned one (its course is a
-   plan already): if the trial's course ends outside the region
-   but a course planned from its current position (``Planner.reroute``) ends inside, return
+   plan already): if the trial's course ends outside the region but a course planned from its
+   current position (``Planner.reroute``) ends inside, return
    ``PAUSE``; while the trial is paused, ``choose_trial_to_run`` writes the new schedule into
    its config (``trial.set_config``, the pattern of Ray's ``ResourceChangingScheduler``) and
    resumes it first; it restarts from its own checkpoint and the engine trains the remaining
