@@ -9,7 +9,7 @@ import pytest
 from ray.tune.experiment import Trial
 
 from tune_batchdyn.errors import ConfigError
-from tune_batchdyn.predict import Prediction
+from tune_batchdyn.predict import FinalErrorPredictor, Prediction
 from tune_batchdyn.predict.synthetic import synthetic_records
 from tune_batchdyn.records import RECORD_COLUMNS, empty_record
 from tune_batchdyn.tune import CONTINUE, PAUSE, STOP, MeasureScheduler, RerouteOption
@@ -39,7 +39,7 @@ def result(epoch, val_error, *, diverged=False, epochs=EPOCHS, **extra):
 def finish(scheduler, runner, final_errors):
     """Trials that ran their whole budget and ended at ``final_errors`` (never stopped: their
     predictions are NaN meanwhile)."""
-    fixed_prediction(scheduler, mean=math.nan, std=math.nan)
+    fixed_prediction(scheduler, mean=math.nan, bound=math.nan)
     for final in final_errors:
         trial = make_trial()
         scheduler.on_trial_add(runner, trial)
@@ -48,14 +48,16 @@ def finish(scheduler, runner, final_errors):
         scheduler.on_trial_complete(runner, trial, result(EPOCHS, final))
 
 
-def fixed_prediction(scheduler, mean, std):
-    scheduler._prediction = lambda rows: Prediction(mean, std, "stub", 0.5)
+def fixed_prediction(scheduler, mean, bound):
+    """Every prediction: final ``mean`` and lower bound ``bound`` (the predictor's conformal
+    bound, which a test of its own checks)."""
+    scheduler._prediction = lambda rows: (Prediction(mean, 0.05, "stub", 0.5), bound)
 
 
 @pytest.fixture
 def scheduler():
     return MeasureScheduler(metric="val_error", mode="min", grace_fraction=0.25, top_k=3,
-                            confidence=1.0, min_finished=2, reroute=False)
+                            confidence=0.9, min_finished=2, reroute=False)
 
 
 def test_result_without_the_metric_continues_and_is_not_recorded(scheduler):
@@ -78,7 +80,7 @@ def test_diverged_trial_stops_at_once_even_inside_the_grace_period(scheduler):
 def test_no_stop_before_the_grace_fraction(scheduler):
     runner = controller()
     finish(scheduler, runner, [0.10, 0.20, 0.30])
-    fixed_prediction(scheduler, mean=0.95, std=0.0)  # hopeless, but too early to say
+    fixed_prediction(scheduler, mean=0.95, bound=0.95)  # hopeless, but too early to say
     trial = make_trial()
     scheduler.on_trial_add(runner, trial)
     assert scheduler.on_trial_result(runner, trial, result(1, 0.9)) == CONTINUE  # 1/8 < 0.25
@@ -91,9 +93,9 @@ def test_stop_when_the_lower_bound_is_above_the_kth_best(scheduler):
     worse, close = make_trial(), make_trial()
     for trial in (worse, close):
         scheduler.on_trial_add(runner, trial)
-    fixed_prediction(scheduler, mean=0.45, std=0.10)  # 0.45 - 1.0 * 0.10 = 0.35 > 0.30
+    fixed_prediction(scheduler, mean=0.45, bound=0.35)  # 0.35 > 0.30
     assert scheduler.on_trial_result(runner, worse, result(4, 0.5)) == STOP
-    fixed_prediction(scheduler, mean=0.38, std=0.10)  # 0.28 <= 0.30: not confidently worse
+    fixed_prediction(scheduler, mean=0.38, bound=0.28)  # 0.28 <= 0.30: not confidently worse
     assert scheduler.on_trial_result(runner, close, result(4, 0.5)) == CONTINUE
     stop = scheduler.decisions.iloc[0]
     assert stop["rival"] == pytest.approx(0.30)
@@ -102,11 +104,45 @@ def test_stop_when_the_lower_bound_is_above_the_kth_best(scheduler):
     assert "3rd best" in stop["reason"]
 
 
+def test_the_stop_bound_is_the_predictors_conformal_bound_and_nan_stops_nothing():
+    """Unstubbed: the decision row's bound equals ``FinalErrorPredictor.lower_bound`` at the
+    scheduler's confidence, fitted on the finished trials; with too few finished trials to
+    vouch for 0.9 (8: the bound is NaN) a hopeless trial continues, with 9 it stops."""
+    def decide(n_finished):
+        scheduler = MeasureScheduler(metric="val_error", mode="min", grace_fraction=0.25,
+                                     min_finished=2, reroute=False)
+        runner = controller()
+        for i in range(n_finished):
+            trial = make_trial(lr=0.05 + 0.01 * i)
+            scheduler.on_trial_add(runner, trial)
+            final = 0.1 + 0.01 * i
+            for epoch in range(1, EPOCHS + 1):
+                scheduler.on_trial_result(runner, trial,
+                                          result(epoch, final + 0.02 * (EPOCHS - epoch)))
+            scheduler.on_trial_complete(runner, trial, result(EPOCHS, final))
+        trial = make_trial(lr=0.5)
+        scheduler.on_trial_add(runner, trial)
+        decisions = [scheduler.on_trial_result(runner, trial, result(e, 0.9)) for e in (1, 2)]
+        return scheduler, decisions
+
+    _, decisions = decide(8)
+    assert decisions == [CONTINUE, CONTINUE]
+    scheduler, decisions = decide(9)
+    assert decisions == [CONTINUE, STOP]
+    stop = scheduler.decisions.iloc[0]
+    reference = FinalErrorPredictor(target="final_val_error", min_finished=2).fit(
+        scheduler.history.table(scheduler.history.ids("finished"), "val_error"))
+    rows = scheduler.history.frame(stop["trial_id"])
+    assert stop["lower_bound"] == pytest.approx(reference.lower_bound(rows, 0.9), rel=1e-12)
+    assert stop["rival"] == pytest.approx(0.12)
+    assert 0.12 < stop["lower_bound"] < stop["predicted_mean"]
+
+
 def test_running_trials_predictions_count_among_the_best(scheduler):
     runner = controller()
     finish(scheduler, runner, [0.10, 0.20, 0.30])
     leaders = [make_trial(), make_trial()]
-    fixed_prediction(scheduler, mean=0.05, std=0.0)
+    fixed_prediction(scheduler, mean=0.05, bound=0.05)
     for trial in leaders:
         scheduler.on_trial_add(runner, trial)
         assert scheduler.on_trial_result(runner, trial, result(4, 0.2)) == CONTINUE
@@ -114,7 +150,7 @@ def test_running_trials_predictions_count_among_the_best(scheduler):
     assert scheduler._kth_best(excluding="nobody") == pytest.approx(0.10)
     trial = make_trial()
     scheduler.on_trial_add(runner, trial)
-    fixed_prediction(scheduler, mean=0.16, std=0.05)  # 0.11 > 0.10
+    fixed_prediction(scheduler, mean=0.16, bound=0.11)  # 0.11 > 0.10
     assert scheduler.on_trial_result(runner, trial, result(4, 0.3)) == STOP
     # a stopped trial's prediction leaves the pool
     scheduler.on_trial_complete(runner, leaders[0], result(4, 0.2))
@@ -124,7 +160,7 @@ def test_running_trials_predictions_count_among_the_best(scheduler):
 def test_fewer_than_k_references_never_stop(scheduler):
     runner = controller()
     finish(scheduler, runner, [0.10, 0.20])
-    fixed_prediction(scheduler, mean=0.9, std=0.0)
+    fixed_prediction(scheduler, mean=0.9, bound=0.9)
     trial = make_trial()
     scheduler.on_trial_add(runner, trial)
     assert scheduler.on_trial_result(runner, trial, result(4, 0.9)) == CONTINUE
@@ -133,7 +169,7 @@ def test_fewer_than_k_references_never_stop(scheduler):
 def test_a_repeated_epoch_is_not_decided_twice(scheduler):
     runner = controller()
     finish(scheduler, runner, [0.10, 0.20, 0.30])
-    fixed_prediction(scheduler, mean=0.9, std=0.0)
+    fixed_prediction(scheduler, mean=0.9, bound=0.9)
     trial = make_trial()
     scheduler.on_trial_add(runner, trial)
     assert scheduler.on_trial_result(runner, trial, result(4, 0.9)) == STOP
@@ -188,7 +224,7 @@ def rerouting_scheduler(planner) -> MeasureScheduler:
     scheduler = MeasureScheduler(metric="val_error", mode="min", planner=planner,
                                  min_finished=2, reroute_fraction=0.25)
     finish(scheduler, controller(), [0.10, 0.20])
-    fixed_prediction(scheduler, mean=0.2, std=0.1)
+    fixed_prediction(scheduler, mean=0.2, bound=0.1)
     return scheduler
 
 
@@ -222,7 +258,7 @@ def test_no_reroute_when_the_planned_course_is_no_better():
                                  planner=StubPlanner(worthwhile=False), min_finished=2)
     runner = controller()
     finish(scheduler, runner, [0.10, 0.20])
-    fixed_prediction(scheduler, mean=0.2, std=0.1)
+    fixed_prediction(scheduler, mean=0.2, bound=0.1)
     trial = make_trial()
     scheduler.on_trial_add(runner, trial)
     assert [scheduler.on_trial_result(runner, trial, result(e, 0.3)) for e in (1, 2, 3)] == [
@@ -236,14 +272,14 @@ def test_reroute_is_checked_again_when_the_region_changes_until_half_the_budget(
                                  min_finished=2)
     runner = controller()
     finish(scheduler, runner, [0.10, 0.20])
-    fixed_prediction(scheduler, mean=0.2, std=0.1)
+    fixed_prediction(scheduler, mean=0.2, bound=0.1)
     trial = make_trial()
     scheduler.on_trial_add(runner, trial)
     checks = []
     for epoch in (1, 2, 3, 4):  # budget 8 epochs: the window is [0.1, 0.5)
         if epoch in (3, 4):
             finish(scheduler, runner, [0.15])  # another trial finished: a new region
-            fixed_prediction(scheduler, mean=0.2, std=0.1)
+            fixed_prediction(scheduler, mean=0.2, bound=0.1)
         before = planner.calls
         assert scheduler.on_trial_result(runner, trial, result(epoch, 0.3)) == CONTINUE
         checks.append(planner.calls - before)
@@ -257,6 +293,9 @@ def test_metric_and_mode_checks():
         MeasureScheduler(grace_fraction=1.5)
     with pytest.raises(ConfigError, match="top_k=0"):
         MeasureScheduler(top_k=0)
+    for confidence in (1.0, 0.3):  # a probability now, not a number of standard deviations
+        with pytest.raises(ConfigError, match=rf"confidence={confidence} .* in \[0.5, 1\)"):
+            MeasureScheduler(confidence=confidence)
     with pytest.raises(ConfigError, match=r"reroute_until=0.1 .* in \(0.1, 1\]"):
         MeasureScheduler(reroute_until=0.1)
     scheduler = MeasureScheduler()
@@ -284,7 +323,7 @@ def hopeless(runner, **protection):
     scheduler = MeasureScheduler(metric="val_error", mode="min", grace_fraction=0.25,
                                  min_finished=2, reroute=False, **protection)
     finish(scheduler, runner, [0.10, 0.20, 0.30, 0.40])
-    fixed_prediction(scheduler, mean=0.95, std=0.0)
+    fixed_prediction(scheduler, mean=0.95, bound=0.95)
     return scheduler
 
 
@@ -297,7 +336,7 @@ def mark(scheduler, trial, origin):
 
 
 @pytest.mark.parametrize(("origin", "flag"), [
-    ("beacon", "protect_beacons"), ("planned", "protect_plans"), ("rerouted", "protect_plans")])
+    ("beacon", "protect_beacons"), ("planned", "protect_plans")])
 def test_protected_trials_are_never_stopped_by_prediction_only_by_divergence(origin, flag):
     runner = controller()
     scheduler = hopeless(runner)
@@ -312,6 +351,15 @@ def test_protected_trials_are_never_stopped_by_prediction_only_by_divergence(ori
     unprotected.on_trial_add(runner, protected)
     mark(unprotected, protected, origin)
     assert unprotected.on_trial_result(runner, protected, result(4, 0.9)) == STOP
+
+
+def test_a_rerouted_trial_is_judged_like_the_others():
+    runner = controller()
+    scheduler = hopeless(runner)
+    trial = make_trial()
+    scheduler.on_trial_add(runner, trial)
+    mark(scheduler, trial, "rerouted")
+    assert scheduler.on_trial_result(runner, trial, result(4, 0.9)) == STOP
 
 
 def test_a_trial_without_a_checkpoint_every_epoch_is_not_rerouted():
