@@ -13,7 +13,7 @@ decides, in this order:
    ``confidence`` (9 at 0.9); before, nothing is stopped by prediction. It is the bound of
    ``MeasurePruner``, for the same reason: the normal quantile μ − σ of the prediction trusts
    a σ fitted on a few finished trials, and on the recorded synthetic grid it stopped every
-   trial of the best configurations, slow starters at lr 0.025-0.05, in one trial order
+   trial of the best configurations, slow starters at lr 0.025-0.07, in one trial order
    (README: Schedulers). Beacons and the plans the searcher spawned are stopped only when they
    diverge: the planner needs the beacons' whole paths, and each plan runs once, as the
    planner's test (``MeasurePruner`` does the same). A rerouted trial is judged like the
