@@ -1,9 +1,11 @@
 """Cost of the measures against one training step and against straightforward baselines.
 
-Everything is measured in one run on the CPU with a fixed number of torch threads (default 1,
-printed in the header); each time is the minimum over ``--repeats`` runs after a warm-up
-(the minimum is the least disturbed by other processes on a shared machine; the Gram and the
-training step it is divided by are timed in turn, ABAB...). Three tables:
+Everything is measured in one run, on the CPU with a fixed number of torch threads (default 1,
+printed in the header) or on a GPU (``--device cuda``: timers wait for the queued kernels, and
+the Gram table adds how far each Gram is from the same model's Gram on the CPU); each time
+is the minimum over ``--repeats`` runs after a warm-up (the minimum is the least disturbed by
+other processes on a shared machine; the Gram and the training step it is divided by are timed
+in turn, ABAB...). Three tables:
 
 1. Gram F̃ of a batch of 128 (training mode, as during training): time / one training step
    (forward + backward + SGD-momentum step; targets <= 1.5 MLPs, <= 2.0 conv nets), and the
@@ -27,6 +29,7 @@ training step it is divided by are timed in turn, ABAB...). Three tables:
 
     python benchmarks/measures.py                # all tables, 1 thread
     python benchmarks/measures.py --threads 2 --repeats 5 --tables gram
+    python benchmarks/measures.py --device cuda  # the same tables on a GPU
 """
 
 from __future__ import annotations
@@ -67,6 +70,16 @@ GRAM_CASES = (
 HESSIAN_CASES = GRAM_CASES[0:1] + GRAM_CASES[2:]
 #: Start vectors (seeds 0..N-1) of the cold λmax spread row.
 START_SEEDS = 8
+#: Where models and batches live (``--device``).
+DEVICE = torch.device("cpu")
+
+
+def clock() -> float:
+    """Wall time once the accelerator's queued work has finished (CUDA kernels run
+    asynchronously, so an unsynchronised timer would see only their launches)."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -74,9 +87,9 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return min(times)
 
 
@@ -88,9 +101,9 @@ def interleaved_best(fns: list[Callable[[], object]], repeats: int) -> list[floa
     best = [math.inf] * len(fns)
     for _ in range(repeats):
         for k, fn in enumerate(fns):
-            start = time.perf_counter()
+            start = clock()
             fn()
-            best[k] = min(best[k], time.perf_counter() - start)
+            best[k] = min(best[k], clock() - start)
     return best
 
 
@@ -100,7 +113,7 @@ def make_case(name: str, shape: tuple[int, ...], seed: int = 0) -> tuple:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(BATCH, *shape, generator=generator)
     y = torch.randint(0, 10, (BATCH,), generator=generator)
-    return model, x, y
+    return model.to(DEVICE), x.to(DEVICE), y.to(DEVICE)
 
 
 def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
@@ -134,7 +147,7 @@ def vmap_gram(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
         return F.cross_entropy(out, yi.unsqueeze(0), reduction="sum")
 
     grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
-    gram = torch.zeros(len(x), len(x), dtype=torch.float64)
+    gram = torch.zeros(len(x), len(x), dtype=torch.float64, device=x.device)
     for g in grads.values():
         rows = g.reshape(len(x), -1).to(torch.float64)
         gram.addmm_(rows, rows.T)
@@ -158,7 +171,7 @@ def backpack_gram(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], to
             warnings.simplefilter("ignore", UserWarning)
             with backpack(BatchGrad()):
                 loss(twin(x), y).backward()
-        result = torch.zeros(len(x), len(x), dtype=torch.float64)
+        result = torch.zeros(len(x), len(x), dtype=torch.float64, device=x.device)
         for p in twin.parameters():
             rows = p.grad_batch.reshape(len(x), -1).to(torch.float64)
             result.addmm_(rows, rows.T)
@@ -173,7 +186,7 @@ def loop_gram(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     rows = [torch.autograd.grad(F.cross_entropy(model(x[i : i + 1]), y[i : i + 1],
                                                 reduction="sum"), params)
             for i in range(len(x))]
-    gram = torch.zeros(len(x), len(x), dtype=torch.float64)
+    gram = torch.zeros(len(x), len(x), dtype=torch.float64, device=x.device)
     for k in range(len(params)):
         block = torch.stack([r[k].reshape(-1) for r in rows]).to(torch.float64)
         gram.addmm_(block, block.T)
@@ -190,11 +203,19 @@ def without_running_stats(model: nn.Module) -> nn.Module:
     return twin
 
 
+def distance_from_cpu_gram(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """‖F̃_device − F̃_cpu‖ / ‖F̃_cpu‖ for the same weights and batch (float32 forward and
+    backward on both; cuDNN may run convolutions in TF32)."""
+    on_device = per_sample_gram(model, x, y).cpu()
+    on_cpu = per_sample_gram(copy.deepcopy(model).cpu(), x.cpu(), y.cpu())
+    return float((on_device - on_cpu).norm() / on_cpu.norm())
+
+
 def gram_table(repeats: int) -> None:
     print("\n1. Per-sample gradient Gram, B = 128, training mode")
     print(f"{'model':<20} {'step ms':>8} {'gram ms':>8} {'gram/step':>9} "
           f"{'vmap ms':>8} {'speed-up':>8} {'BackPACK':>8} {'speed-up':>8} "
-          f"{'loop ms':>8} {'speed-up':>8}")
+          f"{'loop ms':>8} {'speed-up':>8}" + ("" if DEVICE.type == "cpu" else " vs CPU rel"))
     notes = set()
     for label, name, shape in GRAM_CASES:
         model, x, y = make_case(name, shape)
@@ -212,9 +233,11 @@ def gram_table(repeats: int) -> None:
             other = best_time(lambda g=backpack, x=x, y=y: g(x, y), max(1, repeats // 2))
             backpack_cells = f"{1e3 * other:8.1f} {other / ours:7.1f}x"
         loop = best_time(lambda m=model, x=x, y=y: loop_gram(m, x, y), 1)
+        agreement = ("" if DEVICE.type == "cpu"
+                     else f" {distance_from_cpu_gram(model, x, y):10.1e}")
         print(f"{label:<20} {1e3 * step:8.1f} {1e3 * ours:8.1f} {ours / step:9.2f} "
               f"{1e3 * base:8.1f} {base / ours:7.1f}x {backpack_cells} "
-              f"{1e3 * loop:8.1f} {loop / ours:7.1f}x")
+              f"{1e3 * loop:8.1f} {loop / ours:7.1f}x{agreement}")
     for note in sorted(notes):
         print(f"  {note}")
 
@@ -228,7 +251,7 @@ def pyhessian_power(product: Callable, start: torch.Tensor, tol: float, max_iter
     its product count and time, and — iterating on past its stop, up to ``max_iter`` — the
     first product count whose θ was really within tol of the reference."""
     vector, previous, stopped, accurate_at = start, None, None, None
-    begin = time.perf_counter()
+    begin = clock()
     for step in range(1, max_iter + 1):
         out = product(vector)
         value = float(vector @ out)
@@ -236,12 +259,12 @@ def pyhessian_power(product: Callable, start: torch.Tensor, tol: float, max_iter
             accurate_at = step
         if (stopped is None and previous is not None
                 and abs(value - previous) / (abs(previous) + 1e-6) < tol):
-            stopped = (value, step, time.perf_counter() - begin)
+            stopped = (value, step, clock() - begin)
         if stopped is not None and accurate_at is not None:
             break
         previous, vector = value, out / out.norm()
     if stopped is None:
-        stopped = (value, max_iter, time.perf_counter() - begin)
+        stopped = (value, max_iter, clock() - begin)
     return (*stopped, accurate_at)
 
 
@@ -250,7 +273,8 @@ def hvp_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str,
     params = [p for p in model.parameters() if p.requires_grad]
     model.eval()
     product = make_hvp(model, x, y, None, params, method)
-    vector = torch.randn(sum(p.numel() for p in params), dtype=vector_dtype(params))
+    vector = torch.randn(sum(p.numel() for p in params), dtype=vector_dtype(params),
+                         device=params[0].device)
     elapsed = best_time(lambda: product(vector), repeats)
     model.train()
     return 1e3 * elapsed
@@ -284,9 +308,9 @@ def later_rows(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, s
     reference = hessian_top_eigenvalue(model, x, y, tol=1e-7, max_iter=300)
     start_seed_row(label, model, x, y, step, reference, method="50 later, cold")
     for name, start in (("cold", None), ("warm-started", previous)):
-        begin = time.perf_counter()
+        begin = clock()
         result = hessian_top_eigenvalue(model, x, y, start=start, return_info=True)
-        elapsed = time.perf_counter() - begin
+        elapsed = clock() - begin
         error = abs(result.eigenvalue - reference) / abs(reference)
         print(f"{label:<20} {'50 steps later, ' + name:<24} {result.n_hvp:5d} {error:8.1e} "
               f"{1e3 * elapsed:8.0f} {elapsed / step:6.1f}")
@@ -300,9 +324,9 @@ def start_seed_row(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tenso
     the distance to *an* eigenvalue, not to the top one)."""
     counts, errors, times = [], [], []
     for seed in range(seeds):
-        begin = time.perf_counter()
+        begin = clock()
         result = hessian_top_eigenvalue(model, x, y, seed=seed, return_info=True)
-        times.append(time.perf_counter() - begin)
+        times.append(clock() - begin)
         counts.append(result.n_hvp)
         errors.append(abs(result.eigenvalue - reference) / abs(reference))
     missed = sum(error > 1e-2 for error in errors)
@@ -322,22 +346,22 @@ def hessian_table(repeats: int) -> None:
         reference = hessian_top_eigenvalue(model, x, y, tol=1e-7, max_iter=300)
         rows = []
         for method in ("lanczos", "power"):
-            start = time.perf_counter()
+            start = clock()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 result = hessian_top_eigenvalue(model, x, y, method=method, max_iter=300,
                                                 return_info=True)
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             name_ = f"ours {method}" + ("" if result.converged else " (not conv.)")
             rows.append((name_, result.n_hvp, result.eigenvalue, elapsed))
         params = [p for p in model.parameters() if p.requires_grad]
         model.eval()
-        graph_start = time.perf_counter()
+        graph_start = clock()
         product = make_hvp(model, x, y, None, params)
-        graph = time.perf_counter() - graph_start
+        graph = clock() - graph_start
         generator = torch.Generator().manual_seed(0)
         vector = torch.randn(sum(p.numel() for p in params), generator=generator,
-                             dtype=vector_dtype(params))
+                             dtype=vector_dtype(params)).to(params[0].device)
         value, count, elapsed, accurate_at = pyhessian_power(product, vector / vector.norm(),
                                                              1e-2, 40, reference)
         model.train()
@@ -345,9 +369,9 @@ def hessian_table(repeats: int) -> None:
         last = [p for p in last_layer(model).parameters()]
         block_reference = hessian_top_eigenvalue(model, x, y, tol=1e-7, max_iter=300,
                                                  params=last)
-        start = time.perf_counter()
+        start = clock()
         block = hessian_top_eigenvalue(model, x, y, params=last, return_info=True)
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         for method_name, count, value, elapsed_ in rows:
             error = abs(value - reference) / abs(reference)
             print(f"{label:<20} {method_name:<24} {count:5d} {error:8.1e} "
@@ -427,7 +451,7 @@ def quality_table(repeats: int) -> None:
         for label, chosen in ((f"{len(largest)} of 64x576", largest),
                               (f"all {len(matrices)}", matrices)):
             batched = best_time(lambda c=chosen: batched_by_shape(c), repeats)
-            arrays = [m.double().numpy() for m in chosen]
+            arrays = [m.double().cpu().numpy() for m in chosen]
             reference = best_time(lambda a=arrays: [reference_evbmf_values(m) for m in a],
                                   max(1, repeats // 2))
             head = (f"{name:<10} {layers:6d} {1e3 * ours:8.1f} {ours / step:7.2f}"
@@ -442,10 +466,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tables", nargs="+", default=["gram", "hessian", "quality"],
                         choices=["gram", "hessian", "quality"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, CPU, torch.set_num_threads({args.threads}), "
-          f"best of {args.repeats} after a warm-up")
+    where = (torch.cuda.get_device_name() if DEVICE.type == "cuda"
+             else f"CPU, torch.set_num_threads({args.threads})")
+    print(f"torch {torch.__version__}, {where}, best of {args.repeats} after a warm-up")
     tables = {"gram": gram_table, "hessian": hessian_table, "quality": quality_table}
     for table in args.tables:
         tables[table](args.repeats)

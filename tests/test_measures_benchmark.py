@@ -59,3 +59,8 @@ def test_start_seed_row_counts_the_runs_that_stopped_off_the_reference(bench, ca
     assert "0 of 3 off by > 1e-2" in capsys.readouterr().out
     bench.start_seed_row("tiny", model, x, y, 1.0, 2.0 * reference, seeds=3)
     assert "3 of 3 off by > 1e-2" in capsys.readouterr().out
+
+
+def test_distance_from_cpu_gram_is_zero_for_a_model_on_the_cpu(bench, case) -> None:
+    model, x, y = case
+    assert bench.distance_from_cpu_gram(model, x, y) == 0.0

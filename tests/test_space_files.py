@@ -43,6 +43,7 @@ GRID_SIZES = {
     "svhn_resnet110": 7 * 5,
     "synthetic_cnn": 7 * 9,
     "synthetic_mlp": 7 * 9,
+    "synthetic_resnet20": 5 * 5,
 }
 NAMES = sorted(GRID_SIZES)
 
@@ -128,6 +129,14 @@ def test_synthetic_grids_are_the_seeds_batches_by_sqrt2_spaced_rates():
         lrs = space.params["lr"].values
         assert lrs == pytest.approx([0.025 * 2 ** (k / 2) for k in range(9)], rel=5e-3)
         assert set(SEED_LRS) <= set(lrs)
+
+
+def test_gpu_sweep_is_resnet20_on_32x32_synthetic_images():
+    space = read_space("synthetic_resnet20")
+    assert space.constants["model"] == "resnet20"
+    assert space.constants["dataset_options"] == {"preset": "large"}
+    assert list(space.params["batch_size"].values) == SEED_BATCHES[2:]
+    assert list(space.params["lr"].values) == SEED_LRS
 
 
 def test_cpu_demo_sizes():
