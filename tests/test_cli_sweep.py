@@ -322,13 +322,24 @@ def test_a_cluster_without_the_gpus_a_trial_asks_for_is_said_at_once(monkeypatch
     from tune_batchdyn.cli import _sweep_ray
 
     monkeypatch.setattr(_sweep_ray.ray, "cluster_resources", lambda: {"CPU": 16.0})
-    _sweep_ray.warn_missing_gpus(1)
+    _sweep_ray.say_how_gpus_are_used(1)
     assert ("warning: each trial asks for 1 GPU(s) and the cluster has 0 now: no trial starts "
             "until nodes with GPUs join" in capsys.readouterr().out)
+    _sweep_ray.say_how_gpus_are_used(0)
     monkeypatch.setattr(_sweep_ray.ray, "cluster_resources", lambda: {"GPU": 4.0})
-    _sweep_ray.warn_missing_gpus(0.5)
-    _sweep_ray.warn_missing_gpus(0)
+    _sweep_ray.say_how_gpus_are_used(0.5)
     assert capsys.readouterr().out == ""
+
+
+def test_gpus_no_trial_asks_for_are_said_at_once(monkeypatch, capsys):
+    """Ray hides GPUs from a trial that asks for none: it trains on CPUs, silently."""
+    from tune_batchdyn.cli import _sweep_ray
+
+    monkeypatch.setattr(_sweep_ray.ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
+    _sweep_ray.say_how_gpus_are_used(0)
+    assert capsys.readouterr().out == (
+        "note: the cluster has 2 GPU(s) and trials ask for none, so they train on CPUs; pass "
+        "--gpus-per-trial 1 (or 0.25: four trials share a GPU) to use them.\n")
 
 
 def test_the_measure_pruner_predicts_the_spaces_metric_or_refuses_it():

@@ -283,21 +283,27 @@ def run_ray(space: Space, overrides: dict[str, Any],
                               "Start one with `ray start --head` (see examples/cluster_sweep.md)"
                               ", or drop --address to run the trials on this machine.") from err
     try:
-        warn_missing_gpus(args.gpus_per_trial)
+        say_how_gpus_are_used(args.gpus_per_trial)
         return _sweep(space, overrides, args, experiment, resume_flags)
     finally:
         if started:
             ray.shutdown()
 
 
-def warn_missing_gpus(gpus_per_trial: float) -> None:
-    """A cluster with fewer GPUs than one trial asks for starts no trial until nodes with GPUs
-    join (an autoscaling cluster adds them; another waits forever): say so at once."""
+def say_how_gpus_are_used(gpus_per_trial: float) -> None:
+    """Two silent surprises, said at once: a cluster with fewer GPUs than one trial asks for
+    starts no trial until nodes with GPUs join (an autoscaling cluster adds them; another
+    waits forever); GPUs that no trial asks for stay idle (Ray hides them from such trials,
+    which then train on CPUs)."""
     have = ray.cluster_resources().get("GPU", 0)
     if gpus_per_trial > have:
         print(f"warning: each trial asks for {gpus_per_trial:g} GPU(s) and the cluster has "
               f"{have:g} now: no trial starts until nodes with GPUs join. Ctrl-C and pass "
               "--gpus-per-trial 0 to run on CPUs.", flush=True)
+    elif gpus_per_trial == 0 and have > 0:
+        print(f"note: the cluster has {have:g} GPU(s) and trials ask for none, so they train "
+              "on CPUs; pass --gpus-per-trial 1 (or 0.25: four trials share a GPU) to use "
+              "them.", flush=True)
 
 
 def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
