@@ -75,10 +75,11 @@ def measure(dataset: str, model: str, batch_size: int, device: str, repeats: int
     return statistics.median(ours), statistics.median(base)
 
 
-def measure_overhead(dataset: str, model: str, batch_size: int, every: int,
+def measure_overhead(dataset: str, model: str, batch_size: int, every: int, device: str,
                      repeats: int) -> tuple[float, float]:
     """Epoch time with C̄K/LK measured every ``every`` iterations, and without measures."""
-    base = dict(dataset=dataset, model=model, batch_size=batch_size, lr=0.01, epochs=100)
+    base = dict(dataset=dataset, model=model, batch_size=batch_size, lr=0.01, epochs=100,
+                device=device)
     plain = Trial(TrialConfig(**base, measures=()))
     measured = Trial(TrialConfig(**base, measures=("fisher",), measure_every=every))
     our_epoch(plain), our_epoch(measured)  # warm-up
@@ -109,7 +110,8 @@ def main() -> None:
     print(f"{'case':<16}{'every':>6}{'with s':>10}{'without s':>11}{'ratio':>8}")
     for dataset, model in CASES:
         for every in (50, 1):
-            with_m, without = measure_overhead(dataset, model, 128, every, args.repeats)
+            with_m, without = measure_overhead(dataset, model, 128, every, args.device,
+                                               args.repeats)
             print(f"{dataset + '/' + model:<16}{every:>6}{with_m:>10.3f}{without:>11.3f}"
                   f"{with_m / without:>8.2f}", flush=True)
 
