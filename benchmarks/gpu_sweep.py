@@ -77,9 +77,11 @@ def main() -> None:
         sampler.start()
     print(" ".join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    returncode = subprocess.run(command, check=False).returncode
     wall = time.perf_counter() - start
     stop.set()
+    if returncode != 0:  # the sweep has said why (e.g. no GPU here: --gpus-per-trial 0)
+        sys.exit(returncode)
     figures = throughput(pd.read_parquet(out), wall)
     print(f"\nwall {wall:.0f} s: {figures['trials']} trials, {figures['trial_epochs']} "
           f"trial-epochs; {figures['trials_per_hour']:.0f} trials/hour, "
