@@ -55,15 +55,8 @@ def throughput(records: pd.DataFrame, wall_s: float) -> dict[str, float]:
             "trial_epochs_per_hour": len(records) / hours}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="synthetic_resnet20")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.25)
-    parser.add_argument("--budget", type=int, default=120, help="trial-epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
-    parser.add_argument("--out", default=None, help="keep the records here (.parquet)")
-    args = parser.parse_args()
-    out = Path(args.out or Path(tempfile.mkdtemp(prefix="gpu-sweep-")) / "records.parquet")
+def measure(args: argparse.Namespace, out: Path) -> int:
+    """Run the sweep, sampling the GPUs meanwhile, and print its throughput; the exit status."""
     command = [sys.executable, "-m", "tune_batchdyn.cli", "sweep", "--space", args.space,
                "--budget", str(args.budget), "--out", str(out)]
     if args.gpus_per_trial > 0:
@@ -81,7 +74,7 @@ def main() -> None:
     wall = time.perf_counter() - start
     stop.set()
     if returncode != 0:  # the sweep has said why (e.g. no GPU here: --gpus-per-trial 0)
-        sys.exit(returncode)
+        return returncode
     figures = throughput(pd.read_parquet(out), wall)
     print(f"\nwall {wall:.0f} s: {figures['trials']} trials, {figures['trial_epochs']} "
           f"trial-epochs; {figures['trials_per_hour']:.0f} trials/hour, "
@@ -93,6 +86,22 @@ def main() -> None:
               f"memory up to {memory:.0f} MiB")
     else:
         print("GPU utilisation: not sampled (no GPU per trial, or no nvidia-smi)")
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="synthetic_resnet20")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.25)
+    parser.add_argument("--budget", type=int, default=120, help="trial-epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--out", default=None, help="keep the records here (.parquet)")
+    args = parser.parse_args()
+    if args.out:
+        sys.exit(measure(args, Path(args.out)))
+    with tempfile.TemporaryDirectory(prefix="gpu-sweep-") as folder:
+        status = measure(args, Path(folder) / "records.parquet")
+    sys.exit(status)
 
 
 if __name__ == "__main__":
