@@ -64,3 +64,11 @@ def test_start_seed_row_counts_the_runs_that_stopped_off_the_reference(bench, ca
 def test_distance_from_cpu_gram_is_zero_for_a_model_on_the_cpu(bench, case) -> None:
     model, x, y = case
     assert bench.distance_from_cpu_gram(model, x, y) == 0.0
+
+
+def test_distance_from_cpu_gram_is_relative_to_the_cpus_gram(bench, case, monkeypatch) -> None:
+    model, x, y = case
+    grams = iter([torch.tensor([[3.0, 0.0], [0.0, 4.0]]),    # the device's, computed first
+                  torch.tensor([[3.0, 0.0], [0.0, 0.0]])])   # the CPU's
+    monkeypatch.setattr(bench, "per_sample_gram", lambda *args: next(grams))
+    assert bench.distance_from_cpu_gram(model, x, y) == pytest.approx(4.0 / 3.0)
