@@ -4,7 +4,8 @@ Runs ``tune-batchdyn sweep`` (our scheduler, Ray) on the synthetic-image ResNet-
 several trials per GPU, samples ``nvidia-smi`` once a second while it runs, and prints trials
 and trial-epochs per hour of wall time (Ray's start and every trial's data generation
 included) with the GPU's mean utilisation over the same time. Without a GPU it runs the same
-path on the CPU (``--gpus-per-trial 0``, no utilisation), which is how CI keeps it working.
+path on the CPU (``--gpus-per-trial 0``, no utilisation); CI tests its parsing and figures
+(tests/test_gpu_sweep_benchmark.py), not a whole run.
 
     python benchmarks/gpu_sweep.py                          # 4 trials per GPU, 120 trial-epochs
     python benchmarks/gpu_sweep.py --gpus-per-trial 0.125 --budget 400
