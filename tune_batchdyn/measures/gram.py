@@ -59,6 +59,7 @@ from tune_batchdyn.measures.model_state import (
     per_sample_losses,
     preserved_state,
 )
+from tune_batchdyn.measures.precision import check_tolerance, module_rounding
 
 UNSUPPORTED_CHOICES = ("error", "torch.func")
 
@@ -265,14 +266,16 @@ def _hooked_gram(model: nn.Module, inputs: Tensor, targets: Tensor,
         per_call = [tuple(grads.get(id(t)) for t in call.outputs) for call in layer.calls]
         share = _layer_gram(layer, per_call, batch)
         if check_sums:
-            _check_layer_sum(layer, share, grads)
+            _check_layer_sum(layer, share, grads,
+                             check_tolerance(SUM_TOLERANCE, module_rounding(layer.module)))
         if share is not None:
             gram += share
     return gram
 
 
 #: Relative Frobenius gap between a sub-batch's Gram and the block of the batch's that the
-#: independence check tolerates (float32 rounding; a mistaken batch dimension is far larger).
+#: independence check tolerates for float32 (a mistaken batch dimension is far larger); ten
+#: units of a coarser rounding (TF32 on CUDA, half precision) where the model's products use it.
 BLOCK_TOLERANCE = 1e-3
 
 
@@ -301,7 +304,7 @@ def _check_samples_independent(model: nn.Module, inputs: Tensor, targets: Tensor
                 continue
             block = full[:size, :size]
             gap = float((part - block).norm() / block.norm().clamp_min(1e-300))
-            if gap <= BLOCK_TOLERANCE:
+            if gap <= check_tolerance(BLOCK_TOLERANCE, module_rounding(model)):
                 return
             found.append(f"the first {size} samples' Gram differs from their block of the "
                          f"batch's by {gap:.2g} (relative)")
@@ -313,7 +316,8 @@ def _check_samples_independent(model: nn.Module, inputs: Tensor, targets: Tensor
 
 
 #: Relative gap between a layer's 1ᵀF̃ₗ1 and its squared batch gradient that ``check``
-#: tolerates (rounding of float32 products; a missed use of a parameter is far larger).
+#: tolerates for float32 products (a missed use of a parameter is far larger); ten units of a
+#: coarser rounding (TF32 on CUDA, half precision) where the layer's products use it.
 SUM_TOLERANCE = 1e-3
 
 
@@ -328,14 +332,15 @@ def _layer_parameters(layer: _Layer) -> list[Tensor]:
     return [p for p in layer.module.parameters(recurse=layer.builder is None) if p.requires_grad]
 
 
-def _check_layer_sum(layer: _Layer, share: Tensor | None, grads: dict[int, Tensor | None]) -> None:
+def _check_layer_sum(layer: _Layer, share: Tensor | None, grads: dict[int, Tensor | None],
+                     tolerance: float) -> None:
     expected = sum(float(g.double().square().sum()) for p in _layer_parameters(layer)
                    if (g := grads.get(id(p))) is not None)
     found = 0.0 if share is None else float(share.sum())
     # the per-sample scale floors the tolerance: a batch gradient that cancels (a shift before
     # batch-norm) leaves only rounding in both sums
-    scale = 0.0 if share is None else SUM_TOLERANCE * float(share.trace())
-    if abs(found - expected) > SUM_TOLERANCE * max(expected, scale, 1e-30):
+    scale = 0.0 if share is None else tolerance * float(share.trace())
+    if abs(found - expected) > tolerance * max(expected, scale, 1e-30):
         raise ConfigError(
             f"per_sample_gram: the per-sample contributions of module {layer.name or '<model>'!r}"
             f" ({type(layer.module).__name__}) add up to {found:.6g}, not to its squared batch "
