@@ -74,3 +74,22 @@ def test_tied_weights_are_still_refused_at_the_tf32_tolerance(monkeypatch) -> No
     model = nn.Sequential(first, nn.Tanh(), second, nn.Tanh(), nn.Linear(4, 3))
     with pytest.raises(ConfigError, match="tied"):
         per_sample_gram(model, torch.randn(4, 4), torch.randint(0, 3, (4,)))
+
+
+def test_autocast_rounds_float32_products_at_its_dtype() -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert product_rounding(torch.float32, CPU, convolution=True) == 2.0**-7
+        assert product_rounding(torch.float64, CPU, convolution=True) == 2.0**-52
+    assert product_rounding(torch.float32, CPU, convolution=True) == 2.0**-23
+
+
+def test_gram_under_bfloat16_autocast_passes_its_checks_and_stays_close() -> None:
+    # at float32's tolerance a batch-norm layer's sums were 1.5e-3 apart: refused as tied
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,))
+    exact = per_sample_gram(model, x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = per_sample_gram(model, x, y, check=True)
+    assert 1e-4 < float((rounded - exact).norm() / exact.norm()) < 5e-2

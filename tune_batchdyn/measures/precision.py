@@ -6,7 +6,9 @@ cuDNN run float32 convolutions in TF32 by default (``torch.backends.cudnn.allow_
 10-bit mantissa, and float32 matmuls too where the user allows it
 (``torch.backends.cuda.matmul.allow_tf32``, ``torch.set_float32_matmul_precision``): the
 batch gradient then differs from ours by about 1e-3 (1.4e-3 measured on ResNet-20 on an
-H200), which is rounding, not a missed parameter use. The checks scale with this.
+H200), which is rounding, not a missed parameter use. Inside ``torch.autocast`` the products
+run in the autocast dtype (bfloat16 by default on the CPU, float16 on CUDA) whatever the
+parameters' dtype. The checks scale with this.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ TF32_ROUNDING = 2.0**-10
 
 def product_rounding(dtype: torch.dtype, device: torch.device, convolution: bool) -> float:
     """Relative rounding of one product of tensors of ``dtype`` on ``device``: the dtype's
-    machine epsilon, or TF32's where CUDA is allowed to use it for float32 (convolutions by
-    cuDNN's flag, other products by the matmul flag)."""
+    machine epsilon; for float32 the autocast dtype's inside ``torch.autocast``, or TF32's
+    where CUDA is allowed to use it (convolutions by cuDNN's flag, other products by the
+    matmul flag)."""
     if not dtype.is_floating_point:
         return 0.0
+    if dtype == torch.float32 and torch.is_autocast_enabled(device.type):
+        return torch.finfo(torch.get_autocast_dtype(device.type)).eps
     if device.type == "cuda" and dtype == torch.float32:
         allowed = (torch.backends.cudnn.allow_tf32 if convolution
                    else torch.backends.cuda.matmul.allow_tf32)
