@@ -15,9 +15,22 @@ from tune_batchdyn.measures.precision import (
     check_tolerance,
     module_rounding,
     product_rounding,
+    tf32_allowed,
 )
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device name needs no GPU
+_LEVELS = (torch.backends, torch.backends.cudnn, torch.backends.cudnn.conv,
+           torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
+
+
+@pytest.fixture(autouse=True)
+def _precision_settings_restored():
+    """Leave PyTorch's TF32 settings exactly as found (a legacy flag set back to False reads
+    "ieee" where it was "none")."""
+    saved = [level.fp32_precision for level in _LEVELS]
+    yield
+    for level, value in zip(_LEVELS, saved, strict=True):
+        level.fp32_precision = value
 
 
 def test_float32_on_the_cpu_rounds_at_its_machine_epsilon() -> None:
@@ -37,6 +50,27 @@ def test_cuda_float32_rounds_at_tf32_where_pytorch_allows_it(monkeypatch) -> Non
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     assert product_rounding(torch.float32, CUDA, convolution=True) == 2.0**-23
     assert product_rounding(torch.float32, CUDA, convolution=False) == TF32_ROUNDING
+
+
+@pytest.mark.parametrize("conv, matmul, expected", [
+    ("tf32", "none", (True, False)),     # PyTorch's defaults
+    ("ieee", "tf32", (False, True)),
+    ("none", "ieee", (False, False)),
+])
+def test_per_operator_precision_settings_decide(monkeypatch, conv, matmul, expected) -> None:
+    # set through the new API alone: the legacy flags would raise on a mix (conv != rnn)
+    monkeypatch.setattr(torch.backends.cudnn.conv, "fp32_precision", conv)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "fp32_precision", matmul)
+    assert (tf32_allowed(convolution=True), tf32_allowed(convolution=False)) == expected
+    rounding = product_rounding(torch.float32, CUDA, convolution=True)
+    assert rounding == (TF32_ROUNDING if expected[0] else 2.0**-23)
+
+
+def test_global_precision_applies_where_the_operator_says_none(monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn.conv, "fp32_precision", "none")
+    monkeypatch.setattr(torch.backends.cudnn, "fp32_precision", "none")
+    monkeypatch.setattr(torch.backends, "fp32_precision", "tf32")
+    assert tf32_allowed(convolution=True)
 
 
 def test_a_model_rounds_at_its_coarsest_trainable_layer() -> None:

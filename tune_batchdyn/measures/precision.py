@@ -2,9 +2,9 @@
 
 `per_sample_gram` checks its sums against the batch gradient that autograd computes. On the
 CPU that gradient is float32 products, a relative rounding near 1e-7. On CUDA, PyTorch lets
-cuDNN run float32 convolutions in TF32 by default (``torch.backends.cudnn.allow_tf32``), a
-10-bit mantissa, and float32 matmuls too where the user allows it
-(``torch.backends.cuda.matmul.allow_tf32``, ``torch.set_float32_matmul_precision``): the
+cuDNN run float32 convolutions in TF32 by default (``torch.backends.cudnn.conv.fp32_precision``,
+formerly ``allow_tf32``), a 10-bit mantissa, and float32 matmuls too where the user allows it
+(``torch.backends.cuda.matmul.fp32_precision``, ``torch.set_float32_matmul_precision``): the
 batch gradient then differs from ours by about 1e-3 (1.4e-3 measured on ResNet-20 on an
 H200), which is rounding, not a missed parameter use. Inside ``torch.autocast`` the products
 run in the autocast dtype (bfloat16 by default on the CPU, float16 on CUDA) whatever the
@@ -30,12 +30,26 @@ def product_rounding(dtype: torch.dtype, device: torch.device, convolution: bool
         return 0.0
     if dtype == torch.float32 and torch.is_autocast_enabled(device.type):
         return torch.finfo(torch.get_autocast_dtype(device.type)).eps
-    if device.type == "cuda" and dtype == torch.float32:
-        allowed = (torch.backends.cudnn.allow_tf32 if convolution
-                   else torch.backends.cuda.matmul.allow_tf32)
-        if allowed:
-            return TF32_ROUNDING
+    if device.type == "cuda" and dtype == torch.float32 and tf32_allowed(convolution):
+        return TF32_ROUNDING
     return torch.finfo(dtype).eps
+
+
+def tf32_allowed(convolution: bool) -> bool:
+    """Whether CUDA may run float32 convolutions (or matmuls) in TF32. PyTorch's per-operator
+    ``fp32_precision`` settings decide where they exist: the first that is not ``"none"``,
+    from the operator up to the global one ("none" everywhere: not TF32). The legacy
+    ``allow_tf32`` flags are read only on a torch without them: they raise once the two APIs
+    were mixed."""
+    backends = torch.backends
+    levels = ((backends.cudnn.conv, backends.cudnn, backends) if convolution
+              else (backends.cuda.matmul, backends))
+    if not hasattr(levels[0], "fp32_precision"):
+        return bool(backends.cudnn.allow_tf32 if convolution else backends.cuda.matmul.allow_tf32)
+    for level in levels:
+        if level.fp32_precision != "none":
+            return level.fp32_precision == "tf32"
+    return False
 
 
 def module_rounding(module: nn.Module) -> float:
