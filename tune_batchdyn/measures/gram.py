@@ -344,7 +344,8 @@ def _check_layer_sum(layer: _Layer, share: Tensor | None, grads: dict[int, Tenso
         raise ConfigError(
             f"per_sample_gram: the per-sample contributions of module {layer.name or '<model>'!r}"
             f" ({type(layer.module).__name__}) add up to {found:.6g}, not to its squared batch "
-            f"gradient {expected:.6g}: a parameter of it is also used outside the module's own "
+            f"gradient {expected:.6g} (more than the {tolerance:.1e} relative that its products'"
+            " rounding explains): a parameter of it is also used outside the module's own "
             "call (a tied weight in a functional call such as h @ embedding.weight?), which "
             "module hooks do not see. Use exact=True (or, in a trial, measures without "
             "'fisher'), or make that use go through a module."
