@@ -9,6 +9,7 @@ path on the CPU (``--gpus-per-trial 0``, no utilisation); CI tests its parsing a
 
     python benchmarks/gpu_sweep.py                          # 4 trials per GPU, 120 trial-epochs
     python benchmarks/gpu_sweep.py --gpus-per-trial 0.125 --budget 400
+    python benchmarks/gpu_sweep.py --time-budget 300          # at most five minutes
     python benchmarks/gpu_sweep.py --gpus-per-trial 0 --budget 4 \\
         --set epochs=2 --set 'dataset_options={"preset": "small", "n_train": 512}'   # CPU
 """
@@ -62,6 +63,8 @@ def measure(args: argparse.Namespace, out: Path) -> int:
                "--budget", str(args.budget), "--out", str(out)]
     if args.gpus_per_trial > 0:
         command += ["--gpus-per-trial", str(args.gpus_per_trial)]
+    if args.time_budget is not None:
+        command += ["--time-budget", str(args.time_budget)]
     for override in args.set:
         command += ["--set", override]
     samples: list[tuple[float, float]] = []
@@ -95,6 +98,8 @@ def main() -> None:
     parser.add_argument("--space", default="synthetic_resnet20")
     parser.add_argument("--gpus-per-trial", type=float, default=0.25)
     parser.add_argument("--budget", type=int, default=120, help="trial-epochs")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="end the sweep after this long, keeping what it trained")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--out", default=None, help="keep the records here (.parquet)")
     args = parser.parse_args()

@@ -35,6 +35,10 @@ SMALL_NQM = ["--set", "epochs=4", "--set",
                                         "has"),
         (["--name", "a/../b"], "--name 'a/../b' is not accepted; use a plain folder name"),
         (["--budget", "0"], "--budget 0 is not accepted"),
+        (["--time-budget", "0"], "--time-budget 0.0 is not accepted; use a number of seconds > 0"),
+        (["--time-budget", "nan"], "--time-budget nan is not accepted"),
+        (["--resume", "--storage-path", "runs", "--time-budget", "60"],
+         "--time-budget is not accepted with --resume"),
         (["--out", "r.xlsx"], "has extension '.xlsx'"),
         (["--storage-path", "s3://bucket/runs"], "--storage-path s3://bucket/runs is not "
                                                  "accepted"),
@@ -108,6 +112,30 @@ def test_the_space_files_budget_applies_unless_the_flag_says_otherwise(tmp_path,
         epochs = read_records(out).groupby("trial_id")["epoch"].max()
         assert epochs.sum() == budget and (epochs == 4).all()  # whole trials, then it stops
     capsys.readouterr()
+
+
+def test_optuna_time_budget_starts_no_trial_after_it(tmp_path, capsys):
+    out = tmp_path / "records.csv"
+    assert main(["sweep", "--space", "nqm", "--backend", "optuna", "--pruner", "none",
+                 "--max-planned", "0", "--time-budget", "0.01", "--out", str(out),
+                 *SMALL_NQM]) == 0
+    text = capsys.readouterr().out
+    assert "time budget of 0.01 s spent: no trial was started after it" in text
+    epochs = read_records(out).groupby("trial_id")["epoch"].max()
+    assert epochs.tolist() == [4]  # the one trial running then finished
+
+
+def test_ray_time_budget_ends_the_sweep_keeping_what_was_trained(tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.delenv("TUNE_WARN_THRESHOLD_S", raising=False)
+    out = tmp_path / "records.csv"
+    assert main(["sweep", "--space", "nqm", "--storage-path", str(tmp_path / "ray"),
+                 "--max-planned", "0", "--time-budget", "6", "--out", str(out), *SMALL_NQM,
+                 "--set", "epochs=2000"]) == 0
+    text = capsys.readouterr().out
+    assert "time budget of 6 s spent: the sweep ended there" in text
+    if out.exists():  # trials that reported before the end are kept, none trained to the end
+        assert (read_records(out).groupby("trial_id")["epoch"].max() < 2000).all()
 
 
 @pytest.mark.parametrize(("backend", "message"), [

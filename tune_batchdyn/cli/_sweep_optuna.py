@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -207,7 +208,13 @@ def run_optuna(space: Space, overrides: dict[str, Any],
         done = len(study.get_trials(deepcopy=False, states=ended))
         print(f"study {study.study_name!r} already holds {done} finished trials: nothing to run")
     else:
-        study.optimize(objective, n_jobs=args.max_concurrent or 1, callbacks=callbacks)
+        start = time.monotonic()
+        study.optimize(objective, n_jobs=args.max_concurrent or 1, callbacks=callbacks,
+                       timeout=args.time_budget)
+        if (args.time_budget is not None and time.monotonic() - start >= args.time_budget
+                and waiting(study)):
+            print(f"time budget of {args.time_budget:g} s spent: no trial was started after "
+                  "it (running ones finished)", flush=True)
     print_decision_log(study)
     reroute = next((c for c in callbacks if isinstance(c, RerouteCallback)), None)
     if reroute is not None and not planned_keys(study) and reroute.no_plan_reason:

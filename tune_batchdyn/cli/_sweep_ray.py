@@ -338,6 +338,7 @@ def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
                                     num_samples=(searcher.max_trials if searcher
                                                  else space.search.num_samples),
                                     max_concurrent_trials=args.max_concurrent,
+                                    time_budget_s=args.time_budget,
                                     # one worker process serves many trials: torch is
                                     # imported once, not once per trial (seconds each)
                                     reuse_actors=True),
@@ -348,7 +349,11 @@ def _sweep(space: Space, overrides: dict[str, Any], args: argparse.Namespace,
                                   # the latest checkpoint is all a resume or reroute reads
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=2)))
+    start = time.monotonic()
     fit(tuner, experiment, resumed=resume_flags)
+    if args.time_budget is not None and time.monotonic() - start >= args.time_budget:
+        print(f"time budget of {args.time_budget:g} s spent: the sweep ended there, trials "
+              "still running then were stopped (kept with the epochs they trained)", flush=True)
     if budget is not None and budget.stop_all():
         print(f"budget of {args.budget} trial-epochs spent: the sweep ended there, trials still "
               "running then were stopped (kept with the epochs they trained)", flush=True)

@@ -59,6 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="trial-epochs the sweep may train (default: the space's [search] "
                         "budget, else no limit); once spent, Optuna starts no trial (running "
                         "ones finish) and Ray ends the sweep (running trials stop there)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock seconds the sweep may run (default: no limit); once spent, "
+                        "Optuna starts no trial (running ones finish) and Ray ends the sweep "
+                        "(running trials stop there, kept with the epochs they trained)")
     p.add_argument("--max-planned", type=int, default=3,
                    help="dynamic-sampling trials spawned (default: 3)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -102,6 +106,10 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, value in (("--max-concurrent", args.max_concurrent), ("--budget", args.budget)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value} is not accepted; use an integer >= 1.")
+    if args.time_budget is not None and not (math.isfinite(args.time_budget)
+                                             and args.time_budget > 0):
+        raise ConfigError(f"--time-budget {args.time_budget} is not accepted; use a number of "
+                          "seconds > 0.")
     if args.max_planned < 0:
         raise ConfigError(f"--max-planned {args.max_planned} is not accepted; use an integer "
                           ">= 0.")
@@ -109,6 +117,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--resume continues a Ray experiment: pass --backend ray and the "
                           "--storage-path (and --name) of the run to continue. An Optuna study "
                           "continues by itself when the same --storage is given again.")
+    if args.resume and args.time_budget is not None:
+        raise ConfigError("--time-budget is not accepted with --resume: Ray continues an "
+                          "experiment with the settings it was started with; drop the flag.")
     if args.storage_path and "://" in args.storage_path:
         raise ConfigError(f"--storage-path {args.storage_path} is not accepted; the sweep reads "
                           "its results back from a folder, so use one every node sees (NFS), "
