@@ -11,9 +11,10 @@ in turn, ABAB...). Three tables:
    (forward + backward + SGD-momentum step; targets <= 1.5 MLPs, <= 2.0 conv nets), and the
    speed-up against torch.func per-sample gradients (vmap over grad) accumulated per layer
    (target >= 1.5x), against BackPACK's BatchGrad (when installed: ``pip install -e
-   ".[bench]"``) and against a per-sample loop of autograd calls. For batch-norm models
-   the vmap baseline runs on a copy whose batch-norm keeps no running statistics (vmap cannot
-   update them), which only changes its numbers, not its cost.
+   ".[bench]"``) and against a per-sample loop of autograd calls; and the time of c_k from
+   that Gram (its eigenvalues), on a GPU also with the Gram moved to the CPU first. For
+   batch-norm models the vmap baseline runs on a copy whose batch-norm keeps no running
+   statistics (vmap cannot update them), which only changes its numbers, not its cost.
 2. λmax to a relative tolerance of 1e-2 (eval mode, as the seed): Hessian-vector products
    and time / training step for ours (Lanczos, residual rule), our power iteration, and
    PyHessian-style power iteration (stop when θ changes by < 1e-2, relative), with each
@@ -54,6 +55,7 @@ from tune_batchdyn.measures import (
     hessian_top_eigenvalue,
     network_quality,
     per_sample_gram,
+    truncated_condition,
 )
 from tune_batchdyn.measures.evbmf import evbmf_batched
 from tune_batchdyn.measures.hvp import make_hvp, vector_dtype
@@ -229,7 +231,8 @@ def gram_table(repeats: int) -> None:
     print("\n1. Per-sample gradient Gram, B = 128, training mode")
     print(f"{'model':<20} {'step ms':>8} {'gram ms':>8} {'gram/step':>9} "
           f"{'vmap ms':>8} {'speed-up':>8} {'BackPACK':>8} {'speed-up':>8} "
-          f"{'loop ms':>8} {'speed-up':>8}" + ("" if DEVICE.type == "cpu" else " vs CPU rel"))
+          f"{'loop ms':>8} {'speed-up':>8} {'c_k ms':>7}"
+          + ("" if DEVICE.type == "cpu" else f" {'on CPU':>7} vs CPU rel"))
     notes = set()
     for label, name, shape in GRAM_CASES:
         model, x, y = make_case(name, shape)
@@ -247,11 +250,14 @@ def gram_table(repeats: int) -> None:
             other = best_time(lambda g=backpack, x=x, y=y: g(x, y), max(1, repeats // 2))
             backpack_cells = f"{1e3 * other:8.1f} {other / ours:7.1f}x"
         loop = best_time(lambda m=model, x=x, y=y: loop_gram(m, x, y), 1)
-        agreement = ("" if DEVICE.type == "cpu"
-                     else f" {distance_from_cpu_gram(model, x, y):10.1e}")
+        gram = per_sample_gram(model, x, y)
+        condition = best_time(lambda g=gram: truncated_condition(g), repeats)
+        on_cpu = ("" if DEVICE.type == "cpu" else
+                  f" {1e3 * best_time(lambda g=gram: truncated_condition(g.cpu()), repeats):7.2f}"
+                  f" {distance_from_cpu_gram(model, x, y):10.1e}")
         print(f"{label:<20} {1e3 * step:8.1f} {1e3 * ours:8.1f} {ours / step:9.2f} "
               f"{1e3 * base:8.1f} {base / ours:7.1f}x {backpack_cells} "
-              f"{1e3 * loop:8.1f} {loop / ours:7.1f}x{agreement}")
+              f"{1e3 * loop:8.1f} {loop / ours:7.1f}x {1e3 * condition:7.2f}{on_cpu}")
     for note in sorted(notes):
         print(f"  {note}")
 
