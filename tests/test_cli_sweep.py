@@ -244,6 +244,34 @@ def test_ray_sweep_keeps_only_long_slow_operation_notes():
     assert quiet_short_slow_notes(record("Trial failed to stop: see the log."))
 
 
+def test_ray_sweep_quiets_only_missing_results_of_trials_a_budget_ended():
+    from tune_batchdyn.cli._sweep_ray import quiet_unreported_trials
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune.analysis.experiment_analysis", logging.WARNING,
+                                 "experiment_analysis.py", 186, message, None, None)
+
+    missing = ("- batchdyn_trial_{0}: FileNotFoundError('Could not fetch metrics for "
+               "batchdyn_trial_{0}: both result.json and progress.csv were not found at /r')")
+    assert not quiet_unreported_trials(record(
+        "Failed to fetch metrics for 2 trial(s):\n" + missing.format("a") + "\n"
+        + missing.format("b")))
+    assert quiet_unreported_trials(record(
+        "Failed to fetch metrics for 2 trial(s):\n" + missing.format("a")
+        + "\n- batchdyn_trial_b: JSONDecodeError('Expecting value: line 1 column 1')"))
+    assert quiet_unreported_trials(record("Trial failed to stop: see the log."))
+
+
+def test_results_of_a_sweep_ended_before_any_epoch_are_empty_not_an_error(tmp_path, capsys):
+    from tune_batchdyn.cli._sweep_ray import _results
+
+    (tmp_path / "batchdyn_trial_a_1").mkdir()  # Ray's folder of a trial stopped at its start
+    (tmp_path / "tuner.pkl").write_bytes(b"")
+    records, decisions = _results(str(tmp_path), None, epochs=4)
+    assert records.empty and decisions == "decisions: stopped=0 rerouted=0 spawned=0"
+    assert "1 trial(s) ended before their first epoch's result" in capsys.readouterr().out
+
+
 def test_ray_sweep_quiets_only_the_resumed_trials_missing_file_warning():
     from tune_batchdyn.cli._sweep_ray import quiet_resumed_file_loggers
 

@@ -16,6 +16,7 @@ import re
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -156,6 +157,15 @@ def quiet_short_slow_notes(record: logging.LogRecord) -> bool:
     return found is None or float(found.group(1)) >= SLOW_NOTE_S
 
 
+def quiet_unreported_trials(record: logging.LogRecord) -> bool:
+    """Drop Ray's "Failed to fetch metrics" when every trial it lists has no result file yet:
+    a budget (trial-epochs or time) ended it before its first epoch, which `_results` says in
+    one line. Other failures to read a trial's results are still shown."""
+    lines = record.getMessage().splitlines()
+    return not (lines[0].startswith("Failed to fetch metrics for")
+                and all("FileNotFoundError(" in line for line in lines[1:]))
+
+
 def _add_filter(logger_name: str, rule: Any) -> None:
     logger = logging.getLogger(logger_name)
     if rule not in logger.filters:
@@ -257,6 +267,7 @@ def run_ray(space: Space, overrides: dict[str, Any],
     # TensorBoard logs every epoch; measures are NaN until first measured (not an error)
     logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
     _add_filter("ray.tune.logger.logger", quiet_resumed_file_loggers)
+    _add_filter("ray.tune.analysis.experiment_analysis", quiet_unreported_trials)
     if "TUNE_WARN_THRESHOLD_S" not in os.environ:  # the user's own threshold is Ray's to apply
         _add_filter("ray.tune.utils.util", quiet_short_slow_notes)
     storage_path = os.path.abspath(args.storage_path or tempfile.mkdtemp(prefix="tbd-ray-"))
@@ -376,7 +387,15 @@ def _results(experiment: str, decisions: DecisionLog | None,
              epochs: int) -> tuple[pd.DataFrame, str]:
     """The experiment's records, with the decision log printed, and the decisions line."""
     print(f"Ray results in {experiment}")
-    records = records_from_ray_dir(experiment)
+    started = sum(folder.is_dir() for folder in Path(experiment).iterdir())  # one per trial
+    try:
+        records = records_from_ray_dir(experiment)
+    except ConfigError:  # no trial reported an epoch before the sweep ended
+        records = pd.DataFrame()
+    unreported = started - (records["trial_id"].nunique() if len(records) else 0)
+    if unreported > 0:
+        print(f"{unreported} trial(s) ended before their first epoch's result (nothing to "
+              "keep: a budget ended the sweep first, or they failed)")
     if decisions is not None:
         lines = decisions.lines()
         if lines:
