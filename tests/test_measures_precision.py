@@ -25,8 +25,8 @@ _LEVELS = (torch.backends, torch.backends.cudnn, torch.backends.cudnn.conv,
 
 @pytest.fixture(autouse=True)
 def _precision_settings_restored():
-    """Leave PyTorch's TF32 settings exactly as found (a legacy flag set back to False reads
-    "ieee" where it was "none")."""
+    """Tests set PyTorch's TF32 settings directly (pytest's monkeypatch cannot undo these
+    properties on every pytest version); leave them exactly as found."""
     saved = [level.fp32_precision for level in _LEVELS]
     yield
     for level, value in zip(_LEVELS, saved, strict=True):
@@ -40,14 +40,14 @@ def test_float32_on_the_cpu_rounds_at_its_machine_epsilon() -> None:
     assert product_rounding(torch.int64, CPU, convolution=False) == 0.0
 
 
-def test_cuda_float32_rounds_at_tf32_where_pytorch_allows_it(monkeypatch) -> None:
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+def test_cuda_float32_rounds_at_tf32_where_pytorch_allows_it() -> None:
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = False
     assert product_rounding(torch.float32, CUDA, convolution=True) == TF32_ROUNDING == 2.0**-10
     assert product_rounding(torch.float32, CUDA, convolution=False) == 2.0**-23
     assert product_rounding(torch.float64, CUDA, convolution=True) == 2.0**-52
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = True
     assert product_rounding(torch.float32, CUDA, convolution=True) == 2.0**-23
     assert product_rounding(torch.float32, CUDA, convolution=False) == TF32_ROUNDING
 
@@ -57,19 +57,19 @@ def test_cuda_float32_rounds_at_tf32_where_pytorch_allows_it(monkeypatch) -> Non
     ("ieee", "tf32", (False, True)),
     ("none", "ieee", (False, False)),
 ])
-def test_per_operator_precision_settings_decide(monkeypatch, conv, matmul, expected) -> None:
+def test_per_operator_precision_settings_decide(conv, matmul, expected) -> None:
     # set through the new API alone: the legacy flags would raise on a mix (conv != rnn)
-    monkeypatch.setattr(torch.backends.cudnn.conv, "fp32_precision", conv)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "fp32_precision", matmul)
+    torch.backends.cudnn.conv.fp32_precision = conv
+    torch.backends.cuda.matmul.fp32_precision = matmul
     assert (tf32_allowed(convolution=True), tf32_allowed(convolution=False)) == expected
     rounding = product_rounding(torch.float32, CUDA, convolution=True)
     assert rounding == (TF32_ROUNDING if expected[0] else 2.0**-23)
 
 
-def test_global_precision_applies_where_the_operator_says_none(monkeypatch) -> None:
-    monkeypatch.setattr(torch.backends.cudnn.conv, "fp32_precision", "none")
-    monkeypatch.setattr(torch.backends.cudnn, "fp32_precision", "none")
-    monkeypatch.setattr(torch.backends, "fp32_precision", "tf32")
+def test_global_precision_applies_where_the_operator_says_none() -> None:
+    torch.backends.cudnn.conv.fp32_precision = "none"
+    torch.backends.cudnn.fp32_precision = "none"
+    torch.backends.fp32_precision = "tf32"
     assert tf32_allowed(convolution=True)
 
 
