@@ -87,17 +87,6 @@ def clock() -> float:
     return time.perf_counter()
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Minimum wall time over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return min(times)
-
-
 def best_run(fn: Callable[[], T], repeats: int) -> tuple[T, float]:
     """``fn``'s result and its minimum wall time over ``repeats`` calls (fn is seeded: every
     call does the same work), timed like the training step it is divided by."""
@@ -107,6 +96,12 @@ def best_run(fn: Callable[[], T], repeats: int) -> tuple[T, float]:
         result = fn()
         times.append(clock() - start)
     return result, min(times)
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum wall time over ``repeats`` calls after one warm-up call."""
+    fn()
+    return best_run(fn, repeats)[1]
 
 
 def interleaved_best(fns: list[Callable[[], object]], repeats: int) -> list[float]:
