@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune_batchdyn.records.io import read_records
+
 #: nvidia-smi fields sampled, in this order.
 SMI_FIELDS = "utilization.gpu,memory.used"
 
@@ -79,7 +81,7 @@ def measure(args: argparse.Namespace, out: Path) -> int:
     stop.set()
     if returncode != 0:  # the sweep has said why (e.g. no GPU here: --gpus-per-trial 0)
         return returncode
-    figures = throughput(pd.read_parquet(out), wall)
+    figures = throughput(read_records(out), wall)
     print(f"\nwall {wall:.0f} s: {figures['trials']} trials, {figures['trial_epochs']} "
           f"trial-epochs; {figures['trials_per_hour']:.0f} trials/hour, "
           f"{figures['trial_epochs_per_hour']:.0f} trial-epochs/hour")
@@ -101,7 +103,8 @@ def main() -> None:
     parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                         help="end the sweep after this long, keeping what it trained")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
-    parser.add_argument("--out", default=None, help="keep the records here (.parquet)")
+    parser.add_argument("--out", default=None,
+                        help="keep the records here (.parquet, or .csv without pyarrow)")
     args = parser.parse_args()
     if args.out:
         sys.exit(measure(args, Path(args.out)))

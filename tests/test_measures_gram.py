@@ -14,13 +14,14 @@ from torch.func import functional_call, grad, vmap
 
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.measures import exact_gram, per_sample_gram
-from tune_batchdyn.measures.conv_gradients import ConvCall
+from tune_batchdyn.measures.conv_gradients import ConvCall, shifted_windows_pay_off
 from tune_batchdyn.measures.gram_products import (
     choose_product,
     conv_materialised_gram,
     factor_sizes,
     ghost_gram,
     materialised_gram,
+    summed,
     symmetric_gram,
 )
 from tune_batchdyn.measures.positions import Factor
@@ -267,9 +268,24 @@ def test_conv_products_equal_per_sample_weight_gradients(setting, calls) -> None
         psi = psi + per_call
     expected = psi @ psi.T
     assert relative_error(conv_materialised_gram(parts), expected) < 1e-12
+    grouped = summed(part.grouped_weight_gradients() for part in parts)  # a GPU's path
+    if bias:
+        grouped = torch.cat([grouped, summed(part.bias_gradients() for part in parts)], dim=1)
+    assert relative_error(symmetric_gram(grouped), expected) < 1e-12
     factor = Factor(torch.cat([c.factor().activations for c in parts], dim=2),
                     torch.cat([c.factor().output_grads for c in parts], dim=2), bias=bias)
     assert relative_error(ghost_gram(factor), expected) < 1e-12
+
+
+@pytest.mark.parametrize("stride,channels,device,windows", [
+    ((1, 1), 3, "cpu", True), ((1, 1), 12, "cpu", True), ((1, 1), 64, "cpu", True),
+    ((1, 1), 16, "cpu", False), ((1, 1), 32, "cpu", False), ((2, 2), 3, "cpu", False),
+    ((1, 2), 3, "cpu", False), ((1, 1), 3, "cuda", False), ((2, 2), 3, "cuda", False),
+    ((1, 1), 3, "mps", False),
+])
+def test_shifted_windows_where_they_were_measured_faster(stride, channels, device,
+                                                           windows) -> None:
+    assert shifted_windows_pay_off(stride, channels, torch.device(device)) is windows
 
 
 @pytest.mark.parametrize("block", [3, 2**24])
@@ -396,6 +412,8 @@ def test_model_state_is_unchanged() -> None:
     model[0].register_forward_hook(lambda *_: calls.append(1))
     x, y = torch.randn(6, 2, 6, 6), torch.randint(0, CLASSES, (6,))
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    statistics = [model[1].running_mean, model[1].running_var]
+    versions_before = [b._version for b in statistics]
     hooks_before = [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
                     for m in model.modules()]
     rng_before = torch.get_rng_state()
@@ -407,6 +425,9 @@ def test_model_state_is_unchanged() -> None:
             per_sample_gram(model, x, y, exact=exact)
         assert [m.training for m in model.modules()] == modes_before
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # restored without a version change, so a graph that saved them (batch-norm in eval mode)
+    # is not invalidated (num_batches_tracked: batch-norm's own forward increments it)
+    assert [b._version for b in statistics] == versions_before
     assert [p.requires_grad for p in model.parameters()] == [True, True, True, True, True, False]
     assert torch.equal(model[0].weight.grad, torch.full_like(model[0].weight, 0.5))
     assert all(p.grad is None for p in list(model.parameters())[1:])

@@ -12,8 +12,10 @@ they meet become the flat slice x_flat[c, a·dh·Wp + b·dw + s·n]: a strided *
 input, within its bounds for every valid geometry. So each kernel offset costs one
 batched product (C × L)(L × O) with L = Ho·Wp and no unfolded copy of the input (im2col
 would write kh·kw copies); for s = 1 the view is contiguous along L. The offsets touch disjoint
-parameters, so their Gram shares simply add. Strided layers instead take ψ as the weight
-gradient of one grouped convolution (B·K groups), which skips the positions the stride jumps.
+parameters, so their Gram shares simply add. Strided layers, every layer off the CPU and,
+on the CPU, layers with the channel counts oneDNN handles well instead take ψ as the weight
+gradient of one grouped convolution (B·K groups): it skips the positions the stride jumps,
+and on a GPU one cuDNN call beats kh·kw products and their Grams (`shifted_windows_pay_off`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tune_batchdyn.measures.positions import Factor
+
+
+def shifted_windows_pay_off(stride: tuple[int, int], channels_per_group: int,
+                            device: torch.device) -> bool:
+    """Shifted windows or one grouped convolution for ψ, from what was measured (B = 128):
+
+    - strided layers: grouped, on any device (windows step over the skipped positions);
+    - off the CPU: grouped. On an H200 cuDNN's grouped weight gradient with its Gram takes
+      0.12-0.29 ms per resnet20 layer against 1.6-3.1 ms for nine windows and their Grams
+      (there every kernel launch costs about as much as its work);
+    - on the CPU: grouped for 8, 16, 24 or 32 input channels per group, where oneDNN's
+      kernel took 0.25-0.85x the windows' time (1 and 2 threads, AVX-512); windows
+      otherwise: 1.1-2.9x for 3, 4 and 12 channels, 0.9-1.0x for 64, 1.7-1.9x for 128.
+    """
+    if tuple(stride) != (1, 1) or device.type != "cpu":
+        return False
+    return not (channels_per_group % 8 == 0 and channels_per_group <= 32)
 
 
 @dataclass(frozen=True)
@@ -68,18 +87,19 @@ class ConvCall:
 
     def weight_gradient_blocks(self) -> Iterator[Tensor]:
         """ψ of the weight in blocks of disjoint parameters, each (B, P_block): by shifted
-        windows for stride 1, else as one grouped convolution's weight gradient."""
-        if self.stride == (1, 1):
+        windows or as one grouped convolution's weight gradient (`shifted_windows_pay_off`)."""
+        channels = self.padded_input.shape[1] // self.groups
+        if shifted_windows_pay_off(self.stride, channels, self.padded_input.device):
             yield from self._shifted_window_blocks()
         else:
-            yield self._grouped_weight_gradients()
+            yield self.grouped_weight_gradients()
 
-    def _grouped_weight_gradients(self) -> Tensor:
+    def grouped_weight_gradients(self) -> Tensor:
         """ψ (B, P) as the weight gradient of one convolution with B·K groups, sample i's
         input channels against sample i's output gradient (the batching rule torch.func uses
         for convolutions). For strided layers it beats shifted windows, which step over the
-        skipped positions (resnet20's stride-2 layers at B = 128: 2-4x less time for ψ).
-        Only the weight's shape is used (a broadcast placeholder stands for it)."""
+        skipped positions (resnet20's stride-2 layers at B = 128 on the CPU: 2-4x less time
+        for ψ). Only the weight's shape is used (a broadcast placeholder stands for it)."""
         x, g = self.padded_input, self.output_grads
         batch, channels = x.shape[:2]
         outputs = g.shape[1]
