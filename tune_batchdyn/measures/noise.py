@@ -10,6 +10,13 @@ These are McCandlish's two-batch-size estimators with B_small = 1 and B_big = B.
 estimates swing widely (|G|² may even come out negative: then B_simple is +inf, the noise
 dominates); `FisherTracker` keeps exponential moving averages of tr Σ and |G|² separately and
 reports their ratio, as the paper suggests.
+
+The estimators assume independent per-sample gradients. Batch-norm in training mode couples
+them through the batch statistics (its backward centres the output gradients over the
+batch), which biases |G|² low: on a ResNet-20 after 50-150 SGD steps the training-mode |G|²
+came out negative at B = 32 and 128 where eval mode gave a positive one at B = 128, and
+on the GPU sweep most batch-norm trials reported +inf. For such models read `noise_scale`
+as "noise dominates or is not measurable this way".
 """
 
 from __future__ import annotations
