@@ -36,11 +36,12 @@ def shifted_windows_pay_off(stride: tuple[int, int], channels_per_group: int,
 
     - strided layers: grouped, on any device (windows step over the skipped positions);
     - off the CPU: grouped. On an H200 cuDNN's grouped weight gradient with its Gram takes
-      0.12-0.29 ms per resnet20 layer against 1.6-3.1 ms for nine windows and their Grams
+      0.12-0.29 ms per resnet20 layer against 0.6-3.1 ms for nine windows and their Grams
       (there every kernel launch costs about as much as its work);
     - on the CPU: grouped for 8, 16, 24 or 32 input channels per group, where oneDNN's
-      kernel took 0.25-0.85x the windows' time (1 and 2 threads, AVX-512); windows
-      otherwise: 1.1-2.9x for 3, 4 and 12 channels, 0.9-1.0x for 64, 1.7-1.9x for 128.
+      kernel took 0.25-0.85x the windows' time (1 and 2 threads, AVX-512; 0.93-1.01x for 32
+      channels on 8×8 pixels); windows otherwise: 1.1-2.9x for 3, 4 and 12 channels,
+      0.9-1.0x for 64, 1.7-1.9x for 128.
     """
     if tuple(stride) != (1, 1) or device.type != "cpu":
         return False
