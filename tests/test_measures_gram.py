@@ -15,7 +15,9 @@ from torch.func import functional_call, grad, vmap
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.measures import exact_gram, per_sample_gram
 from tune_batchdyn.measures.conv_gradients import ConvCall, shifted_windows_pay_off
+from tune_batchdyn.measures.factors import conv_call
 from tune_batchdyn.measures.gram_products import (
+    GramSum,
     choose_product,
     conv_materialised_gram,
     factor_sizes,
@@ -227,6 +229,24 @@ def test_symmetric_gram_equals_the_full_product(rows, columns) -> None:
     assert relative_error(gram, reference) < 1e-14
 
 
+@pytest.mark.parametrize("block_elements", [2**24, 5 * 12])  # one pool, or flushed often
+def test_gram_sum_pools_narrow_gradients_into_the_same_gram(block_elements) -> None:
+    """Narrow ψ of several dtypes (pooled), a wide ψ (its own product) and a B×B share add up
+    to Σ ψψᵀ + share, whatever the pool's flushes."""
+    generator = torch.Generator().manual_seed(5)
+    narrow = [torch.randn(5, columns, generator=generator, dtype=dtype)
+              for columns, dtype in ((4, torch.float32), (7, torch.float64), (12, torch.float32))]
+    wide = torch.randn(5, GramSum.POOL_MAX_COLUMNS, generator=generator)
+    share = torch.randn(5, 5, generator=generator, dtype=torch.float64)
+    total = GramSum(5, torch.device("cpu"), block_elements)
+    for psi in (narrow[0], wide, narrow[1]):
+        total.add_gradients(psi)
+    total.add(share)
+    total.add_gradients(narrow[2])
+    expected = share + sum(p.double() @ p.double().T for p in (*narrow, wide))
+    assert relative_error(total.total(), expected) < 1e-13
+
+
 def test_wide_one_position_ghost_product_equals_materialised() -> None:
     """An MLP-sized Linear (p, q ≥ 256) takes the split products of the ghost fast path."""
     generator = torch.Generator().manual_seed(3)
@@ -275,6 +295,33 @@ def test_conv_products_equal_per_sample_weight_gradients(setting, calls) -> None
     factor = Factor(torch.cat([c.factor().activations for c in parts], dim=2),
                     torch.cat([c.factor().output_grads for c in parts], dim=2), bias=bias)
     assert relative_error(ghost_gram(factor), expected) < 1e-12
+
+
+@pytest.mark.parametrize("make,deferred", [
+    (lambda: nn.Conv2d(3, 4, 3, padding=(1, 2)), (1, 2)),  # zeros, symmetric: left as is
+    (lambda: nn.Conv2d(3, 4, 3, padding="same", dilation=2), (2, 2)),
+    (lambda: nn.Conv2d(3, 4, (2, 3), padding="same"), (0, 0)),  # even kernel: asymmetric
+    (lambda: nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), (0, 0)),
+    (lambda: nn.Conv1d(3, 4, 3, padding=2, stride=2), (0, 2)),
+])
+def test_conv_padding_left_to_the_products_gives_the_same_gram(make, deferred) -> None:
+    """Symmetric zero padding is passed to the grouped convolution and im2col instead of
+    copied into a padded input; every product gives the Gram of the eagerly padded call."""
+    module = make()
+    generator = torch.Generator().manual_seed(11)
+    shape = (4, 3, 9) if isinstance(module, nn.Conv1d) else (4, 3, 7, 8)
+    x = torch.randn(*shape, generator=generator)
+    g = torch.randn(module(x).shape, generator=generator)
+    call = conv_call(module, x, g)
+    assert call.padding == deferred
+    eager = ConvCall(call.padded_input, call.output_grads, call.kernel_size, call.stride,
+                     call.dilation, call.groups, call.weight, call.bias)
+    expected = conv_materialised_gram([eager])
+    weights = call.grouped_weight_gradients()
+    psi = torch.cat([weights, call.bias_gradients()], dim=1)
+    assert relative_error(symmetric_gram(psi), expected) < 1e-12
+    assert relative_error(ghost_gram(call.factor()), expected) < 1e-12
+    assert relative_error(conv_materialised_gram([call]), expected) < 1e-12
 
 
 @pytest.mark.parametrize("stride,channels,device,windows", [
@@ -369,11 +416,13 @@ def test_batch_norm_training_mode_decomposition() -> None:
     torch.manual_seed(0)
     model = BatchNormNet()
     x, y = torch.randn(8, 2, 6, 6), torch.randint(0, CLASSES, (8,))
-    gram = per_sample_gram(model, x, y)
+    gram = per_sample_gram(model, x, y)  # the first call: checked, layer by layer
+    unchecked = per_sample_gram(model, x, y)  # later calls: batch-norm ψ pooled (GramSum)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     jacobian = bookkeeping_jacobian(model, x, y)
     model.load_state_dict(state)
     assert relative_error(gram, jacobian @ jacobian.T) < 1e-8
+    assert relative_error(unchecked, jacobian @ jacobian.T) < 1e-8
     # 1ᵀF̃1 = ‖batch gradient of the summed loss‖²
     batch_grad = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"),
                                      list(model.parameters()))

@@ -50,9 +50,12 @@ def shifted_windows_pay_off(stride: tuple[int, int], channels_per_group: int,
 
 @dataclass(frozen=True)
 class ConvCall:
-    """One call of a Conv1d/Conv2d (Conv1d as height 1), with the padding already applied."""
+    """One call of a Conv1d/Conv2d (Conv1d as height 1). Symmetric zero padding is kept as
+    ``padding`` and applied only where a product needs it padded (the shifted windows): the
+    grouped convolution and im2col take it as an argument, which saves a padded copy of
+    the input (three kernel launches per layer on a GPU); other padding is already applied."""
 
-    padded_input: Tensor  #: (B, C, Hp, Wp)
+    input: Tensor  #: (B, C, H, W), with any padding other than ``padding`` applied
     output_grads: Tensor  #: (B, O, Ho, Wo)
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
@@ -60,10 +63,19 @@ class ConvCall:
     groups: int
     weight: bool  #: the weight is trainable
     bias: bool  #: there is a trainable bias
+    padding: tuple[int, int] = (0, 0)  #: zeros still to add on each side (height, width)
+
+    @property
+    def padded_input(self) -> Tensor:
+        """(B, C, Hp, Wp): the input with all its padding."""
+        if not any(self.padding):
+            return self.input
+        height, width = self.padding
+        return F.pad(self.input, (width, width, height, height))
 
     def sizes(self) -> tuple[int, int, int, int, int]:
         """(B, K, T, p, q) of the positions form: p per group with the bias column."""
-        batch, channels = self.padded_input.shape[:2]
+        batch, channels = self.input.shape[:2]
         outputs, height, width = self.output_grads.shape[1:]
         kernel = self.kernel_size[0] * self.kernel_size[1]
         p = (channels // self.groups) * kernel * int(self.weight) + int(self.bias)
@@ -71,10 +83,9 @@ class ConvCall:
 
     def factor(self) -> Factor:
         """The positions form by im2col: A = unfolded patches, G = output gradient."""
-        batch = self.padded_input.shape[0]
-        patches = F.unfold(
-            self.padded_input, self.kernel_size, dilation=self.dilation, stride=self.stride
-        )  # (B, C·kh·kw, T)
+        batch = self.input.shape[0]
+        patches = F.unfold(self.input, self.kernel_size, dilation=self.dilation,
+                           padding=self.padding, stride=self.stride)  # (B, C·kh·kw, T)
         positions = patches.shape[-1]
         a = patches.view(batch, self.groups, -1, positions).transpose(2, 3)  # (B, K, T, p)
         if not self.weight:
@@ -89,8 +100,8 @@ class ConvCall:
     def weight_gradient_blocks(self) -> Iterator[Tensor]:
         """ψ of the weight in blocks of disjoint parameters, each (B, P_block): by shifted
         windows or as one grouped convolution's weight gradient (`shifted_windows_pay_off`)."""
-        channels = self.padded_input.shape[1] // self.groups
-        if shifted_windows_pay_off(self.stride, channels, self.padded_input.device):
+        channels = self.input.shape[1] // self.groups
+        if shifted_windows_pay_off(self.stride, channels, self.input.device):
             yield from self._shifted_window_blocks()
         else:
             yield self.grouped_weight_gradients()
@@ -101,7 +112,7 @@ class ConvCall:
         for convolutions). For strided layers it beats shifted windows, which step over the
         skipped positions (resnet20's stride-2 layers at B = 128 on the CPU: 2-4x less time
         for ψ). Only the weight's shape is used (a broadcast placeholder stands for it)."""
-        x, g = self.padded_input, self.output_grads
+        x, g = self.input, self.output_grads
         batch, channels = x.shape[:2]
         outputs = g.shape[1]
         weight = x.new_empty(1).expand(batch * outputs, channels // self.groups,
@@ -109,8 +120,8 @@ class ConvCall:
         _, psi, _ = torch.ops.aten.convolution_backward(
             g.reshape(1, batch * outputs, *g.shape[2:]),
             x.reshape(1, batch * channels, *x.shape[2:]),
-            weight, None, self.stride, (0, 0), self.dilation, False, (0, 0), batch * self.groups,
-            (False, True, False),
+            weight, None, self.stride, self.padding, self.dilation, False, (0, 0),
+            batch * self.groups, (False, True, False),
         )
         return psi.reshape(batch, -1)
 

@@ -108,16 +108,24 @@ def _spatial_padding(module: nn.Conv1d | nn.Conv2d, spatial: tuple[int, ...]) ->
 
 
 def conv_call(module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor) -> ConvCall:
-    """Conv1d/Conv2d: the padded input and the output gradient (Conv1d as height 1)."""
+    """Conv1d/Conv2d: the input, its padding and the output gradient (Conv1d as height 1).
+    Symmetric zero padding is left to the products (`ConvCall.padding`); other padding
+    (reflect, replicate, circular, 'same' with an even kernel) is applied here."""
     one_d = isinstance(module, nn.Conv1d)
-    pads = _spatial_padding(module, x.shape[2:])
-    if any(pads):  # before Conv1d's height is added: F.pad's modes take (B, C, *spatial)
+    pads = _spatial_padding(module, x.shape[2:])  # [left, right] per dim, last dim first
+    symmetric = all(pads[i] == pads[i + 1] for i in range(0, len(pads), 2))
+    padding = (0, 0)
+    if module.padding_mode == "zeros" and symmetric:
+        padding = tuple(reversed(pads[::2]))
+        padding = (0, *padding) if one_d else padding
+    elif any(pads):  # before Conv1d's height is added: F.pad's modes take (B, C, *spatial)
         mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
         x = F.pad(x, pads, mode=mode)
     if one_d:
         x, g = x.unsqueeze(2), g.unsqueeze(2)
     return ConvCall(
-        padded_input=x,
+        input=x,
+        padding=padding,
         output_grads=g,
         kernel_size=(1, *module.kernel_size) if one_d else tuple(module.kernel_size),
         stride=(1, *module.stride) if one_d else tuple(module.stride),

@@ -53,7 +53,12 @@ from tune_batchdyn.measures.factors import (
     unsupported_reason,
 )
 from tune_batchdyn.measures.func_fallback import func_per_sample_gradients
-from tune_batchdyn.measures.gram_products import gram_contribution, summed, symmetric_gram
+from tune_batchdyn.measures.gram_products import (
+    GramSum,
+    gram_contribution,
+    summed,
+    symmetric_gram,
+)
 from tune_batchdyn.measures.model_state import (
     PerSampleLoss,
     per_sample_losses,
@@ -149,12 +154,15 @@ def _record_hook(layer: _Layer):
     def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         detached = tuple(_detached(a) for a in args)
         versions = tuple(a._version if isinstance(a, Tensor) else None for a in args)
-        leaves, _ = tree_flatten(output)
+        # the common case (one tensor out, no keyword arguments) skips the pytree walks: on a
+        # GPU this hook's Python time is part of what the measurement waits for
+        leaves = (output,) if isinstance(output, Tensor) else tree_flatten(output)[0]
         outputs = tuple(t if isinstance(t, Tensor) else None for t in leaves)
         edges = tuple(
             get_gradient_edge(t) if t is not None and t.requires_grad else None for t in outputs
         )
-        layer.calls.append(_Call(detached, tree_map(_detached, kwargs), versions, outputs, edges))
+        kept = tree_map(_detached, kwargs) if kwargs else {}
+        layer.calls.append(_Call(detached, kept, versions, outputs, edges))
 
     return hook
 
@@ -177,21 +185,22 @@ def _layer_call(layer: _Layer, call: _Call, grad: Tensor, batch_size: int) -> La
     return layer.builder(layer.module, x, grad)
 
 
-def _layer_gram(layer: _Layer, grads: list, batch: int) -> Tensor | None:
-    """Sum over the layer's calls, then the layer's B×B share of F̃."""
+def _layer_calls(layer: _Layer, grads: list, batch: int) -> list[LayerCall]:
+    """The layer's calls that reached the loss, each described for its share of F̃; for a
+    layer without a per-sample rule, its ψ from torch.func summed over the calls."""
     live = [
         (call, g)
         for call, g in zip(layer.calls, grads, strict=True)
         if any(x is not None for x in g)
     ]
     if not live:
-        return None
+        return []
     if layer.builder is None:
-        return symmetric_gram(summed(
+        return [summed(
             func_per_sample_gradients(layer.name, layer.module, (call.args, call.kwargs),
                                       call.outputs, g, batch)
-            for call, g in live))
-    return gram_contribution([_layer_call(layer, call, g[0], batch) for call, g in live])
+            for call, g in live)]
+    return [_layer_call(layer, call, g[0], batch) for call, g in live]
 
 
 def per_sample_gram(
@@ -249,7 +258,7 @@ def _hooked_gram(model: nn.Module, inputs: Tensor, targets: Tensor,
     must add up to its batch gradient."""
     batch = inputs.shape[0]
     layers = plan_layers(model, unsupported)
-    gram = torch.zeros(batch, batch, dtype=torch.float64, device=inputs.device)
+    gram = GramSum(batch, inputs.device)
     handles = [
         layer.module.register_forward_hook(_record_hook(layer), with_kwargs=True, prepend=True)
         for layer in layers
@@ -264,13 +273,17 @@ def _hooked_gram(model: nn.Module, inputs: Tensor, targets: Tensor,
             handle.remove()
     for layer in layers:
         per_call = [tuple(grads.get(id(t)) for t in call.outputs) for call in layer.calls]
-        share = _layer_gram(layer, per_call, batch)
+        calls = _layer_calls(layer, per_call, batch)
+        if calls and isinstance(calls[0], Tensor) and not check_sums:
+            gram.add_gradients(summed(calls))  # ψ itself: pooled with the other narrow ones
+            continue
+        share = gram_contribution(calls) if calls else None
         if check_sums:
             _check_layer_sum(layer, share, grads,
                              check_tolerance(SUM_TOLERANCE, module_rounding(layer.module)))
         if share is not None:
-            gram += share
-    return gram
+            gram.add(share)
+    return gram.total()
 
 
 #: Relative Frobenius gap between a sub-batch's Gram and the block of the batch's that the

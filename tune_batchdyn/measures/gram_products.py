@@ -11,11 +11,12 @@ For ψ_i[k] = Σ_t G_{ikt}ᵀ A_{ikt} (the positions form, `positions`), the Gra
   against pq (convolutions: ψ per kernel offset without im2col, see `conv_gradients`).
 
 The choice is made per layer from these counts, as differential-privacy libraries do for
-per-sample norms. Norm layers hand over ψ itself (B × 2C, cheaper than either product). Ghost
-kernels are formed in float64 from the factors; a materialised ψ is formed in the model's
-dtype (it is the per-sample gradient itself, as autograd would compute it) and its Gram is
-accumulated in float64, so the small eigenvalues of F̃ keep float64 accuracy. Work is split
-into blocks of at most ``block_elements`` intermediate elements.
+per-sample norms. Norm layers hand over ψ itself (B × 2C, cheaper than either product),
+which `GramSum` pools into one product for all of them. Ghost kernels are formed in float64
+from the factors; a materialised ψ is formed in the model's dtype (it is the per-sample
+gradient itself, as autograd would compute it) and its Gram is accumulated in float64, so the
+small eigenvalues of F̃ keep float64 accuracy. Work is split into blocks of at most
+``block_elements`` intermediate elements.
 """
 
 from __future__ import annotations
@@ -85,6 +86,47 @@ def gram_contribution(
     if choose_product(factor_sizes(factor), factor.one_hot) == "ghost":
         return ghost_gram(factor, block_elements)
     return materialised_gram(factor, block_elements)
+
+
+class GramSum:
+    """F̃ = Σ the layers' shares (float64, B×B). Narrow per-sample gradients ψ (norm layers:
+    B × 2C) are pooled and multiplied together, up to ``block_elements`` at a time: on a GPU
+    a product's launches, not its arithmetic, are their cost (a resnet20's 19 batch-norm
+    layers: one product instead of 19)."""
+
+    #: ψ with at least this many columns gets its own product (no copy into the pool).
+    POOL_MAX_COLUMNS = 4096
+
+    def __init__(self, batch: int, device: torch.device,
+                 block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> None:
+        self._gram = torch.zeros(batch, batch, dtype=torch.float64, device=device)
+        self._pool: list[Tensor] = []
+        self._pool_columns = 0
+        self._flush_columns = max(1, block_elements // max(1, batch))
+
+    def add(self, share: Tensor) -> None:
+        """Add a layer's B×B share."""
+        self._gram += share
+
+    def add_gradients(self, psi: Tensor) -> None:
+        """Add ψψᵀ for per-sample gradients ψ (B, P), pooled while narrow."""
+        if psi.shape[1] >= self.POOL_MAX_COLUMNS:
+            self.add(symmetric_gram(psi))
+            return
+        self._pool.append(psi)
+        self._pool_columns += psi.shape[1]
+        if self._pool_columns >= self._flush_columns:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pool:
+            self.add(symmetric_gram(torch.cat(self._pool, dim=1)))
+            self._pool, self._pool_columns = [], 0
+
+    def total(self) -> Tensor:
+        """F̃ with everything added so far."""
+        self._flush()
+        return self._gram
 
 
 def summed(parts: Iterable[Tensor]) -> Tensor:
