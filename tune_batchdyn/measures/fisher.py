@@ -80,8 +80,8 @@ class FisherTracker:
             raise ConfigError(f"lr must be a finite number >= 0; got lr={lr!r}.")
         state = self._state
         # a few hundred numbers that become Python floats: one copy to the CPU, where LAPACK
-        # also solves a matrix this small faster (c_k in 0.67-0.91 ms, copy included, against
-        # 0.99-1.15 ms on an H200 at B = 128), instead of one wait for the GPU per figure
+        # also solves a matrix this small faster (c_k in 0.65-0.92 ms, copy included, against
+        # 0.99-1.16 ms on an H200 at B = 128), instead of one wait for the GPU per figure
         gram = gram.detach().cpu()
         ck = truncated_condition(gram)
         lk_step = energy_step(gram, lr=lr, batch_size=batch_size)
