@@ -12,7 +12,9 @@ it would have seen live. For each grid, order and pruner:
 
 - ``epochs``: trial-epochs consumed (the epochs each trial reported before it ended or was
   pruned, summed), the cost;
-- ``best``: the best final val error among the completed trials, in points (×100), the result.
+- ``best``: the best final val error among the completed trials, in points (×100), the result;
+- ``by_bound``: trials ``MeasurePruner`` pruned by its bound rather than its base's rungs
+  (its ``prune/reason``; 0 for the other pruners).
 
 Pruners, at their defaults: none (``NopPruner``), median, successive halving, hyperband
 (``max_resource`` = the grid's epochs), wilcoxon, and ``MeasurePruner``; and, as a reference
@@ -60,6 +62,7 @@ import pandas as pd  # noqa: E402
 
 from tune_batchdyn.optuna import (  # noqa: E402
     DIVERGED_ERROR,
+    PRUNE_REASON_ATTR,
     MeasurePruner,
     enqueue_replay,
     final_value,
@@ -117,16 +120,19 @@ def grids_from_files(paths: list[str]) -> dict[str, pd.DataFrame]:
 
 
 def replay(records: pd.DataFrame, order: list[str], make_pruner: Callable,
-           name: str = "replay") -> tuple[int, float]:
-    """Trial-epochs consumed and best completed value of one replayed study (its name seeds
-    HyperbandPruner's brackets, so runs repeat)."""
+           name: str = "replay") -> tuple[int, float, int]:
+    """Trial-epochs consumed, best completed value and trials pruned by MeasurePruner's bound
+    (not its base's rungs) of one replayed study (its name seeds HyperbandPruner's brackets,
+    so runs repeat)."""
     study = optuna.create_study(study_name=name, pruner=make_pruner(),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     enqueue_replay(study, records, order)
     study.optimize(replay_objective(records), n_trials=len(order))
     epochs = sum(len(t.intermediate_values) for t in study.trials)
     completed = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    return epochs, min(completed) if completed else float("nan")
+    by_bound = sum(1 for t in study.trials
+                   if t.user_attrs.get(PRUNE_REASON_ATTR, {}).get("by") == "bound")
+    return epochs, min(completed) if completed else float("nan"), by_bound
 
 
 def run_grid(name: str, records: pd.DataFrame, n_orders: int, seed: int) -> pd.DataFrame:
@@ -139,10 +145,10 @@ def run_grid(name: str, records: pd.DataFrame, n_orders: int, seed: int) -> pd.D
         order = [ids[i] for i in rng.permutation(len(ids))]
         for pruner_name, make_pruner in pruners(epochs).items():
             start = time.perf_counter()
-            used, best = replay(records, order, make_pruner,
-                                f"{name}-order{order_index}-{pruner_name}")
+            used, best, by_bound = replay(records, order, make_pruner,
+                                          f"{name}-order{order_index}-{pruner_name}")
             rows.append({"grid": name, "order": order_index, "pruner": pruner_name,
-                         "epochs": used, "best": 100.0 * best,
+                         "epochs": used, "best": 100.0 * best, "by_bound": by_bound,
                          "seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
 
@@ -150,14 +156,16 @@ def run_grid(name: str, records: pd.DataFrame, n_orders: int, seed: int) -> pd.D
 def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     """Per-grid means, the best built-in's name, and the pooled table."""
     per_grid = results.groupby(["grid", "pruner"], sort=False).agg(
-        epochs=("epochs", "mean"), best=("best", "mean"), seconds=("seconds", "sum"))
+        epochs=("epochs", "mean"), best=("best", "mean"), by_bound=("by_bound", "mean"),
+        seconds=("seconds", "sum"))
     none = per_grid.xs("none", level="pruner")
     per_grid["epochs_vs_none"] = per_grid["epochs"] / none["epochs"].reindex(
         per_grid.index.get_level_values("grid")).to_numpy()
     per_grid["gap_vs_none"] = per_grid["best"] - none["best"].reindex(
         per_grid.index.get_level_values("grid")).to_numpy()
     pooled = results.groupby("pruner", sort=False).agg(
-        epochs=("epochs", "sum"), best=("best", "mean"), seconds=("seconds", "sum"))
+        epochs=("epochs", "sum"), best=("best", "mean"), by_bound=("by_bound", "sum"),
+        seconds=("seconds", "sum"))
     builtins = pooled.loc[list(BUILTINS)].sort_values(["best", "epochs"])
     return per_grid, str(builtins.index[0]), pooled
 

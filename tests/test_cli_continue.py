@@ -10,7 +10,13 @@ import pytest
 
 from tune_batchdyn.cli import main
 from tune_batchdyn.errors import ConfigError
-from tune_batchdyn.optuna import DUPLICATE_ATTR, PLAN_ATTR, PLAN_KEY_ATTR, plan_key
+from tune_batchdyn.optuna import (
+    DUPLICATE_ATTR,
+    PLAN_ATTR,
+    PLAN_KEY_ATTR,
+    PRUNE_REASON_ATTR,
+    plan_key,
+)
 from tune_batchdyn.records import read_records
 
 NQM_OPTIONS = 'dataset_options={"dim": 200, "bins": 10, "samples_per_epoch": 2000}'
@@ -112,12 +118,21 @@ def test_optuna_decision_log_lists_pruned_trials_and_plans_once():
     attrs = {PLAN_ATTR: plan, PLAN_KEY_ATTR: plan_key(plan), "reroute/predicted_error": 0.1234}
     study.enqueue_trial(plan, user_attrs=attrs)
     study.add_trial(pruned_trial({}, steps=0, **attrs, **{DUPLICATE_ATTR: 2}))  # not counted
+    # MeasurePruner's reasons: the base pruner's rung, or the bound with its numbers
+    study.add_trial(pruned_trial({"batch_size": 32, "lr": 0.2}, steps=1, **{
+        PRUNE_REASON_ATTR: {"by": "SuccessiveHalvingPruner"}}))
+    study.add_trial(pruned_trial({"batch_size": 512, "lr": 0.05}, steps=3, **{
+        PRUNE_REASON_ATTR: {"by": "bound", "lower_bound": 0.02134, "rival": 0.013889,
+                            "k": 3, "confidence": 0.9}}))
     assert decision_lines(study) == [
         "prune trial 1 at epoch 2: batch_size=8 lr=0.4",
         "enqueue trial 2: strategy=[8,128]-MS batch_size=8 lr=0.1 (predicted error 0.1234, "
         "waiting)",
+        "prune trial 4 at epoch 1: batch_size=32 lr=0.2 (by SuccessiveHalvingPruner)",
+        "prune trial 5 at epoch 3: batch_size=512 lr=0.05 (by the bound: lower_bound=0.02134 "
+        "> rival=0.01389, the k=3 best, confidence 0.9)",
     ]
-    assert decisions_line(study) == "decisions: pruned=1 enqueued=1"
+    assert decisions_line(study) == "decisions: pruned=3 enqueued=1"
 
 
 def fake_experiment(folder, settings: dict | None) -> None:

@@ -68,6 +68,19 @@ def test_should_prune_raises_trial_pruned_after_the_epoch():
         assert [k for k in trial.user_attrs if k.startswith("record/")] == [record_attr_name(1)]
 
 
+def test_a_measure_pruner_trial_says_why_in_its_pruned_message():
+    """Optuna logs the TrialPruned message: MeasurePruner's reason is in it."""
+    always = optuna.pruners.ThresholdPruner(upper=-1.0)
+    study = _study(pruner=MeasurePruner(base=always))
+    objective = make_objective(SPACE, **NQM)
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 1 by ThresholdPruner$"):
+        objective(trial)
+    plain = _study(pruner=always)
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 1$"):
+        objective(plain.ask())
+
+
 def test_the_last_epoch_is_never_offered_to_the_pruner():
     """A trial that trained all its epochs completes: pruning then would drop its result."""
     asked = []

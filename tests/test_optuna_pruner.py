@@ -15,6 +15,7 @@ from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.optuna import (
     BEACON_ATTR,
     PLAN_ATTR,
+    PRUNE_REASON_ATTR,
     MeasurePruner,
     enqueue_beacon,
     enqueue_replay,
@@ -85,6 +86,8 @@ def _expected(table: pd.DataFrame, finished: list[str], rows: pd.DataFrame, k: i
 def test_decision_follows_the_predictor_and_the_kth_best(table):
     ids = _ids(table)
     finished, running = ids[:18], ids[18:]
+    finals = sorted(table[table["trial_id"].isin(finished)]
+                    .groupby("trial_id")["final_val_error"].last())
     for k, confidence in ((1, 0.9), (3, 0.6)):
         study = _study(bound_only(k=k, confidence=confidence), table, finished)
         decisions = []
@@ -93,8 +96,16 @@ def test_decision_follows_the_predictor_and_the_kth_best(table):
             expected, margin = _expected(table, finished, rows, k, confidence)
             if abs(margin) < 1e-6:
                 continue
-            assert _running(study, rows).should_prune() is expected, trial_id
+            trial = _running(study, rows)
+            assert trial.should_prune() is expected, trial_id
             decisions.append(expected)
+            # why, stored with the trial: the bound and the rival it was compared with
+            reason = study._storage.get_trial(trial._trial_id).user_attrs.get(PRUNE_REASON_ATTR)
+            if not expected:
+                assert reason is None
+                continue
+            assert reason == {"by": "bound", "lower_bound": pytest.approx(finals[k - 1] + margin),
+                              "rival": finals[k - 1], "k": k, "confidence": confidence}
         assert True in decisions and False in decisions
 
 
@@ -148,7 +159,10 @@ def test_the_base_prunes_even_where_the_bound_would_keep_the_trial(table):
     study = _study(bound_only(), table, ids[:18])
     assert _running(study, best).should_prune() is False
     study.pruner = MeasurePruner(base=optuna.pruners.ThresholdPruner(upper=0.0))
-    assert _running(study, best).should_prune() is True
+    trial = _running(study, best)
+    assert trial.should_prune() is True
+    stored = study._storage.get_trial(trial._trial_id).user_attrs
+    assert stored[PRUNE_REASON_ATTR] == {"by": "ThresholdPruner"}
 
 
 def test_default_base_is_successive_halving():

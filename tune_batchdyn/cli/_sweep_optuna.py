@@ -49,6 +49,7 @@ from tune_batchdyn.optuna import (
     make_objective,
     open_study,
     planned_keys,
+    reason_text,
     repeat_key,
     skipped,
     was_enqueued,
@@ -277,8 +278,13 @@ def decision_lines(study: optuna.Study) -> list[str]:
             lines.append(plan_line(trial))
         if trial.state == optuna.trial.TrialState.PRUNED:
             lines.append(f"prune trial {trial.number} at epoch {trial.last_step}: "
-                         f"{shown_params(trial)}")
+                         f"{shown_params(trial)}{why_pruned(trial)}")
     return lines
+
+
+def why_pruned(trial: optuna.trial.FrozenTrial) -> str:
+    why = reason_text(trial.user_attrs)
+    return f" ({why})" if why else ""
 
 
 def plan_line(trial: optuna.trial.FrozenTrial) -> str:

@@ -5,7 +5,8 @@
   honours ``trial.should_prune()``; returns the final error (a diverged trial: its error).
 - ``MeasurePruner``: prunes a trial whose predicted final error (``FinalErrorPredictor`` on the
   study's finished trials) is confidently worse than the k-th best, on top of a base pruner's
-  decisions (default ``SuccessiveHalvingPruner``, alone before the prediction can be used).
+  decisions (default ``SuccessiveHalvingPruner``, alone before the prediction can be used);
+  the trial's user attribute ``prune/reason`` says which pruned it (``reason_text``).
 - ``RerouteCallback``: once enough fixed-batch beacons finished, enqueues the dynamic-sampling
   schedule planned to land in the optimum region, each plan once; a planned trial's schedule
   is its user attribute ``reroute/schedule`` (its params hold no fixed-batch ``batch_size``);
@@ -53,6 +54,7 @@ from tune_batchdyn.optuna.objective import (
     objective,
     trial_config,
 )
+from tune_batchdyn.optuna.prune_reason import PRUNE_REASON_ATTR, reason_text
 from tune_batchdyn.optuna.pruner import MeasurePruner
 from tune_batchdyn.optuna.replay import REPLAY_ATTR, enqueue_replay, replay_objective
 from tune_batchdyn.optuna.reporter import FINAL_METRICS, METRICS, TrialReporter
@@ -81,6 +83,7 @@ __all__ = [
     "METRICS",
     "PLAN_ATTR",
     "PLAN_KEY_ATTR",
+    "PRUNE_REASON_ATTR",
     "REPLAY_ATTR",
     "SCHEDULE_ATTR",
     "UNQUEUED_ATTR",
@@ -105,6 +108,7 @@ __all__ = [
     "open_study",
     "plan_key",
     "plan_overrides",
+    "reason_text",
     "planned_keys",
     "repeat_key",
     "replay_objective",

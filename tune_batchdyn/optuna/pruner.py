@@ -39,6 +39,9 @@ does), so it is pruned when that is worse than v₍k₎ (``objective`` never ask
 trials end on their own). NaN measures and val errors are filled by the finished trials'
 median at that fraction. A trial without records is left to the base pruner and its NaN rule.
 
+Why, in the storage: a trial this pruner prunes gets the user attribute ``prune/reason``
+(`prune_reason`): the base pruner's class, or the bound and v₍k₎.
+
 Storage only: Optuna does not store pruners, so every worker builds its own, and the decision
 is a function of what the storage holds. The one memo, the fitted predictor, is keyed by the
 completed trials' contents (number, value, start and completion times: completed trials never
@@ -70,6 +73,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
 
 from tune_batchdyn.errors import ConfigError, is_int
+from tune_batchdyn.optuna.prune_reason import store_reason
 from tune_batchdyn.optuna.reporter import FINAL_METRICS
 from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
 from tune_batchdyn.predict import FinalErrorPredictor
@@ -186,15 +190,18 @@ class MeasurePruner(BasePruner):
         if trial.user_attrs.get(BEACON_ATTR) and not self._prune_beacons:
             return False
         if self._base.prune(study, trial):  # every step: its rungs are kept in the storage
-            return True
+            return _pruned(study, trial, {"by": type(self._base).__name__})
         completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                      if REPEAT_ATTR not in t.user_attrs]  # each config counted once
         running = records_from_optuna([trial])
         if len(completed) < self._n_startup_trials or running.empty:
             return False
-        bound = self._fitted(completed).lower_bound(running, self._confidence)
+        bound = float(self._fitted(completed).lower_bound(running, self._confidence))
         kth_best = sorted(t.value for t in completed)[self._k - 1]
-        return bool(bound > kth_best)  # False for a NaN bound
+        if not bound > kth_best:  # also for a NaN bound
+            return False
+        return _pruned(study, trial, {"by": "bound", "lower_bound": bound, "rival": kth_best,
+                                      "k": self._k, "confidence": self._confidence})
 
     def _fitted(self, completed: list[FrozenTrial]) -> Any:
         """The predictor fitted on ``completed``: refitted only when that set changes. The key
@@ -207,3 +214,8 @@ class MeasurePruner(BasePruner):
             memo = (key, clone(self._predictor, safe=False).fit(records_from_optuna(completed)))
             self._memo = memo
         return memo[1]
+
+
+def _pruned(study: optuna.Study, trial: FrozenTrial, reason: dict[str, Any]) -> bool:
+    store_reason(study, trial, reason)
+    return True

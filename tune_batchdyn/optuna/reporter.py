@@ -27,6 +27,7 @@ from typing import Any
 import optuna
 
 from tune_batchdyn.errors import check_choice
+from tune_batchdyn.optuna.prune_reason import reason_text
 from tune_batchdyn.records import (
     TABLE_EXTRA_COLUMNS,
     record_attr_name,
@@ -63,4 +64,6 @@ class TrialReporter:
         if record.get("diverged") or (self.epochs is not None and epoch >= self.epochs):
             return
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+            # the pruner wrote its reason through the storage, past this Trial's own cache
+            why = reason_text(self.trial.storage.get_trial_user_attrs(self.trial._trial_id))
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}" + (f" {why}" if why else ""))

@@ -162,11 +162,6 @@ class TrialSet:
         return TrialSet(tuple(t for t in self.trials if t.trial_id not in drop), self.target,
                         self.n_classes)
 
-    def including(self, trial_ids: Iterable[str]) -> TrialSet:
-        keep = set(trial_ids)
-        return TrialSet(tuple(t for t in self.trials if t.trial_id in keep), self.target,
-                        self.n_classes)
-
     def __add__(self, other: TrialSet) -> TrialSet:
         return TrialSet(self.trials + other.trials, self.target, self.n_classes)
 
