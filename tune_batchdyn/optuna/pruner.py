@@ -23,15 +23,15 @@ no records on the running trial, or too few completed trials to vouch for ``conf
 Why on top of a base pruner: replaying the recorded grids (benchmarks/pruners.py, 3 grids ×
 3 orders, two order seeds), the bound alone after a ``MedianPruner`` cold start spent 0.96 of
 the best built-in pruner's trial-epochs at a mean gap of 0.35 points to its best result; on
-top of SuccessiveHalving's rungs, 0.80 at 0.34 (README: the figures). The bound prunes what
-the rungs keep but the predictor confidently rejects.
+top of SuccessiveHalving's rungs, 0.80 at 0.34 (benchmarks/README.md: Pruners). The bound
+prunes what the rungs keep but the predictor confidently rejects.
 
 Why conformal, not the prediction's normal quantile μ − z·σ: σ is fitted on the completed
 trials, few early in a study and all survivors of the pruner itself, and the normal quantile
 trusted it. Replaying the recorded grids (benchmarks/pruners.py) it pruned the best
 configuration, a slow starter at the grid's lowest learning rate, in several trial orders;
-the conformal bound widens exactly when the completed trials were predicted badly (README:
-the replays' figures, for and against).
+the conformal bound widens exactly when the completed trials were predicted badly
+(benchmarks/README.md: Pruners, for and against).
 
 NaN: a NaN reported value does not prune by itself; the decision reads the records. A
 diverged trial's bound is its own error (chance level when NaN, as ``FinalErrorPredictor``

@@ -14,12 +14,12 @@ decides, in this order:
    ``MeasurePruner``, for the same reason: the normal quantile μ − σ of the prediction trusts
    a σ fitted on a few finished trials, and on the recorded synthetic grid it stopped every
    trial of the best configurations, slow starters at lr 0.025-0.07, in one trial order
-   (README: Schedulers). Beacons and the plans the searcher spawned are stopped only when they
-   diverge: the planner needs the beacons' whole paths, and each plan runs once, as the
-   planner's test (``MeasurePruner`` does the same). A rerouted trial is judged like the
+   (benchmarks/README.md: Schedulers). Beacons and the plans the searcher spawned are stopped
+   only when they diverge: the planner needs the beacons' whole paths, and each plan runs once,
+   as the planner's test (``MeasurePruner`` does the same). A rerouted trial is judged like the
    others: in a replay of the recorded synthetic grid 7 of 24 reroutes ended more than 5
    points worse than planned, and running every rerouted trial to the end cost more epochs
-   than the reroutes gained (README: Schedulers).
+   than the reroutes gained (benchmarks/README.md: Schedulers).
 2. **reroute** (``_reroute_option``): between ``reroute_fraction`` and ``reroute_until`` of its
    budget, when the optimum region is known, checked again each time the region changes (another
    trial finished), at most one reroute per trial and none for a planned one (its course is a
