@@ -344,8 +344,9 @@ def test_progress_line_ranks_trials_by_their_latest_result(capsys):
     assert "5 trial-epochs, best val_error 0.0200 (a)" in capsys.readouterr().out
 
 
-def test_optuna_progress_line_says_diverged(capsys):
+def test_optuna_progress_line_says_diverged_and_why_pruned(capsys):
     from tune_batchdyn.cli._sweep_optuna import Budget
+    from tune_batchdyn.optuna import PRUNE_REASON_ATTR
     from tune_batchdyn.records import record_attr_name
 
     study = optuna.create_study()
@@ -355,9 +356,17 @@ def test_optuna_progress_line_says_diverged(capsys):
         trial.report(0.9, 1)
         study.tell(trial, 0.9)
         Budget("val_error", None)(study, study.trials[-1])
+    trial = study.ask()
+    trial.set_user_attr(PRUNE_REASON_ATTR, {"by": "SuccessiveHalvingPruner"})
+    for epoch in (1, 2):
+        trial.report(0.5, epoch)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    Budget("val_error", None)(study, study.trials[-1])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("trial 0 complete after 1 epochs: val_error=0.9000")
-    assert lines[1].startswith("trial 1 diverged after 1 epochs: val_error=0.9000")
+    assert lines[0].startswith("trial 0 complete after 1 epoch: val_error=0.9000")
+    assert lines[1].startswith("trial 1 diverged after 1 epoch: val_error=0.9000")
+    assert lines[2].startswith("trial 2 pruned after 2 epochs by SuccessiveHalvingPruner: "
+                               "val_error=0.5000")
 
 
 def test_a_cluster_named_by_ray_address_is_not_checked_for_local_gpus(monkeypatch):

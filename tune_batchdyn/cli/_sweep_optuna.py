@@ -95,7 +95,10 @@ class Budget:
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         last = trial.user_attrs.get(record_attr_name(trial.last_step or 0), {})
         state = "diverged" if last.get("diverged") else trial.state.name.lower()
-        done_how = f"{state} after {len(trial.intermediate_values)} epochs"
+        epochs_run = len(trial.intermediate_values)
+        done_how = f"{state} after {epochs_run} epoch{'' if epochs_run == 1 else 's'}"
+        if trial.state == optuna.trial.TrialState.PRUNED and reason_text(trial.user_attrs):
+            done_how += f" {reason_text(trial.user_attrs)}"
         if REPEAT_ATTR in trial.user_attrs:
             done_how = f"repeats trial {trial.user_attrs[REPEAT_ATTR]} (not trained again)"
         if DUPLICATE_ATTR in trial.user_attrs:
