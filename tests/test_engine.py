@@ -236,6 +236,39 @@ def test_measures_are_reported_and_do_not_change_training():
     assert measured["lk"].iloc[1] > measured["lk"].iloc[0] > 0
 
 
+def test_a_batch_norm_models_noise_scale_comes_from_half_its_batch():
+    """Batch-norm in training mode couples the per-sample gradients: the monitor feeds the
+    tracker the two-batch estimate (`coupled_noise_scale`), and training is unchanged."""
+    from types import SimpleNamespace
+
+    from tune_batchdyn.measures import coupled_noise_scale, gradient_noise_scale, per_sample_gram
+    from tune_batchdyn.train.monitor import Monitor
+
+    config = TrialConfig(**dict(QUICK, model="cnn", measures=("fisher",), batch_size=16))
+    model = build_model("cnn", (1, 8, 8), 10)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    run = SimpleNamespace(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                          loss_fn=None, iteration=0)
+    for training in (True, False):  # eval mode: running statistics, the Gram's own estimate
+        model.train(training)
+        monitor = Monitor(config, 1077)
+        monitor.before_step(run, x, y)
+        gram = per_sample_gram(model, x, y)
+        expected = (coupled_noise_scale(gram, model, x, y) if training
+                    else gradient_noise_scale(gram))
+        state = monitor.fisher.state_dict()["state"]
+        assert state["ema_trace_covariance"] == pytest.approx(expected.trace_covariance,
+                                                              rel=1e-6)
+        assert state["ema_gradient_sq_norm"] == pytest.approx(expected.gradient_sq_norm,
+                                                              rel=1e-6, abs=1e-9)
+    base = dict(QUICK, model="cnn", epochs=2, batch_size=64, measure_every=3)
+    plain = run_trial(TrialConfig(**base))
+    measured = run_trial(TrialConfig(**{**base, "measures": ("fisher",)}))
+    cols = ["train_loss", "train_error", "val_error", "test_error"]
+    pd.testing.assert_frame_equal(plain[cols], measured[cols])
+    assert measured["noise_scale"].notna().all()
+
+
 def test_hessian_interval_keeps_its_cost_near_a_tenth_of_training():
     from tune_batchdyn.train.monitor import hessian_interval
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -14,10 +15,13 @@ from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.measures import (
     FisherTracker,
     active_condition,
+    batch_statistics_couple,
+    coupled_noise_scale,
     floored_condition,
     gradient_noise_scale,
     per_sample_gram,
     truncated_condition,
+    two_batch_noise_scale,
 )
 
 
@@ -111,6 +115,78 @@ def test_noise_scale_edge_cases() -> None:
     assert gradient_noise_scale(opposite).b_simple == math.inf
     with pytest.raises(ConfigError, match="at least 2"):
         gradient_noise_scale(torch.ones(1, 1))
+
+
+def test_two_batch_estimator_at_b_1_is_the_grams() -> None:
+    generator = torch.Generator().manual_seed(3)
+    per_sample = torch.randn(10, 30, generator=generator, dtype=torch.float64) + 0.2
+    big = float(per_sample.mean(dim=0).square().sum())  # |G_B|²
+    small = float(per_sample.square().sum(dim=1).mean())  # |G_1|², averaged over the samples
+    expected = gradient_noise_scale(per_sample @ per_sample.T)
+    assert two_batch_noise_scale(big, 10, small, 1) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ConfigError, match="small < big"):
+        two_batch_noise_scale(big, 10, small, 10)
+
+
+def test_two_batch_estimator_is_unbiased_for_independent_samples() -> None:
+    """Batches drawn with replacement from a finite population of gradients: E|G_b|² =
+    |G|² + tr Σ/b, so the estimates from a batch of 16 and its first 8, averaged over many
+    batches, recover the population's |G|² and tr Σ (within 4 standard errors)."""
+    generator = torch.Generator().manual_seed(5)
+    scales = torch.tensor([3.0, 1.0, 1.0, 0.5, 0.5, 0.2], dtype=torch.float64)
+    population = torch.randn(200, 6, generator=generator, dtype=torch.float64) * scales + 0.4
+    true_g2 = float(population.mean(dim=0).square().sum())
+    true_trace = float(population.var(dim=0, correction=0).sum())
+    batches = population[torch.randint(0, 200, (20000, 16), generator=generator)]
+    big = batches.mean(dim=1).square().sum(dim=-1).tolist()
+    small = batches[:, :8].mean(dim=1).square().sum(dim=-1).tolist()
+    estimates = torch.tensor([two_batch_noise_scale(b, 16, s, 8)[:2]
+                              for b, s in zip(big, small, strict=True)], dtype=torch.float64)
+    mean, error = estimates.mean(dim=0), estimates.std(dim=0) / math.sqrt(len(estimates))
+    assert abs(float(mean[0]) - true_trace) < 4 * float(error[0])
+    assert abs(float(mean[1]) - true_g2) < 4 * float(error[1])
+    assert float(error[0]) < 0.02 * true_trace and float(error[1]) < 0.1 * true_g2
+
+
+def batch_norm_net(norm: nn.Module | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), norm or nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+
+
+def test_batch_statistics_couple_the_samples_of_batch_norm_in_training_mode() -> None:
+    model = batch_norm_net()
+    assert batch_statistics_couple(model)
+    assert not batch_statistics_couple(model.eval())  # running statistics
+    assert batch_statistics_couple(batch_norm_net(nn.BatchNorm2d(4, track_running_stats=False))
+                                   .eval())
+    assert not batch_statistics_couple(batch_norm_net(nn.GroupNorm(2, 4)))
+
+
+def test_coupled_noise_scale_takes_half_the_batch_and_leaves_the_model() -> None:
+    model = batch_norm_net()
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 1, 8, 8, generator=generator), torch.randint(0, 3, (8,))
+    gram = per_sample_gram(model, x, y)
+    buffers = [b.clone() for b in model.buffers()]
+    rng = torch.get_rng_state()
+    noise = coupled_noise_scale(gram, model, x, y)
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers(), strict=True))
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(p.grad is None for p in model.parameters())
+
+    def squared_gradient(inputs: torch.Tensor, targets: torch.Tensor) -> float:
+        twin = copy.deepcopy(model)
+        loss = F.cross_entropy(twin(inputs), targets)
+        return sum(float(g.double().square().sum())
+                   for g in torch.autograd.grad(loss, list(twin.parameters())))
+
+    big = float(gram.sum()) / 64
+    assert big == pytest.approx(squared_gradient(x, y), rel=1e-5)  # 1ᵀF̃1/B² = |G_B|²
+    expected = two_batch_noise_scale(big, 8, squared_gradient(x[:4], y[:4]), 4)
+    assert noise == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ConfigError, match="at least 4"):
+        coupled_noise_scale(gram[:2, :2], model, x[:2], y[:2])
 
 
 def grams(count: int) -> list[torch.Tensor]:

@@ -15,7 +15,13 @@ from tune_batchdyn.measures.evbmf import EVBMFBatch, evbmf, evbmf_batched
 from tune_batchdyn.measures.fisher import FisherTracker
 from tune_batchdyn.measures.gram import exact_gram, per_sample_gram
 from tune_batchdyn.measures.hessian import EigenResult, hessian_top_eigenvalue
-from tune_batchdyn.measures.noise import NoiseScale, gradient_noise_scale
+from tune_batchdyn.measures.noise import (
+    NoiseScale,
+    batch_statistics_couple,
+    coupled_noise_scale,
+    gradient_noise_scale,
+    two_batch_noise_scale,
+)
 from tune_batchdyn.measures.quality import layer_quality, network_quality
 from tune_batchdyn.measures.trace import TraceResult, hessian_trace
 
@@ -30,6 +36,9 @@ __all__ = [
     "evbmf_batched",
     "exact_gram",
     "gradient_noise_scale",
+    "batch_statistics_couple",
+    "coupled_noise_scale",
+    "two_batch_noise_scale",
     "hessian_top_eigenvalue",
     "hessian_trace",
     "layer_quality",

@@ -7,7 +7,8 @@ At each sampled iteration k, from the per-sample gradient Gram F̃_k of the trai
 
 with α_k the learning rate and |B_k| the batch size. The noise scale (McCandlish et al. 2018)
 is tracked as EMAs of tr Σ and |G|² kept separately; ``noise_scale`` is their ratio. The first
-measurement initialises each EMA (no zero start, so no bias correction is needed).
+measurement initialises each EMA (no zero start, so no bias correction is needed). Both come
+from the Gram, or from the caller's estimate (a batch-norm model's: `noise`).
 
 Departure: C̄_K averages the finite c_k only (c_k is NaN when the Gram is zero); ``ck_bar`` is
 NaN until one finite c_k has been seen. The tracker keeps running sums, never the history.
@@ -23,7 +24,7 @@ from torch import Tensor
 from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.measures.checks import check_positive_int
 from tune_batchdyn.measures.condition import check_gram, truncated_condition
-from tune_batchdyn.measures.noise import gradient_noise_scale, simple_noise_scale
+from tune_batchdyn.measures.noise import NoiseScale, gradient_noise_scale, simple_noise_scale
 
 STATE_VERSION = 1
 
@@ -73,8 +74,11 @@ class FisherTracker:
         self.noise_ema = noise_ema
         self._state = _initial_state()
 
-    def update(self, gram: Tensor, lr: float, batch_size: int) -> None:
-        """Record one sampled iteration: c_k, l_k and (for B >= 2) the noise-scale EMAs."""
+    def update(self, gram: Tensor, lr: float, batch_size: int,
+               noise: NoiseScale | None = None) -> None:
+        """Record one sampled iteration: c_k, l_k and (for B >= 2) the noise-scale EMAs, from
+        ``noise`` when given (a batch-norm model's `coupled_noise_scale`), else from the Gram
+        (`gradient_noise_scale`)."""
         check_positive_int("batch_size", batch_size)
         if not (isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0):
             raise ConfigError(f"lr must be a finite number >= 0; got lr={lr!r}.")
@@ -91,8 +95,9 @@ class FisherTracker:
         if math.isfinite(ck):
             state["finite_ck_count"] += 1
             state["ck_sum"] += ck
-        if gram.shape[0] >= 2:
+        if noise is None and gram.shape[0] >= 2:
             noise = gradient_noise_scale(gram)
+        if noise is not None:
             first = state["noise_updates"] == 0
             state["ema_trace_covariance"] = ema_update(
                 state["ema_trace_covariance"],

@@ -4,7 +4,9 @@ The engine calls ``before_step`` with every training mini-batch (before its upda
 ``end_epoch`` once per epoch; the returned dict fills the record's measure columns.
 
 - ``fisher``: the per-sample Gram F̃ of the current mini-batch every ``measure_every``
-  iterations (iterations 1, 51, 101, ... as the seed) feeds C̄K, LK and the noise-scale EMA.
+  iterations (iterations 1, 51, 101, ... as the seed) feeds C̄K, LK and the noise-scale EMA
+  (for a model whose batch-norm normalises by the batch, from half the batch's own gradient
+  against the whole's: `coupled_noise_scale`, one forward and backward on B/2 samples more).
   The lr in LK is the first parameter group's (RMSGD's per-layer rates: its first layer's).
   Modules of a user's model without a per-sample rule get theirs from torch.func (slower; the
   process logs which, once).
@@ -33,6 +35,8 @@ from tune_batchdyn.errors import ConfigError
 from tune_batchdyn.measures import (
     ConvergenceWarning,
     FisherTracker,
+    batch_statistics_couple,
+    coupled_noise_scale,
     hessian_top_eigenvalue,
     network_quality,
     per_sample_gram,
@@ -93,7 +97,10 @@ class Monitor:
         # used outside its module, a dimension mistaken for the batch (per_sample_gram)
         gram = per_sample_gram(run.model, x, y, run.loss_fn, unsupported=FALLBACK,
                                check=first)
-        self.fisher.update(gram, lr, len(y))
+        noise = None  # the Gram's own estimate, unless batch-norm couples the samples
+        if len(y) >= 4 and batch_statistics_couple(run.model):
+            noise = coupled_noise_scale(gram, run.model, x, y, run.loss_fn)
+        self.fisher.update(gram, lr, len(y), noise)
 
     def end_epoch(self, run: Any, hessian_top: float | None = None) -> dict[str, float]:
         """The epoch's measures; ``hessian_top``: a converged λmax the strategy measured this
