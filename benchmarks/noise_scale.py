@@ -17,6 +17,7 @@ which is why trials keep it there. Measured along a short SGD run on the synthet
 
     python benchmarks/noise_scale.py                       # cnn and mlp, 0..400 steps, 25 s
     python benchmarks/noise_scale.py --models cnn --steps 0 200
+    python benchmarks/noise_scale.py --models resnet20 --steps 0 150 --device cuda
 
 Last line, for the batch-norm CNN over the measured points: the medians of each estimator's
 tr Σ over the reference's, and the share of its single-batch |G|² that were not positive.
@@ -74,19 +75,20 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[16, 32, 64, 128, 256])
     parser.add_argument("--draws", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: data and models live there")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_data("synthetic")
+    data = load_data("synthetic", device=args.device)
     x, y = data.train_x, data.train_y
-    print(f"synthetic data, B = {args.batch}; reference: sizes {args.sizes}, {args.draws} "
-          f"batches each; estimators: mean of {args.batches} batches")
+    print(f"synthetic data on {args.device}, B = {args.batch}; reference: sizes {args.sizes}, "
+          f"{args.draws} batches each; estimators: mean of {args.batches} batches")
     print(f"{'model':<6} {'step':>5} {'ref trΣ':>9} {'ref |G|²':>9} {'ref Bsimple':>11} | "
           f"{'estimator':<9} {'trΣ/ref':>7} {'|G|²':>9} {'|G|²<=0':>7} {'Bsimple':>9}")
     summary: dict[str, list[float]] = {"gram": [], "two-batch": [], "gram_neg": [],
                                        "two-batch_neg": []}
     for name in args.models:
         torch.manual_seed(0)
-        model = build_model(name, data.input_shape, data.num_classes)
+        model = build_model(name, data.input_shape, data.num_classes).to(args.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         generator = torch.Generator().manual_seed(1)
         done = 0
