@@ -68,3 +68,9 @@ def test_from_dict_takes_numpy_scalars_as_the_numbers_they_hold():
                                     "lr": np.float32(0.5)})
     assert (config.epochs, config.batch_size, config.lr) == (20, 64, 0.5)
     assert type(config.epochs) is int
+
+
+def test_a_schedule_given_as_a_list_says_how_to_write_it() -> None:
+    with pytest.raises(ConfigError, match=r"written as a string, strategy='\[32,64\]'"):
+        TrialConfig(strategy=[32, 64])
+    assert TrialConfig(strategy="[32,64]").strategy == "[32,64]"

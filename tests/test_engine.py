@@ -304,3 +304,12 @@ def test_rerouted_trial_resumes_its_weights_under_the_new_strategy(tmp_path, cap
     assert any("strategy changed from 'fixed'" in r.message for r in caplog.records)
     assert rerouted["batch_size"].tolist() == [32, 32, 32, 128, 256, 512]
     assert rerouted["iterations"].iloc[3] - rerouted["iterations"].iloc[2] == 9  # ceil(1077/128)
+
+
+def test_run_trial_takes_a_plain_mapping_and_refuses_a_reporter_it_cannot_call() -> None:
+    records = run_trial({"dataset": "digits", "epochs": 1, "measures": []})
+    assert len(records) == 1 and records["epoch"].tolist() == [1]
+    with pytest.raises(ConfigError, match="reporter must be a function.*got str"):
+        run_trial({"dataset": "digits", "epochs": 1}, reporter="print")
+    with pytest.raises(ConfigError, match="config must be a TrialConfig.*got str"):
+        run_trial("digits")

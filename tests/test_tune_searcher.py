@@ -172,6 +172,9 @@ def test_bad_arguments_say_what_is_accepted():
         DynamicSamplingSearcher(3)
     with pytest.raises(ConfigError, match="max_planned=-1"):
         DynamicSamplingSearcher([{"lr": 0.1}], max_planned=-1)
+    for mode in ("max", "maximize"):
+        with pytest.raises(ConfigError, match=f"mode='{mode}' is not accepted"):
+            DynamicSamplingSearcher([{"lr": 0.1}], mode=mode)
     searcher = DynamicSamplingSearcher([{"lr": 0.1}])
     with pytest.raises(ConfigError, match="mode='max' is not accepted"):
         searcher.set_search_properties("val_error", "max", {})

@@ -25,13 +25,26 @@ def check_gram(gram: Tensor) -> None:
         raise ConfigError(f"gram must be a square (B, B) tensor; got {shape}.")
 
 
+def check_symmetric(gram: Tensor, rtol: float = 1e-6) -> None:
+    """Raise unless ``gram`` equals its transpose to ``rtol`` of its largest entry: eigvalsh
+    reads one triangle only, so another matrix would give the eigenvalues of a different one."""
+    scale = float(gram.abs().max()) if gram.numel() else 0.0
+    asymmetry = float((gram - gram.T).abs().max()) if gram.numel() else 0.0
+    if asymmetry > rtol * scale:
+        raise ConfigError(f"gram must be symmetric, a Gram matrix JᵀJ such as per_sample_gram "
+                          f"returns; its largest |F̃ − F̃ᵀ| is {asymmetry:.3g} against entries "
+                          f"up to {scale:.3g}.")
+
+
 def nonzero_eigenvalues(gram: Tensor) -> Tensor:
     """The eigenvalues of the symmetric PSD ``gram`` above eps·B·λmax (float64, ascending);
     none when ``gram`` is not finite (a diverged model's)."""
     check_gram(gram)
     if not bool(torch.isfinite(gram).all()):
         return gram.new_empty(0, dtype=torch.float64)
-    eigenvalues = eigvalsh(gram.to(torch.float64))
+    gram = gram.to(torch.float64)
+    check_symmetric(gram)
+    eigenvalues = eigvalsh(gram)
     if eigenvalues.numel() == 0:
         return eigenvalues
     largest = eigenvalues[-1]

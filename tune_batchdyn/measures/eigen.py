@@ -28,19 +28,33 @@ def _one_cpu_thread(tensor: Tensor) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def _finite_rows(matrix: Tensor) -> Tensor:
+    """Per matrix of a (..., n, n) stack: whether all its entries are finite."""
+    return torch.isfinite(matrix).flatten(-2).all(dim=-1)
+
+
 def eigvalsh(matrix: Tensor) -> Tensor:
-    """``torch.linalg.eigvalsh`` on one CPU thread; NaN eigenvalues for a matrix that is not
-    finite (a diverged model's), where LAPACK would fail to converge."""
-    if not bool(torch.isfinite(matrix).all()):
-        return matrix.new_full(matrix.shape[:-1], float("nan"))
-    with _one_cpu_thread(matrix):
-        return torch.linalg.eigvalsh(matrix)
+    """``torch.linalg.eigvalsh`` on one CPU thread; NaN eigenvalues for each matrix of a stack
+    that is not finite (a diverged model's), where LAPACK would fail to converge; the others
+    are solved as usual."""
+    finite = _finite_rows(matrix)
+    if bool(finite.all()):
+        with _one_cpu_thread(matrix):
+            return torch.linalg.eigvalsh(matrix)
+    values = matrix.new_full(matrix.shape[:-1], float("nan"))
+    if matrix.dim() > 2 and bool(finite.any()):
+        values[finite] = eigvalsh(matrix[finite])
+    return values
 
 
 def eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    """``torch.linalg.eigh`` on one CPU thread; NaN for a matrix that is not finite."""
-    if not bool(torch.isfinite(matrix).all()):
-        return (matrix.new_full(matrix.shape[:-1], float("nan")),
-                matrix.new_full(matrix.shape, float("nan")))
-    with _one_cpu_thread(matrix):
-        return torch.linalg.eigh(matrix)
+    """``torch.linalg.eigh`` on one CPU thread; NaN for each matrix that is not finite."""
+    finite = _finite_rows(matrix)
+    if bool(finite.all()):
+        with _one_cpu_thread(matrix):
+            return torch.linalg.eigh(matrix)
+    values = matrix.new_full(matrix.shape[:-1], float("nan"))
+    vectors = matrix.new_full(matrix.shape, float("nan"))
+    if matrix.dim() > 2 and bool(finite.any()):
+        values[finite], vectors[finite] = eigh(matrix[finite])
+    return values, vectors

@@ -63,7 +63,8 @@ class EVBMFBatch:
     ``singular_values``: (N, min(L, M)) shrunk values d_h, descending, zero past each
     ``rank``; ``noise_variance``: (N,) σ²; ``left``/``right``: (N, rows, n) and (N, cols, n)
     singular vectors in the input's orientation (only with ``compute_vectors``; the columns
-    past ``rank`` are meaningless).
+    past ``rank`` are meaningless). A matrix with NaN or inf entries gets NaN values and noise
+    variance and rank 0: not "all noise", but no answer.
     """
 
     singular_values: Tensor
@@ -175,6 +176,11 @@ def evbmf_batched(matrices: Tensor, *, compute_vectors: bool = False) -> EVBMFBa
     gamma = torch.sqrt(gamma_sq)
     sigma2 = minimise_free_energy(gamma_sq, rows, cols)
     kept, shrunk = shrink(gamma, sigma2, rows, cols)
+    finite = torch.isfinite(y).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        sigma2 = torch.where(finite, sigma2, math.nan)
+        shrunk = torch.where(finite.unsqueeze(1), shrunk, math.nan)
+        kept = kept & finite.unsqueeze(1)
     left = right = None
     if compute_vectors:
         safe = torch.where(kept, gamma, torch.ones_like(gamma))
@@ -193,6 +199,9 @@ def evbmf(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     if not isinstance(matrix, Tensor) or matrix.dim() != 2:
         shape = tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__
         raise ConfigError(f"evbmf needs a 2-D tensor; got {shape}.")
+    if not bool(torch.isfinite(matrix).all()):
+        raise ConfigError("evbmf needs a finite matrix; this one holds NaN or inf (a diverged "
+                          "model's weights? layer_quality reports NaN for them).")
     result = evbmf_batched(matrix.unsqueeze(0), compute_vectors=True)
     rank = int(result.rank[0])
     return (result.left[0, :, :rank], result.singular_values[0, :rank], result.right[0, :, :rank])

@@ -64,22 +64,31 @@ class FisherTracker:
     Example::
 
         tracker = FisherTracker()
-        tracker.update(per_sample_gram(model, x, y), lr=0.1, batch_size=len(x))
+        tracker.update(per_sample_gram(model, x, y), lr=0.1)
         tracker.ck_bar, tracker.lk, tracker.noise_scale
     """
 
     def __init__(self, noise_ema: float = 0.9) -> None:
-        if not 0.0 <= noise_ema < 1.0:
+        if isinstance(noise_ema, bool) or not isinstance(noise_ema, int | float) \
+                or not 0.0 <= noise_ema < 1.0:
             raise ConfigError(f"noise_ema must be in [0, 1); got noise_ema={noise_ema!r}.")
         self.noise_ema = noise_ema
         self._state = _initial_state()
 
-    def update(self, gram: Tensor, lr: float, batch_size: int,
+    def update(self, gram: Tensor, lr: float, batch_size: int | None = None,
                noise: NoiseScale | None = None) -> None:
         """Record one sampled iteration: c_k, l_k and (for B >= 2) the noise-scale EMAs, from
         ``noise`` when given (a batch-norm model's `coupled_noise_scale`), else from the Gram
-        (`gradient_noise_scale`)."""
+        (`gradient_noise_scale`). ``batch_size``: |B|, the Gram's own size (checked; None
+        reads it off the Gram)."""
+        check_gram(gram)
+        if batch_size is None:
+            batch_size = gram.shape[0]
         check_positive_int("batch_size", batch_size)
+        if batch_size != gram.shape[0]:
+            raise ConfigError(f"batch_size={batch_size!r} is not the Gram's batch: l_k = "
+                              f"(lr/|B|)·sqrt(tr F̃) needs the |B| = {gram.shape[0]} samples "
+                              "the Gram was formed on (pass that, or leave batch_size out).")
         if not (isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0):
             raise ConfigError(f"lr must be a finite number >= 0; got lr={lr!r}.")
         state = self._state

@@ -45,6 +45,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map
 
 from tune_batchdyn.errors import ConfigError, check_choice
+from tune_batchdyn.measures.checks import check_batch, check_trainable
 from tune_batchdyn.measures.factors import (
     FactorBuilder,
     LayerCall,
@@ -230,6 +231,8 @@ def per_sample_gram(
         c_k = truncated_condition(gram)
     """
     check_choice("unsupported", unsupported, UNSUPPORTED_CHOICES)
+    check_batch(inputs, targets)
+    check_trainable(model)
     if torch.is_inference_mode_enabled():
         raise ConfigError("per_sample_gram differentiates the loss: call it outside "
                           "torch.inference_mode() (torch.no_grad() around it is fine).")

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
 from tune_batchdyn.errors import ConfigError, check_choice
+from tune_batchdyn.measures.checks import check_batch, check_trainable
 from tune_batchdyn.measures.model_state import PerSampleLoss, per_sample_losses, preserved_state
 
 HVP_CHOICES = ("double_backward", "forward_over_reverse")
@@ -40,6 +41,7 @@ def select_parameters(model: nn.Module, params: Iterable[Tensor] | None) -> list
     """The trainable parameters of ``model`` to differentiate: all, or the given subset."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     if params is None:
+        check_trainable(model)
         return trainable
     chosen = list({id(p): p for p in params}.values())  # a tied weight listed twice is one
     known = {id(p) for p in trainable}
@@ -152,6 +154,7 @@ def hessian_operator(
 ) -> Iterator[HessianVectorProduct]:
     """v ↦ Hv inside the measurement's context: eval mode unless ``train_mode`` (batch-norm
     on its running statistics, dropout off), and modes, buffers and RNG restored on exit."""
+    check_batch(inputs, targets)
     with preserved_state(model, inputs):
         if not train_mode:
             model.eval()

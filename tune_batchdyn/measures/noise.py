@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.measures.checks import check_batch, check_trainable
 from tune_batchdyn.measures.condition import check_gram
 from tune_batchdyn.measures.model_state import PerSampleLoss, per_sample_losses, preserved_state
 
@@ -101,6 +102,8 @@ def batch_gradient_sq_norm(model: nn.Module, inputs: Tensor, targets: Tensor,
                            loss_fn: PerSampleLoss | None = None) -> float:
     """|∇θ (1/b) Σ ℓᵢ|² over the trainable parameters for this batch, in the model's mode,
     with the model left exactly as it was (`preserved_state`; ``.grad`` is not touched)."""
+    check_batch(inputs, targets)
+    check_trainable(model)
     params = [p for p in model.parameters() if p.requires_grad]
     with preserved_state(model, inputs), torch.enable_grad():
         loss = per_sample_losses(loss_fn, model(inputs), targets, inputs.shape[0]).mean()
@@ -116,6 +119,7 @@ def coupled_noise_scale(gram: Tensor, model: nn.Module, inputs: Tensor, targets:
     |G_B|² = 1ᵀF̃1/B² from its Gram (module docstring). B >= 4, so that the half batch has
     the two samples batch-norm needs in training mode."""
     check_gram(gram)
+    check_batch(inputs, targets)
     batch = gram.shape[0]
     if batch < 4 or inputs.shape[0] != batch:
         raise ConfigError(f"coupled_noise_scale needs the batch of the Gram, of at least 4 "

@@ -47,6 +47,10 @@ def option_names(factory: Factory, *, required: bool = False) -> list[str]:
 
 def parse_strategy(spec: str | Mapping[str, Any]) -> Strategy:
     """Build the strategy a spec names; a bad spec raises ConfigError listing the accepted forms."""
+    if isinstance(spec, list | tuple):  # the schedule pattern is a string, as in the TOML spaces
+        written = "[" + ",".join(map(str, spec)) + "]"
+        raise ConfigError(f"strategy={spec!r} is not accepted: a batch-size schedule is written "
+                          f"as a string, strategy={written!r}.")
     if isinstance(spec, Mapping):
         options = dict(spec)
         name = options.pop("name", None)

@@ -11,7 +11,7 @@ import logging
 import math
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -49,9 +49,11 @@ CHECK_EVERY = 10
 PROBE_INPUTS = 2
 
 
-def run_trial(config: TrialConfig, reporter: Reporter | None = None, *,
+def run_trial(config: TrialConfig | Mapping[str, Any], reporter: Reporter | None = None, *,
               reroute: bool = False) -> pd.DataFrame:
     """Train one trial and return its trajectory, one row per epoch (``RECORD_COLUMNS``).
+
+    ``config``: a `TrialConfig`, or a plain mapping of its fields (`TrialConfig.from_dict`).
 
     ``reporter(record)`` is called after every epoch with the flat record, then once more with
     the final result: the last record plus ``done=True``. With ``config.checkpoint_dir`` set,
@@ -60,6 +62,14 @@ def run_trial(config: TrialConfig, reporter: Reporter | None = None, *,
     another config is refused, naming the fields; with ``reroute`` (a scheduler moving a
     running trial onto a new schedule) its ``strategy`` and ``batch_size`` may change.
     """
+    if isinstance(config, Mapping):
+        config = TrialConfig.from_dict(config)
+    if not isinstance(config, TrialConfig):
+        raise ConfigError(f"config must be a TrialConfig or a mapping of its fields; got "
+                          f"{type(config).__name__}.")
+    if reporter is not None and not callable(reporter):
+        raise ConfigError(f"reporter must be a function of the record, reporter(record), or "
+                          f"None; got {type(reporter).__name__}.")
     if config.dataset == "nqm":
         from tune_batchdyn.train.nqm_trial import run_nqm_trial
 

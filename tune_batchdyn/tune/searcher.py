@@ -151,6 +151,7 @@ class DynamicSamplingSearcher(Searcher):
                  beacon_sizes: Sequence[int] | None = None, planner: Planner | None = None,
                  history: TrialHistory | None = None, num_samples: int = 1,
                  base_trials: int | None = None) -> None:
+        _check_mode(mode)  # before Ray's Searcher, which asserts without a message
         super().__init__(metric=metric or DEFAULT_METRIC, mode=mode or "min")
         self._metric_given = metric is not None
         if not (is_int(max_planned) and max_planned >= 0):
@@ -229,9 +230,7 @@ class DynamicSamplingSearcher(Searcher):
             return False
         self._metric = metric or self._metric
         self._mode = mode or self._mode
-        if self._mode != "min":
-            raise ConfigError(f"mode={self._mode!r} is not accepted; the planner ranks final "
-                              "errors, which are minimised: use mode='min'.")
+        _check_mode(self._mode)
         if self.base is not None:
             return self.base.set_search_properties(metric, mode, config, **spec)
         if config:  # Ray would run the searcher's grid and pass these keys on unresolved
@@ -410,3 +409,9 @@ def _deep_copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_deep_copy(v) for v in value]
     return value
+
+
+def _check_mode(mode: str | None) -> None:
+    if mode not in (None, "min"):
+        raise ConfigError(f"mode={mode!r} is not accepted; the planner ranks final errors, "
+                          "which are minimised: use mode='min'.")
