@@ -3,6 +3,7 @@ Optuna sweep's decision log; the Ray sweep's Ctrl-C line."""
 
 import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
@@ -48,7 +49,7 @@ def test_optuna_sweep_refuses_other_settings_and_continues_the_same(tmp_path, ca
     assert err.strip() == (
         f"tune-batchdyn sweep: error: study 'nqm' in {storage} was created by another sweep "
         "(--set epochs: 4 stored, 3 given); pass another --study-name to start a new study, or "
-        "the same --space and --set to continue this one.")
+        "the same --space (its contents too) and --set to continue this one.")
     # another space under the same study name: refused too
     assert main([*argv, "--space", "digits_mlp_smoke", "--study-name", "nqm",
                  "--set", "epochs=4"]) == 2
@@ -58,6 +59,35 @@ def test_optuna_sweep_refuses_other_settings_and_continues_the_same(tmp_path, ca
     again = capsys.readouterr().out
     assert "already holds 21 finished trials: nothing to run" in again
     assert "\n".join(f"  {line.strip()}" for line in lines) in again
+
+
+def test_a_space_file_of_the_same_name_with_other_contents_is_refused(tmp_path, capsys):
+    """The study keeps the space's contents: an edited copy under the same name (another lr
+    grid, other epochs) is refused naming the tables' fields, and nothing is enqueued."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = ["sweep", "--backend", "optuna", "--storage", storage, "--max-planned", "0",
+            "--set", NQM_OPTIONS, "--set", "epochs=2", "--pruner", "none"]
+    shipped = main(["sweep", "--space", "nqm", *argv[1:]])
+    assert shipped == 0
+    capsys.readouterr()
+    study = optuna.load_study(study_name="nqm", storage=storage)
+    assert study.user_attrs["sweep/contents"]["params"]["lr"] == {"grid": [0.025, 0.1, 0.4]}
+    trials = len(study.trials)
+    text = (Path(__file__).parents[1] / "searchspaces" / "nqm.toml").read_text()
+    edited = tmp_path / "edited" / "nqm.toml"
+    edited.parent.mkdir()
+    edited.write_text(text.replace("lr = { grid = [0.025, 0.1, 0.4] }",
+                                   "lr = { grid = [0.1, 0.3] }")
+                      .replace("lr_decay_factor = 10.0", "lr_decay_factor = 5.0"))
+    assert main(["sweep", "--space", str(edited), *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert ('(--space (its contents too)' not in err and "[fixed] lr_decay_factor: 10.0 stored, "
+            "5.0 given; [params] lr: {\"grid\": [0.025, 0.1, 0.4]} stored, {\"grid\": [0.1, "
+            "0.3]} given)" in err), err
+    assert len(optuna.load_study(study_name="nqm", storage=storage).trials) == trials
+    # the shipped file again continues (finished: nothing to run)
+    assert main(["sweep", "--space", "nqm", *argv[1:]]) == 0
+    assert "nothing to run" in capsys.readouterr().out
 
 
 def in_memory_study(trials: int = 0) -> optuna.Study:
@@ -70,13 +100,22 @@ def in_memory_study(trials: int = 0) -> optuna.Study:
 def test_a_new_study_is_marked_once_and_an_unmarked_one_is_joined_as_before():
     from tune_batchdyn.cli._sweep_optuna import check_study_settings, stored_settings
 
-    settings = {"space": "nqm", "set": {"epochs": 4}}
+    contents = {"fixed": {"epochs": 10}, "params": {"lr": {"grid": [0.1]}}, "search": {}}
+    settings = {"space": "nqm", "set": {"epochs": 4}, "contents": contents}
     study = in_memory_study()
     check_study_settings(study, settings, None)
     assert stored_settings(study) == settings
     check_study_settings(study, settings, None)  # a second worker with the same command
     with pytest.raises(ConfigError, match=r"--set epochs: 4 stored, unset given"):
-        check_study_settings(study, {"space": "nqm", "set": {}}, None)
+        check_study_settings(study, {**settings, "set": {}}, None)
+    with pytest.raises(ConfigError, match=r"\[fixed\] epochs: 10 stored, 5 given"):
+        check_study_settings(study, {**settings, "contents": {**contents, "fixed": {
+            "epochs": 5}}}, None)
+    # marked before the contents were kept: name and --set compared, as then
+    older = in_memory_study()
+    older.set_user_attr("sweep/set", {"epochs": 4})
+    older.set_user_attr("sweep/space", "nqm")
+    check_study_settings(older, settings, None)
     # made by user code (or before the marks): joined, and left unmarked
     legacy = in_memory_study(trials=1)
     check_study_settings(legacy, settings, None)
@@ -152,7 +191,7 @@ def test_ray_resume_with_other_settings_is_refused_before_ray_starts(tmp_path, c
     assert capsys.readouterr().err.strip() == (
         f"tune-batchdyn sweep: error: --resume: {experiment} holds another sweep (--space: "
         "digits_mlp_smoke stored, nqm given); pass another --name to start a new experiment, "
-        "or the same --space, --set and flags to continue this one.")
+        "or the same --space (its contents too), --set and flags to continue this one.")
     # the flags Ray restores from the experiment are compared too
     fake_experiment(tmp_path / "ray" / "flags", {"space": "nqm", "set": {}, "flags": {
         "--scheduler": "measure", "--budget": 300, "--max-planned": 3, "--max-concurrent": None}})

@@ -201,10 +201,21 @@ def test_open_study_creates_then_joins(tmp_path, form):
     (3, "s", {}, "storage=3"),
     ("sqlite:///x.db", "s", {"heartbeat_interval": 0}, "heartbeat_interval=0"),
     (None, None, {"direction": "down"}, "direction='down'"),
+    ("", None, {}, r"storage='' is not accepted; use a database URL"),
+    ("sqlite:///", "s", {}, r"storage='sqlite:///' names no database file"),
+    ("sqlite:///:memory:", "s", {}, r"names no database file"),
+    ("foo://bar", "s", {}, r"storage='foo://bar' cannot be opened: NoSuchModuleError.*Accepted: "
+                           r"a database URL"),
 ])
 def test_bad_storage_arguments(storage, name, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         open_study(storage, name, **kwargs)
+
+
+def test_a_folder_as_storage_is_refused_naming_files_in_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"is a folder; give a file in it: a journal "
+                                          rf"\({tmp_path}/sweep.journal\)"):
+        open_study(str(tmp_path), "s")
 
 
 def test_joining_with_the_other_direction_is_refused(tmp_path):

@@ -13,9 +13,10 @@ them, and each worker stops when the queue is empty. A repeat whose config a fin
 already ran (a space without sampled fields) takes that trial's value untrained
 (``objective``: ``repeat_of``). A ``--set`` field is held fixed, searched or not (as on Ray).
 
-A study the sweep creates is marked with the space's name and the ``--set`` overrides (study
-user attributes ``sweep/space``, ``sweep/set``); joining a marked study with others is refused,
-as its finished trials would be reported for settings they did not run with. After the run, the
+A study the sweep creates is marked with the space's name and contents and the ``--set``
+overrides (study user attributes ``sweep/space``, ``sweep/contents``, ``sweep/set``); joining a
+marked study with others is refused, as its finished trials would be reported for settings they
+did not run with. After the run, the
 decision log (each pruned trial and each enqueued plan) is read back from the study; the
 records table holds every trial but the failed ones.
 """
@@ -60,9 +61,11 @@ from tune_batchdyn.space.optuna_form import grid_points
 from tune_batchdyn.train.config import RUN_ONLY_FIELDS
 
 #: Study user attributes: the space's name and the ``--set`` overrides the study was created
-#: with (``run_settings``); the space is written last, so a reader that finds it finds both.
+#: with (``run_settings``); the space is written last, so a reader that finds it finds all.
 SPACE_ATTR = "sweep/space"
 SET_ATTR = "sweep/set"
+#: The space's contents (``space_contents``), written with the other two.
+CONTENTS_ATTR = "sweep/contents"
 
 
 def pruner_for(name: str, metric: str = "val_error") -> optuna.pruners.BasePruner:
@@ -234,7 +237,10 @@ def stored_settings(study: optuna.Study) -> dict[str, Any] | None:
     attrs = study.user_attrs  # read from storage: another worker may have just written them
     if SPACE_ATTR not in attrs:
         return None
-    return {"space": attrs[SPACE_ATTR], "set": attrs.get(SET_ATTR) or {}}
+    stored = {"space": attrs[SPACE_ATTR], "set": attrs.get(SET_ATTR) or {}}
+    if CONTENTS_ATTR in attrs:
+        stored["contents"] = attrs[CONTENTS_ATTR]
+    return stored
 
 
 def check_study_settings(study: optuna.Study, settings: dict[str, Any],
@@ -250,13 +256,15 @@ def check_study_settings(study: optuna.Study, settings: dict[str, Any],
     stored = stored_settings(study)
     if stored is None and fresh:
         study.set_user_attr(SET_ATTR, settings["set"])
+        study.set_user_attr(CONTENTS_ATTR, settings["contents"])
         study.set_user_attr(SPACE_ATTR, settings["space"])
         stored = stored_settings(study)
     found = "" if stored is None else settings_differences(stored, settings)
     if found:
         raise ConfigError(f"study {study.study_name!r} in {storage} was created by another "
                           f"sweep ({found}); pass another --study-name to start a new study, "
-                          "or the same --space and --set to continue this one.")
+                          "or the same --space (its contents too) and --set to continue this "
+                          "one.")
 
 
 def print_decision_log(study: optuna.Study) -> None:

@@ -206,8 +206,8 @@ def check_resumed_settings(experiment: str, settings: dict[str, Any]) -> None:
                                                                settings["flags"])) if part)
     if found:
         raise ConfigError(f"--resume: {experiment} holds another sweep ({found}); pass another "
-                          "--name to start a new experiment, or the same --space, --set and "
-                          "flags to continue this one.")
+                          "--name to start a new experiment, or the same --space (its contents "
+                          "too), --set and flags to continue this one.")
 
 
 class Interruption:

@@ -90,6 +90,7 @@ def open_study(storage: str | os.PathLike | BaseStorage | None = None,
     check_choice("direction", direction, ("minimize", "maximize"))
     if isinstance(pruner, MeasurePruner):
         pruner.check_direction(direction)
+    _check_form(storage)
     if storage is not None and not study_name:
         raise ConfigError(f"study_name={study_name!r} is not accepted with storage={storage!r}; "
                           "name the study so that every worker joins the same one.")
@@ -129,6 +130,19 @@ def _never_beat(storage: RDBStorage, study_id: int) -> list[int]:
         return [row[0] for row in connection.execute(query, {"study": study_id})]
 
 
+#: The storage forms, for error messages.
+ACCEPTED_FORMS = ("a database URL (sqlite:///sweep.db, postgresql://user@host/db), a journal "
+                  "file path (runs/sweep.journal), or None (in memory)")
+
+
+def _check_form(storage: object) -> None:
+    """Refuse what is no storage form at all (an empty string, a number)."""
+    if storage is None or isinstance(storage, BaseStorage):
+        return
+    if not isinstance(storage, (str, os.PathLike)) or not os.fspath(storage):
+        raise ConfigError(f"storage={storage!r} is not accepted; use {ACCEPTED_FORMS}.")
+
+
 def existing_storage(storage: str | os.PathLike) -> BaseStorage:
     """The storage ``storage`` names (any form of ``make_storage``), to read studies from; a
     SQLite or journal file that does not exist is an error, not created empty."""
@@ -148,9 +162,7 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
     """The Optuna storage for one of the forms in the module docstring (``None``: in memory)."""
     if storage is None or isinstance(storage, BaseStorage):
         return storage
-    if not isinstance(storage, (str, os.PathLike)) or not os.fspath(storage):
-        raise ConfigError(f"storage={storage!r} is not accepted; use a database URL "
-                          "(sqlite:///sweep.db, postgresql://...), a journal file path, or None.")
+    _check_form(storage)
     if heartbeat_interval is not None and (not isinstance(heartbeat_interval, int)
                                            or heartbeat_interval < 1):
         raise ConfigError(f"heartbeat_interval must be None or an integer >= 1 (seconds), but "
@@ -162,6 +174,10 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
                               "sqlite:///sweep.db; sqlite:////abs/path.db); or give a journal "
                               "file path.")
         path = os.path.expanduser(location)
+        if os.path.isdir(path):
+            raise ConfigError(f"storage={location!r} is a folder; give a file in it: a journal "
+                              f"({os.path.join(location, 'sweep.journal')}) or a SQLite database "
+                              f"(sqlite:///{os.path.join(location, 'sweep.db')}).")
         _refuse_sqlite_file(path, location)
         if not os.path.exists(path) and path.lower().endswith(_DATABASE_SUFFIXES):
             raise ConfigError(f"storage={location!r} would be a journal file named like a "
@@ -177,6 +193,10 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
     given, location = location, _with_installed_driver(location)
     sqlite = location.startswith("sqlite")
     if sqlite:
+        if _sqlite_file(location) in ("", ":memory:"):
+            raise ConfigError(f"storage={given!r} names no database file: an in-memory SQLite "
+                              "database is not shared between the sweep's connections; use "
+                              "sqlite:///path/to/sweep.db, or no storage for a study in memory.")
         _make_folder(_sqlite_file(location), given)
     # SQLite: the driver's own transaction handling off, so that ``immediate_transactions``
     # decides how each transaction begins
@@ -194,7 +214,8 @@ def make_storage(storage: str | os.PathLike | BaseStorage | None, *,
                           "(PostgreSQL: pip install -e '.[postgres]'; MySQL: pip install pymysql "
                           "and a mysql+pymysql:// URL).") from err
     except Exception as err:  # SQLAlchemy's errors: a bad URL, an unreachable server, ...
-        raise ConfigError(f"storage={given!r} cannot be opened: {_cause(err)}") from err
+        raise ConfigError(f"storage={given!r} cannot be opened: {_cause(err)}. Accepted: "
+                          f"{ACCEPTED_FORMS}.") from err
     if sqlite:
         immediate_transactions(rdb.engine)
     return rdb
