@@ -268,3 +268,81 @@ def test_ray_progress_ends_with_the_statuses_from_before_the_interrupt(capsys):
     trials[1].status = "TERMINATED"  # what Ray sets on its way out of an interrupted run
     progress.on_experiment_end(trials)
     assert capsys.readouterr().out.startswith("[trials 2: running 1, terminated 1]")
+
+
+class Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("storage", ["sqlite:///study.db", None])
+def test_optuna_ctrl_c_says_how_to_continue_without_optunas_traceback(storage, tmp_path,
+                                                                      monkeypatch, capsys):
+    from tune_batchdyn.cli._sweep_optuna import interrupt_said
+
+    monkeypatch.chdir(tmp_path)
+    study = optuna.create_study(storage=storage)
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+
+    def objective(trial):
+        raise KeyboardInterrupt
+
+    collected = Collected()
+    logging.getLogger("optuna").addHandler(collected)
+    try:
+        with pytest.raises(SystemExit) as exit_, interrupt_said(study, storage):
+            study.optimize(objective, n_trials=1)
+    finally:
+        logging.getLogger("optuna").removeHandler(collected)
+    assert exit_.value.code == 130
+    err = capsys.readouterr().err.strip()
+    again = ("rerun the same command to continue (the interrupted trial runs again)" if storage
+             else "the study was in memory; pass --storage sqlite:///runs/sweep.db to keep one "
+                  "that a rerun continues")
+    assert err == f"tune-batchdyn sweep: interrupted: {again}; 1 trial finished so far."
+    assert not [r for r in collected.records if "Trial 1 failed" in r.getMessage()]
+    assert study.trials[1].state == optuna.trial.TrialState.FAIL
+    # the filter is gone afterwards
+    logging.getLogger("optuna").addHandler(collected)
+    try:
+        logging.getLogger("optuna.study._optimize").warning("kept")
+    finally:
+        logging.getLogger("optuna").removeHandler(collected)
+    assert collected.records[-1].getMessage() == "kept"
+
+
+def test_a_trial_left_running_is_named_with_how_it_is_freed():
+    from tune_batchdyn.cli._sweep_optuna import held_lines
+
+    study = optuna.create_study(study_name="s")
+    assert held_lines(study, "sqlite:///x.db") == []
+    study.enqueue_trial({"batch_size": 128, "lr": 0.1})
+    trial = study.ask()
+    trial.suggest_categorical("batch_size", [128])
+    trial.suggest_float("lr", 0.01, 1.0)
+    database = held_lines(study, "sqlite:///x.db")
+    assert database == ["still running in the study: trial 0 (batch_size=128 lr=0.1); if no other "
+                        "worker is on it, a killed worker's trial is failed and enqueued again "
+                        "once its heartbeat is 120 s old: rerun the same command then."]
+    journal = held_lines(study, "runs/sweep.journal")[0]
+    assert ("a journal has no heartbeat: if its worker is gone, free it with optuna.load_study("
+            "study_name='s', storage=...).tell(<number>, state=optuna.trial.TrialState.FAIL)"
+            in journal)
+
+
+def test_optuna_budget_counts_the_studys_earlier_runs(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = ["sweep", "--space", "nqm", "--backend", "optuna", "--storage", storage,
+            "--max-planned", "0", "--budget", "4", *SMALL_NQM]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "budget of 4 trial-epochs spent: no trial was started after it" in first
+    trials = len(optuna.load_study(study_name="nqm", storage=storage).trials)
+    assert main(argv) == 0
+    assert ("budget of 4 trial-epochs already spent in study 'nqm': no trial started"
+            in capsys.readouterr().out)
+    assert len(optuna.load_study(study_name="nqm", storage=storage).trials) == trials

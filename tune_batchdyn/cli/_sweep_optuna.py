@@ -17,18 +17,21 @@ A study the sweep creates is marked with the space's name and contents and the `
 overrides (study user attributes ``sweep/space``, ``sweep/contents``, ``sweep/set``); joining a
 marked study with others is refused, as its finished trials would be reported for settings they
 did not run with. After the run, the
-decision log (each pruned trial and each enqueued plan) is read back from the study; the
-records table holds every trial but the failed ones.
+decision log (each pruned trial and each enqueued plan) is read back from the study, and a
+trial still running there (another worker's, or a killed one's) is named; the records table
+holds the finished trials.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
@@ -55,6 +58,7 @@ from tune_batchdyn.optuna import (
     skipped,
     was_enqueued,
 )
+from tune_batchdyn.optuna.storage import HEARTBEAT_INTERVAL
 from tune_batchdyn.records import REPEAT_ATTR, record_attr_name, records_from_optuna
 from tune_batchdyn.space import SearchSettings, Space
 from tune_batchdyn.space.optuna_form import grid_points
@@ -90,7 +94,7 @@ class Budget:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
-        epochs = sum(len(t.intermediate_values) for t in trials)
+        epochs = spent_epochs(trials)
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = min((t.value for t in done), default=float("nan"))
         # a duplicate skipped before its config was made: the params it was enqueued with
@@ -113,6 +117,15 @@ class Budget:
               f"lr={config.get('lr')} | {epochs} trial-epochs, best {best:.4f}", flush=True)
         if self.budget is not None and epochs >= self.budget:
             study.stop()
+
+
+def spent_epochs(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Trial-epochs the study's trials have reported, in every run and worker (``--budget``)."""
+    return sum(len(t.intermediate_values) for t in trials)
+
+
+def budget_spent(study: optuna.Study, budget: int | None) -> bool:
+    return budget is not None and spent_epochs(study.get_trials(deepcopy=False)) >= budget
 
 
 class QueueDrained:
@@ -214,22 +227,88 @@ def run_optuna(space: Space, overrides: dict[str, Any],
         ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         done = len(study.get_trials(deepcopy=False, states=ended))
         print(f"study {study.study_name!r} already holds {done} finished trials: nothing to run")
+    elif budget_spent(study, args.budget):
+        print(f"budget of {args.budget} trial-epochs already spent in study "
+              f"{study.study_name!r}: no trial started", flush=True)
     else:
         start = time.monotonic()
-        study.optimize(objective, n_jobs=args.max_concurrent or 1, callbacks=callbacks,
-                       timeout=args.time_budget)
+        with interrupt_said(study, args.storage):
+            study.optimize(objective, n_jobs=args.max_concurrent or 1, callbacks=callbacks,
+                           timeout=args.time_budget)
         if (args.time_budget is not None and time.monotonic() - start >= args.time_budget
                 and waiting(study)):
             print(f"time budget of {args.time_budget:g} s spent: no trial was started after "
                   "it (running ones finished)", flush=True)
+        if budget_spent(study, args.budget) and waiting(study):
+            print(f"budget of {args.budget} trial-epochs spent: no trial was started after it",
+                  flush=True)
     print_decision_log(study)
+    for line in held_lines(study, args.storage):
+        print(line, flush=True)
     reroute = next((c for c in callbacks if isinstance(c, RerouteCallback)), None)
     if reroute is not None and not planned_keys(study) and reroute.no_plan_reason:
         print(f"no plan enqueued: {reroute.no_plan_reason}")
-    # a failed trial (a killed worker's) is left out: its configuration was enqueued again
-    kept = [t for t in study.get_trials(deepcopy=False)
-            if t.state != optuna.trial.TrialState.FAIL]
+    # finished trials only: a failed one (a killed worker's) was enqueued again, and a running
+    # one (another worker's, or a killed one not yet failed: ``held_lines``) has not ended
+    kept = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                    optuna.trial.TrialState.PRUNED))
     return records_from_optuna(kept), decisions_line(study)
+
+
+class QuietInterrupt:
+    """Log filter for Optuna's "Trial N failed ... KeyboardInterrupt" with its traceback and
+    the "Trial N failed with value None" after it: the sweep says in one line what happened
+    and how to continue (`interrupt_said`)."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+
+    def __call__(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and "failed with value" in record.getMessage())
+
+
+@contextlib.contextmanager
+def interrupt_said(study: optuna.Study, storage: str | None) -> Iterator[None]:
+    """On Ctrl-C: one line saying how to continue (or that the study was in memory) and exit
+    status 130, raised as ``SystemExit`` (as the Ray side does), without Optuna's traceback."""
+    logger = logging.getLogger("optuna.study._optimize")
+    quiet = QuietInterrupt()
+    logger.addFilter(quiet)
+    try:
+        yield
+    except KeyboardInterrupt:
+        ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        finished = len(study.get_trials(deepcopy=False, states=ended))
+        again = ("rerun the same command to continue (the interrupted trial runs again)"
+                 if storage else "the study was in memory; pass --storage "
+                 "sqlite:///runs/sweep.db to keep one that a rerun continues")
+        print(f"tune-batchdyn sweep: interrupted: {again}; {finished} "
+              f"trial{'' if finished == 1 else 's'} finished so far.", file=sys.stderr,
+              flush=True)
+        raise SystemExit(130) from None
+    finally:
+        logger.removeFilter(quiet)
+
+
+def held_lines(study: optuna.Study, storage: str | None) -> list[str]:
+    """A line for each trial still running in the study once this worker is done: another
+    worker's, or one whose worker was killed, which holds its configuration until failed."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if not running:
+        return []
+    if storage and "://" in storage:
+        grace = 2 * HEARTBEAT_INTERVAL
+        how = (f"a killed worker's trial is failed and enqueued again once its heartbeat is "
+               f"{grace} s old: rerun the same command then")
+    else:
+        how = ("a journal has no heartbeat: if its worker is gone, free it with optuna."
+               f"load_study(study_name={study.study_name!r}, storage=...).tell(<number>, "
+               "state=optuna.trial.TrialState.FAIL) and rerun the same command")
+    listed = ", ".join(f"trial {t.number} ({shown_params(t)})" for t in running)
+    return [f"still running in the study: {listed}; if no other worker is on it, {how}."]
 
 
 def stored_settings(study: optuna.Study) -> dict[str, Any] | None:
