@@ -206,7 +206,8 @@ def run_optuna(space: Space, overrides: dict[str, Any],
         else:
             enqueue_once(study, params, key=key)
     search = space.search
-    callbacks: list[Any] = []
+    # the trial's progress line first, then what the others do after it (a plan enqueued)
+    callbacks: list[Any] = [Budget(search.metric, args.budget)]
     if args.pruner == "measure" and args.max_planned > 0:
         candidates = composable(search.dynamic, search.beacons or ())
         if search.dynamic and not candidates:
@@ -218,7 +219,6 @@ def run_optuna(space: Space, overrides: dict[str, Any],
         callbacks.append(RerouteCallback(max_plans=args.max_planned, lr=search.beacon_lr,
                                          candidates=candidates or None, metric=search.metric,
                                          **fewer))
-    callbacks.append(Budget(search.metric, args.budget))
     # the queue is the plan: run it (and what RerouteCallback adds), then stop
     callbacks.append(QueueDrained())
     # the user's code was loaded and probed for every combination (cli._checks): not again
