@@ -11,7 +11,7 @@ from tune_batchdyn.records import RECORD_COLUMNS, read_records
         (["train", "--lr", "-1"], "train: error: lr=-1.0 is not accepted"),
         (["train", "--batch-size", "many"], "invalid int value: 'many'"),
         (["train", "--dataset", "imagenet"], "dataset='imagenet' is not accepted"),
-        (["train", "--out", "x.txt"], "--out 'x.txt' is not accepted"),
+        (["train", "--out", "x.txt"], "has extension '.txt'; use one of: .parquet, .pq, .csv"),
         (["train", "--strategy", "s32-to"], "strategy='s32-to' is not accepted"),
         (["train", "--dataset-option", "oops"], "--dataset-option 'oops' is not accepted"),
         (["record", "--space", "nqm", "--out", "x.json"], "has extension '.json'"),

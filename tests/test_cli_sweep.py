@@ -1,5 +1,6 @@
 import logging
 import re
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -72,6 +73,36 @@ def test_output_folders_that_cannot_be_made_are_refused_before_any_trial(tmp_pat
         assert main(["sweep", "--space", "nqm", flag, str(tmp_path / value)]) == 2
         assert (f"{flag}: cannot create the folder '{tmp_path / 'afile'}" in
                 capsys.readouterr().err)
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("argv", [
+    ["sweep", "--space", "nqm", "--out", "/proc/records.parquet"],
+    ["sweep", "--space", "nqm", "--backend", "optuna", "--out", "/proc/records.parquet"],
+    ["record", "--space", "nqm", "--out", "/proc/records.parquet"],
+    ["train", "--dataset", "nqm", "--model", "nqm", "--epochs", "1", "--out", "/proc/x.csv"],
+])
+def test_a_records_file_in_a_folder_that_cannot_be_written_is_refused_before_training(argv,
+                                                                                      capsys):
+    """/proc exists but takes no new file: caught by writing a scratch file there first, not
+    after the last trial (when the records would be lost)."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert ("--out: cannot write in the folder '/proc' (No such file or directory)"
+            in captured.err)
+    assert "epoch" not in captured.out
+
+
+def test_other_outputs_that_cannot_be_made_are_refused_before_any_trial(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    afile = str(tmp_path / "afile")
+    for argv in (["sweep", "--space", "nqm", "--storage-path", afile],
+                 ["train", "--dataset", "nqm", "--model", "nqm", "--checkpoint-dir", afile],
+                 ["plot", "benchmarks/data/digits_mlp.parquet", "--out", afile]):
+        assert main(argv) == 2
+        assert f"cannot create the folder '{afile}' (File exists)" in capsys.readouterr().err
+    assert main(["sweep", "--space", "nqm", "--out", str(tmp_path)]) == 2
+    assert "has extension ''" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("backend", ["ray", "optuna"])

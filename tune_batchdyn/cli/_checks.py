@@ -3,7 +3,9 @@ each."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tune_batchdyn.errors import ConfigError
@@ -61,3 +63,33 @@ def check_data_files(space: Space, overrides: Mapping[str, Any], address: str | 
                     "Every node reads the same path: download the files there once, on "
                     "storage all nodes see (examples/cluster_sweep.md), or pass --set "
                     "download=true.") from err
+
+
+def check_writable_folder(flag: str, folder: str | Path) -> None:
+    """Create ``folder`` and write a scratch file in it now, as writing would at the end: a
+    path through a file, or a folder that cannot be made or written to, fails before any
+    trial trains rather than after all of them."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{flag}: cannot create the folder {str(folder)!r} ({err.strerror}); "
+                          "pass a path in a folder you can write to.") from err
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{flag}: cannot write in the folder {str(folder)!r} "
+                          f"({err.strerror}); pass a path in a folder you can write to.") from err
+
+
+def check_records_file(flag: str, path: str | Path) -> None:
+    """A records file to write at the end: its extension (``records_format``), not a folder,
+    in a folder that can be written to."""
+    from tune_batchdyn.records import records_format
+
+    records_format(path)
+    if Path(path).is_dir():
+        raise ConfigError(f"{flag} {str(path)!r} is a folder; pass a file name in it, e.g. "
+                          f"{str(Path(path) / 'records.parquet')!r}.")
+    check_writable_folder(flag, Path(path).parent)

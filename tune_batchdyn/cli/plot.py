@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from tune_batchdyn.cli._checks import check_writable_folder
 from tune_batchdyn.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fraction={args.fraction} is not accepted; use a number in (0, 1].")
     if bool(args.records) == bool(args.storage):
         raise ConfigError("give records files or --storage URL --study NAME (one of the two).")
+    check_writable_folder("--out", args.out)
     if args.storage:
         records = study_records(args.storage, args.study)
     else:

@@ -134,12 +134,12 @@ def _cell(value: Any) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tune_batchdyn.cli._checks import check_user_code
-    from tune_batchdyn.records import append_records, read_records, records_format, trial_table
+    from tune_batchdyn.cli._checks import check_records_file, check_user_code
+    from tune_batchdyn.records import append_records, read_records, trial_table
     from tune_batchdyn.space import read_space
     from tune_batchdyn.train import TrialConfig, run_trial
 
-    records_format(args.out)  # a bad extension fails before any training
+    check_records_file("--out", args.out)  # before any training
     space = read_space(args.space)
     overrides = parse_config_overrides(args.set, "--set")
     space.check_trials(overrides)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from tune_batchdyn.cli._checks import check_records_file, check_writable_folder
 from tune_batchdyn.cli.train import parse_config_overrides
 from tune_batchdyn.errors import ConfigError, check_choice
 from tune_batchdyn.strategies.dynamic_sampling import run_lengths
@@ -125,23 +126,11 @@ def check_args(args: argparse.Namespace) -> None:
                           "its results back from a folder, so use one every node sees (NFS), "
                           "e.g. /shared/ray_results.")
     if args.out:
-        from tune_batchdyn.records import records_format
-
-        records_format(args.out)
-    for flag, folder in (("--out", Path(args.out).parent if args.out else None),
-                         ("--figures", Path(args.figures) if args.figures else None)):
-        if folder is not None:
-            check_writable_folder(flag, folder)
-
-
-def check_writable_folder(flag: str, folder: Path) -> None:
-    """Create ``folder`` now (as writing would at the end): a path through a file, or one
-    that cannot be made, fails before any trial trains rather than after all of them."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"{flag}: cannot create the folder {str(folder)!r} ({err.strerror}); "
-                          "pass a path in a folder you can write to.") from err
+        check_records_file("--out", args.out)
+    if args.figures:
+        check_writable_folder("--figures", args.figures)
+    if args.backend == "ray" and args.storage_path:
+        check_writable_folder("--storage-path", args.storage_path)
 
 
 def check_mode(space: Any, args: argparse.Namespace) -> None:

@@ -8,12 +8,11 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from tune_batchdyn.cli._checks import check_records_file, check_writable_folder
 from tune_batchdyn.errors import ConfigError
 
-OUT_SUFFIXES = (".csv", ".parquet")
 #: ``--batch-size`` when not given.
 DEFAULT_BATCH_SIZE = 32
 
@@ -111,9 +110,10 @@ def main(args: argparse.Namespace) -> int:
     from tune_batchdyn.strategies import parse_strategy
     from tune_batchdyn.train import TrialConfig, run_trial
 
-    if args.out and Path(args.out).suffix not in OUT_SUFFIXES:
-        raise ConfigError(f"--out {args.out!r} is not accepted; use a file name ending in "
-                          f"{' or '.join(OUT_SUFFIXES)}.")
+    if args.out:
+        check_records_file("--out", args.out)
+    if args.checkpoint_dir:
+        check_writable_folder("--checkpoint-dir", args.checkpoint_dir)
     measures = () if args.measures == "none" else tuple(m for m in args.measures.split(",") if m)
     strategy = parse_strategy_arg(args.strategy)
     uses_batch_size = parse_strategy(strategy).uses_batch_size
