@@ -65,6 +65,16 @@ def test_ray_dir_reads_every_trial(tmp_path):
     assert table["epoch"].dtype == np.int64 and table["diverged"].dtype == bool
 
 
+def test_a_folder_of_several_experiments_is_refused_naming_them(tmp_path):
+    params = {"dataset": "digits", "lr": 0.05, "batch_size": 32, "epochs": 2}
+    for experiment in ("run1", "run2"):
+        _write_trial(tmp_path / experiment / "trial_a", params, [_result(1), _result(2)])
+    with pytest.raises(ConfigError, match=r"holds 2 experiments \(run1, run2\); give one of "
+                                          r"them, e.g. '.*run1'"):
+        records_from_ray_dir(tmp_path)
+    assert len(records_from_ray_dir(tmp_path / "run2")) == 2
+
+
 def test_ray_dir_keeps_one_row_per_epoch_and_fills_from_progress_csv(tmp_path):
     """A resumed trial appends again the epochs after Ray's last saved state (the last line
     wins); a paused and resumed one may lose its first epochs from result.json, which

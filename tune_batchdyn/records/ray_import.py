@@ -29,12 +29,19 @@ from tune_batchdyn.records.table import concat_tables, trial_table
 
 
 def records_from_ray_dir(path: str | os.PathLike) -> pd.DataFrame:
-    """The records table of every trial under a Ray Tune experiment directory."""
+    """The records table of every trial under a Ray Tune experiment directory; a folder holding
+    several experiments (a ``storage_path``) is refused, naming them, rather than merged."""
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"ray results dir={str(path)!r} is not a directory.")
+    params_files = sorted(root.rglob("params.json"))
+    experiments = sorted({str(f.parent.parent.relative_to(root)) for f in params_files})
+    if len(experiments) > 1:
+        raise ConfigError(f"ray results dir={str(path)!r} holds {len(experiments)} experiments "
+                          f"({', '.join(experiments)}); give one of them, e.g. "
+                          f"{str(root / experiments[0])!r}.")
     tables = []
-    for params_file in sorted(root.rglob("params.json")):
+    for params_file in params_files:
         results = _one_per_epoch(_read_csv(params_file.with_name("progress.csv"))
                                  + _read_results(params_file.with_name("result.json")))
         if not results:
