@@ -29,6 +29,29 @@ def test_write_figures(tmp_path, records):
         assert data.startswith(PNG) and len(data) > 5000
 
 
+def test_a_plane_of_few_trials_averages_fewer_neighbours(tmp_path, monkeypatch):
+    """With k trials or fewer the k-nearest map would be one colour: the plane averages at
+    most half of them (``informative_k``), as the planners do."""
+    import tune_batchdyn.figures as figures
+
+    few = synthetic_records(n_configs=3, n_seeds=1, epochs=4, seed=2, diverging=0.0)
+    drawn = []
+    monkeypatch.setattr(figures, "plot_plane",
+                        lambda trials, region: drawn.append(region) or figures_plane(trials,
+                                                                                      region))
+    write_figures(few, tmp_path / "few", dpi=40)
+    (region,) = drawn
+    assert region.k == 1 and len(region.points_) == 3
+    _, _, error, support = region.grid_
+    assert len(set(error[support].round(12))) == 3  # three colours, not one (their mean)
+
+
+def figures_plane(trials, region):
+    from tune_batchdyn.figures.plane import plot_plane
+
+    return plot_plane(trials, region)
+
+
 def test_planned_schedule_labels_show_runs_and_are_cut():
     from tune_batchdyn.figures._common import NAME_WIDTH, Configuration
 

@@ -16,7 +16,7 @@ import pandas as pd
 from tune_batchdyn.figures.measures import plot_measures
 from tune_batchdyn.figures.plane import plot_plane
 from tune_batchdyn.figures.travel import plot_travel
-from tune_batchdyn.predict.region import OptimumRegion
+from tune_batchdyn.predict.region import OptimumRegion, informative_k
 from tune_batchdyn.predict.trials import TrialSet
 
 __all__ = ["plot_measures", "plot_plane", "plot_travel", "write_figures"]
@@ -26,11 +26,16 @@ def write_figures(records: pd.DataFrame, out_dir: str | os.PathLike, *, fraction
                   dpi: int = 120) -> list[Path]:
     """Write the three figures as PNG files in ``out_dir``; returns their paths.
 
-    ``fraction``: the budget fraction at which the plane and its optimum region are drawn."""
+    ``fraction``: the budget fraction at which the plane and its optimum region are drawn; with
+    fewer than 2k trials there, the map averages fewer neighbours (``informative_k``), as the
+    planners do, so that it is not one colour."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trials = TrialSet.from_records(records)
     region = OptimumRegion(fraction=fraction).fit(trials)
+    k = informative_k(region.k, len(region.points_))
+    if k != region.k:
+        region = region.set_params(k=k).fit(trials)
     figures = {"plane.png": plot_plane(trials, region), "travel.png": plot_travel(trials),
                "measures.png": plot_measures(trials)}
     paths = []

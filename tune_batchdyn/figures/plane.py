@@ -32,8 +32,10 @@ def plot_plane(trials: TrialSet, region: OptimumRegion) -> Figure:
     levels = np.linspace(low, high, 13)
     filled = axes.contourf(x, y, np.clip(error, low, high), levels=levels, cmap="viridis",
                            alpha=0.85)
-    figure.colorbar(filled, ax=axes, extend="max",
-                    label=f"final error, mean of {region.k} nearest trials")
+    label = ("final error of the nearest trial" if region.k == 1
+             else f"final error, mean of {region.k} nearest trials")
+    colour_bar = figure.colorbar(filled, ax=axes, extend="max", label=label)
+    colour_bar.ax.ticklabel_format(useOffset=False)  # not "1e-6+7.222e-2" over the title
     axes.contour(x, y, error, levels=[region.threshold_ + 1e-9], colors="white",
                  linewidths=2.0)
     points = np.exp(region.points_)
