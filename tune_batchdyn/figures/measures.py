@@ -1,6 +1,6 @@
 """C̄K and LK against the epoch (the seed's Fig. 2 c, d), one line per configuration (mean over
-seeds): fixed batches solid, coloured by batch size; dynamic runs dashed, each in its own
-colour."""
+seeds): fixed batches solid, coloured by batch size and marked by lr (so the lrs of one batch
+size are told apart); dynamic runs dashed, each in its own colour."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from tune_batchdyn.figures._common import (
 )
 from tune_batchdyn.predict.trials import TrialSet
 
+#: One marker per learning rate, in increasing order of lr.
+LR_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
 
 def plot_measures(trials: TrialSet) -> Figure:
     """Two panels: C̄K(epoch) and LK(epoch), log scale."""
@@ -28,6 +31,8 @@ def plot_measures(trials: TrialSet) -> Figure:
     colour = {b: colormaps["plasma"](s) for b, s in zip(sizes, shades, strict=False)}
     dynamic = [c for c in configs if not c.fixed]
     run_colour = {id(c): rgb for c, rgb in zip(dynamic, run_colours(len(dynamic)), strict=True)}
+    lrs = sorted({c.lr for c in configs})
+    marker = {lr: LR_MARKERS[i % len(LR_MARKERS)] for i, lr in enumerate(lrs)}
     for config in configs:
         epochs = int(max(t.rows["epoch"][-1] for t in config.trials))
         grid = np.arange(1, epochs + 1)
@@ -35,7 +40,9 @@ def plot_measures(trials: TrialSet) -> Figure:
             values = [_mean_by_epoch(config, name, e) for e in grid]
             axes.plot(grid, values,
                       color=colour[config.batch_size] if config.fixed else run_colour[id(config)],
-                      linestyle="-" if config.fixed else "--", label=config.label)
+                      linestyle="-" if config.fixed else "--", label=config.label,
+                      marker=marker[config.lr] if config.fixed else None, markersize=3,
+                      markevery=max(1, epochs // 10))
     for axes, title in zip(panels, ("C̄K up to each epoch", "LK up to each epoch"), strict=True):
         axes.set_yscale("log")
         axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -48,8 +55,9 @@ def plot_measures(trials: TrialSet) -> Figure:
         panels[1].legend(fontsize=7, ncols=2)
     else:
         figure.suptitle(f"{len(configs)} configurations; colour = batch size ({sizes[0]} dark "
-                        f".. {sizes[-1]} light); dashed = dynamic, each its own colour",
-                        fontsize=9)
+                        f".. {sizes[-1]} light), marker = lr ({lrs[0]:g} "
+                        f"{LR_MARKERS[0]} .. {lrs[-1]:g} {marker[lrs[-1]]}); dashed = dynamic, "
+                        "each its own colour", fontsize=9)
     return figure
 
 
