@@ -37,6 +37,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from tune_batchdyn.cli._cores import share_cores
 from tune_batchdyn.cli._settings import run_settings, settings_differences
 from tune_batchdyn.errors import ConfigError, is_number
 from tune_batchdyn.optuna import (
@@ -142,13 +143,15 @@ def queued_only(objective: Callable[[optuna.trial.Trial], float]
                 ) -> Callable[[optuna.trial.Trial], float]:
     """The sweep's objective: a trial the queue did not hold (another worker took the last
     queued one between this worker's check and its next trial, so the sampler drew it) is
-    skipped untrained (``UNQUEUED_ATTR``) and ends this worker's run."""
+    skipped untrained (``UNQUEUED_ATTR``) and ends this worker's run; the others train on
+    their share of the machine's cores (``share_cores``)."""
 
     def run(trial: optuna.trial.Trial) -> float:
         if not was_enqueued(trial):
             trial.set_user_attr(UNQUEUED_ATTR, True)
             trial.study.stop()
             raise optuna.TrialPruned("the queue was empty: nothing of the grid's to run")
+        share_cores(trial)
         return objective(trial)
 
     return run
