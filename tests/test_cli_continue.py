@@ -239,6 +239,12 @@ def test_record_refuses_a_file_of_other_settings_and_continues_its_own(tmp_path,
     configs = [{**c, "seed": seed} for c in grid_configs(read_space("nqm"), overrides)
                for seed in (0, 1)]
     check_recorded(str(out), recorded, configs)
+    # a file without some fields (e.g. a sweep's): named once, after the real differences
+    other = recorded.drop(columns=["config/lr_decay_factor", "config/momentum"])
+    other["config/epochs"] = 3
+    with pytest.raises(ConfigError, match=r"settings \(epochs: 3 stored, 2 given; not in the "
+                                          r"file: lr_decay_factor, momentum\)"):
+        check_recorded(str(out), other, configs)
 
 
 def test_ray_interrupt_is_noted_and_its_notes_dropped():

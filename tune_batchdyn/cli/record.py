@@ -114,7 +114,12 @@ def check_recorded(path: str, recorded: pd.DataFrame, configs: list[dict[str, An
             field = column.removeprefix("config/")
             stored[field] = there[0] if len(there) == 1 else "|".join(map(str, there))
             given[field] = next(iter(wanted))
-    found = differences(stored, given)
+    absent = [field for field, value in stored.items() if value is None]  # e.g. a sweep's file
+    found = differences({f: v for f, v in stored.items() if v is not None},
+                        {f: given[f] for f, v in stored.items() if v is not None})
+    if absent:
+        found = "; ".join(part for part in (found, f"not in the file: {', '.join(absent)}")
+                          if part)
     if found:
         raise ConfigError(f"--out {path} holds trials recorded with other settings ({found}); "
                           "pass another --out to record this grid, or the same --space and "
