@@ -13,6 +13,8 @@ from tune_batchdyn.records import RECORD_COLUMNS, read_records
         (["train", "--dataset", "imagenet"], "dataset='imagenet' is not accepted"),
         (["train", "--out", "x.txt"], "has extension '.txt'; use one of: .parquet, .pq, .csv"),
         (["train", "--strategy", "s32-to"], "strategy='s32-to' is not accepted"),
+        (["train", "--lr-milestones", "0.5,x"], "--lr-milestones '0.5,x' is not accepted"),
+        (["train", "--lr-milestones", "1.5"], "lr_milestones=1.5 is not accepted"),
         (["train", "--dataset-option", "oops"], "--dataset-option 'oops' is not accepted"),
         (["record", "--space", "nqm", "--out", "x.json"], "has extension '.json'"),
         (["record", "--space", "no_such_space", "--out", "x.csv"], "not a file nor a shipped"),
@@ -42,6 +44,19 @@ def test_train_prints_progress_and_writes_records(tmp_path, capsys):
     table = read_records(out)
     assert len(table) == 2 and set(RECORD_COLUMNS) <= set(table.columns)
     assert table["config/batch_size"].tolist() == [128, 128]
+    assert "lr=0.1 (/10 at 50%, 75% of the epochs)" in text  # the decay the lr column shows
+    assert table["lr"].tolist() == pytest.approx([0.1, 0.01])
+
+
+def test_train_lr_decay_flags(capsys):
+    assert main(["train", "--epochs", "2", "--batch-size", "256", "--measures", "none",
+                 "--lr-milestones", "none"]) == 0
+    text = capsys.readouterr().out
+    assert "lr=0.1  epochs=2" in text and "lr 0.01" not in text
+    assert main(["train", "--epochs", "4", "--batch-size", "256", "--measures", "none",
+                 "--lr-milestones", "0.5", "--lr-decay-factor", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "(/4 at 50% of the epochs)" in text and "lr 0.025" in text
 
 
 def test_train_says_a_dynamic_schedule_sets_the_batch_size(capsys):

@@ -28,7 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "is, rmsgd, navigator, or JSON with 'name' and options")
     p.add_argument("--batch-size", type=int, default=None,
                    help="the batch size (default 32); dynamic-sampling schedules set their own")
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.1,
+                   help="base learning rate, divided by --lr-decay-factor at each of the "
+                        "--lr-milestones (default 0.1)")
+    p.add_argument("--lr-milestones", default="0.5,0.75", metavar="FRACTIONS",
+                   help="fractions of the epochs where the lr decays, comma-separated, or "
+                        "'none' (default 0.5,0.75: the seeds' recipe)")
+    p.add_argument("--lr-decay-factor", type=float, default=10.0,
+                   help="the lr is divided by this at each milestone (default 10)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
@@ -105,6 +112,25 @@ def parse_strategy_arg(text: str) -> str | dict[str, Any]:
     return text
 
 
+def parse_milestones(text: str) -> tuple[float, ...]:
+    """``--lr-milestones``: ``0.5,0.75`` or ``none`` (TrialConfig checks the values)."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError as err:
+        raise ConfigError(f"--lr-milestones {text!r} is not accepted; use fractions of the "
+                          "epochs such as 0.5,0.75, or none.") from err
+
+
+def decay_text(config: Any) -> str:
+    """`` (/10 at 50%, 75% of the epochs)``, or nothing for a constant lr."""
+    if not config.lr_milestones:
+        return ""
+    at = ", ".join(f"{m:.0%}" for m in config.lr_milestones)
+    return f" (/{config.lr_decay_factor:g} at {at} of the epochs)"
+
+
 def main(args: argparse.Namespace) -> int:
     from tune_batchdyn.records import trial_table, write_records
     from tune_batchdyn.strategies import parse_strategy
@@ -124,6 +150,7 @@ def main(args: argparse.Namespace) -> int:
         dataset=args.dataset, model=args.model, strategy=strategy,
         lr=args.lr, batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
         epochs=args.epochs, momentum=args.momentum,
+        lr_milestones=parse_milestones(args.lr_milestones), lr_decay_factor=args.lr_decay_factor,
         weight_decay=args.weight_decay, measure_every=args.measure_every, measures=measures,
         seed=args.seed, data_seed=args.data_seed, device=args.device, data_dir=args.data_dir,
         download=args.download, dataset_options=parse_options(args.dataset_option),
@@ -132,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
                         format="%(message)s", stream=sys.stderr)
     print(f"training {config.dataset}/{config.model}  strategy={config.strategy}  "
           f"batch={config.batch_size if uses_batch_size else 'by the schedule'}  "
-          f"lr={config.lr}  epochs={config.epochs}", flush=True)
+          f"lr={config.lr}{decay_text(config)}  epochs={config.epochs}", flush=True)
     start = time.perf_counter()
     show = error_format(config.dataset)
     trajectory = run_trial(config, reporter=None if args.quiet
