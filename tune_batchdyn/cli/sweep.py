@@ -208,8 +208,12 @@ def main(args: argparse.Namespace) -> int:
     check_device(overrides.get("device", space.constants.get("device")), args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     start = time.perf_counter()
+    measured = args.scheduler if args.backend == "ray" else args.pruner
+    planned = (f"; then up to {args.max_planned} planned trials"
+               if measured == "measure" and args.max_planned else "")
     print(f"sweep {space.source} on {args.backend} "
-          f"({describe_trials(space.params, space.search.num_samples, overrides)})", flush=True)
+          f"({describe_trials(space.params, space.search.num_samples, overrides)}{planned})",
+          flush=True)
     if args.backend == "ray":
         from tune_batchdyn.cli._sweep_ray import run_ray
 

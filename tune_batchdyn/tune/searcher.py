@@ -311,7 +311,7 @@ class DynamicSamplingSearcher(Searcher):
             SPAWNED, trial_id, f"{plan.schedule} at lr {plan.lr:.4g} is planned toward the "
             "optimum region", predicted_error=plan.predicted_error, distance=plan.distance,
             planned_ck=plan.point[0], planned_lk=plan.point[1],
-            reads=plan.reads, beacons=len(finished))
+            reads=plan.reads, finished=len(finished))
         return config
 
     def _next_plan(self, finished: list[str]) -> SchedulePlan | None:
