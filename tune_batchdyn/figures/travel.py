@@ -29,7 +29,8 @@ def plot_travel(trials: TrialSet, fractions: Sequence[float] = FRACTIONS) -> Fig
     solid, each in its own colour and marker.
 
     Beacons are the fixed-batch configurations at the dynamic runs' lr, or at the nearest lr
-    (log scale) the records have; the title says which."""
+    (log scale) the records have; the title says which. Runs of fewer epochs than
+    ``fractions`` are read at each epoch's end instead."""
     figure = new_figure(7.0, 5.5)
     axes = figure.add_subplot()
     configs = configurations(trials)
@@ -37,6 +38,10 @@ def plot_travel(trials: TrialSet, fractions: Sequence[float] = FRACTIONS) -> Fig
     fixed_lrs = sorted({c.lr for c in configs if c.fixed})
     lrs = {_nearest(fixed_lrs, c.lr) for c in dynamic} if dynamic else set(fixed_lrs)
     beacons = [c for c in configs if c.fixed and c.lr in lrs]
+    epochs = min((int(t.rows["epoch"][-1]) for c in beacons + dynamic for t in c.trials),
+                 default=len(fractions))
+    if epochs < len(fractions):  # fewer epochs than points: one point per epoch's end
+        fractions = tuple(e / epochs for e in range(1, epochs + 1))
     colours = dict(zip(sorted({c.batch_size for c in configs}),
                        _palette(len({c.batch_size for c in configs})), strict=True))
     for config in beacons:
