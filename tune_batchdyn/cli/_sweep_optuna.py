@@ -16,10 +16,10 @@ already ran (a space without sampled fields) takes that trial's value untrained
 A study the sweep creates is marked with the space's name and contents and the ``--set``
 overrides (study user attributes ``sweep/space``, ``sweep/contents``, ``sweep/set``); joining a
 marked study with others is refused, as its finished trials would be reported for settings they
-did not run with. After the run, the
-decision log (each pruned trial and each enqueued plan) is read back from the study, and a
-trial still running there (another worker's, or a killed one's) is named; the records table
-holds the finished trials.
+did not run with. After the run, the decision log (each pruned trial and each enqueued plan) is
+read back from the study, and a trial still running there (another worker's, or a killed one's)
+is named; the records table holds the finished trials. Ctrl-C says how to continue
+(``interrupt_said``); workers on one machine share its cores (``share_cores``).
 """
 
 from __future__ import annotations
