@@ -69,8 +69,8 @@ class FisherTracker:
     """
 
     def __init__(self, noise_ema: float = 0.9) -> None:
-        if isinstance(noise_ema, bool) or not isinstance(noise_ema, int | float) \
-                or not 0.0 <= noise_ema < 1.0:
+        if (isinstance(noise_ema, bool) or not isinstance(noise_ema, int | float)
+                or not 0.0 <= noise_ema < 1.0):
             raise ConfigError(f"noise_ema must be in [0, 1); got noise_ema={noise_ema!r}.")
         self.noise_ema = noise_ema
         self._state = _initial_state()
