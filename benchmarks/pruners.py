@@ -14,7 +14,9 @@ it would have seen live. For each grid, order and pruner:
   pruned, summed), the cost;
 - ``best``: the best final val error among the completed trials, in points (×100), the result;
 - ``by_bound``: trials ``MeasurePruner`` pruned by its bound rather than its base's rungs
-  (its ``prune/reason``; 0 for the other pruners).
+  (its ``prune/reason``; 0 for the other pruners);
+- ``by_config``: of those, trials pruned before training by their configuration's bound (no
+  epoch spent).
 
 Pruners, at their defaults: none (``NopPruner``), median, successive halving, hyperband
 (``max_resource`` = the grid's epochs), wilcoxon, and ``MeasurePruner``; and, as a reference
@@ -120,19 +122,20 @@ def grids_from_files(paths: list[str]) -> dict[str, pd.DataFrame]:
 
 
 def replay(records: pd.DataFrame, order: list[str], make_pruner: Callable,
-           name: str = "replay") -> tuple[int, float, int]:
-    """Trial-epochs consumed, best completed value and trials pruned by MeasurePruner's bound
-    (not its base's rungs) of one replayed study (its name seeds HyperbandPruner's brackets,
-    so runs repeat)."""
+           name: str = "replay") -> tuple[int, float, int, int]:
+    """Trial-epochs consumed, best completed value, and trials pruned by MeasurePruner's
+    bound (not its base's rungs) and, of those, before training, of one replayed study (its
+    name seeds HyperbandPruner's brackets, so runs repeat)."""
     study = optuna.create_study(study_name=name, pruner=make_pruner(),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     enqueue_replay(study, records, order)
     study.optimize(replay_objective(records), n_trials=len(order))
     epochs = sum(len(t.intermediate_values) for t in study.trials)
     completed = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    by_bound = sum(1 for t in study.trials
-                   if t.user_attrs.get(PRUNE_REASON_ATTR, {}).get("by") == "bound")
-    return epochs, min(completed) if completed else float("nan"), by_bound
+    by = [t.user_attrs.get(PRUNE_REASON_ATTR, {}).get("by") for t in study.trials]
+    by_config = by.count("configuration")
+    return (epochs, min(completed) if completed else float("nan"), by.count("bound") + by_config,
+            by_config)
 
 
 def run_grid(name: str, records: pd.DataFrame, n_orders: int, seed: int) -> pd.DataFrame:
@@ -145,11 +148,11 @@ def run_grid(name: str, records: pd.DataFrame, n_orders: int, seed: int) -> pd.D
         order = [ids[i] for i in rng.permutation(len(ids))]
         for pruner_name, make_pruner in pruners(epochs).items():
             start = time.perf_counter()
-            used, best, by_bound = replay(records, order, make_pruner,
-                                          f"{name}-order{order_index}-{pruner_name}")
+            used, best, by_bound, by_config = replay(
+                records, order, make_pruner, f"{name}-order{order_index}-{pruner_name}")
             rows.append({"grid": name, "order": order_index, "pruner": pruner_name,
                          "epochs": used, "best": 100.0 * best, "by_bound": by_bound,
-                         "seconds": time.perf_counter() - start})
+                         "by_config": by_config, "seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
 
 
@@ -157,6 +160,7 @@ def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     """Per-grid means, the best built-in's name, and the pooled table."""
     per_grid = results.groupby(["grid", "pruner"], sort=False).agg(
         epochs=("epochs", "mean"), best=("best", "mean"), by_bound=("by_bound", "mean"),
+        by_config=("by_config", "mean"),
         seconds=("seconds", "sum"))
     none = per_grid.xs("none", level="pruner")
     per_grid["epochs_vs_none"] = per_grid["epochs"] / none["epochs"].reindex(
@@ -165,6 +169,7 @@ def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame]:
         per_grid.index.get_level_values("grid")).to_numpy()
     pooled = results.groupby("pruner", sort=False).agg(
         epochs=("epochs", "sum"), best=("best", "mean"), by_bound=("by_bound", "sum"),
+        by_config=("by_config", "sum"),
         seconds=("seconds", "sum"))
     builtins = pooled.loc[list(BUILTINS)].sort_values(["best", "epochs"])
     return per_grid, str(builtins.index[0]), pooled

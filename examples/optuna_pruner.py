@@ -35,6 +35,7 @@ from tune_batchdyn.optuna import (
     enqueue_beacon,
     make_objective,
     open_study,
+    reason_text,
 )
 from tune_batchdyn.records import REPEAT_ATTR
 from tune_batchdyn.space import read_space
@@ -123,7 +124,11 @@ def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """One line per finished trial."""
     config = trial.user_attrs.get("config", {})
     value = "-" if trial.value is None else f"{trial.value:.4f}"
-    done_how = f"{trial.state.name.lower()} after {len(trial.intermediate_values)} epochs"
+    epochs = len(trial.intermediate_values)
+    done_how = trial.state.name.lower() + (f" after {epochs} epochs" if epochs
+                                           else " before training")
+    if reason_text(trial.user_attrs):  # MeasurePruner says which rule pruned it
+        done_how += f" {reason_text(trial.user_attrs)}"
     if REPEAT_ATTR in trial.user_attrs:  # TPE re-suggested a finished configuration
         done_how = f"repeats trial {trial.user_attrs[REPEAT_ATTR]} (not trained again)"
     print(f"trial {trial.number}: {done_how}, val_error={value}, "

@@ -36,7 +36,8 @@ def test_optuna_sweep_refuses_other_settings_and_continues_the_same(tmp_path, ca
     log = text.split("decision log (read from study 'nqm'):\n", 1)[1].split("\n\n", 1)[0]
     lines = log.splitlines()
     assert len(lines) == pruned
-    assert all(line.startswith("  prune trial ") and " at epoch " in line
+    assert all(line.startswith("  prune trial ")
+               and (" at epoch " in line or " before training: " in line)
                and "batch_size=" in line and "lr=" in line for line in lines)
     assert text.index("decision log") < text.index("decisions: pruned=")
     study = optuna.load_study(study_name="nqm", storage=storage)

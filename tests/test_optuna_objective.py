@@ -13,6 +13,7 @@ from tune_batchdyn.optuna import (
     DIVERGED_ERROR,
     PLAN_ATTR,
     PLAN_KEY_ATTR,
+    PRUNE_REASON_ATTR,
     SCHEDULE_ATTR,
     MeasurePruner,
     make_objective,
@@ -20,6 +21,7 @@ from tune_batchdyn.optuna import (
     open_study,
     plan_key,
 )
+from tune_batchdyn.predict import FinalErrorPredictor
 from tune_batchdyn.records import (
     RECORD_COLUMNS,
     REPEAT_ATTR,
@@ -82,7 +84,8 @@ def test_a_measure_pruner_trial_says_why_in_its_pruned_message():
 
 
 def test_the_last_epoch_is_never_offered_to_the_pruner():
-    """A trial that trained all its epochs completes: pruning then would drop its result."""
+    """A trial that trained all its epochs completes: pruning then would drop its result.
+    The pruner is asked once before training (no step: None) and after each other epoch."""
     asked = []
 
     class Recording(optuna.pruners.BasePruner):
@@ -92,8 +95,38 @@ def test_the_last_epoch_is_never_offered_to_the_pruner():
 
     study = _study(pruner=Recording())
     study.optimize(make_objective(SPACE, **NQM), n_trials=2)
-    assert asked == [1, 2, 3] * 2
+    assert asked == [None, 1, 2, 3] * 2
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_hopeless_configuration_is_pruned_before_it_trains():
+    """MeasurePruner judges a configuration before its first epoch: such a trial reports
+    nothing, stores no record and says why; its bound is the predictor's from the trials that
+    completed before it."""
+    grid = {"batch_size": [8, 16, 32, 64, 128, 256, 512], "lr": [0.025, 0.1, 0.4]}
+    pruner = MeasurePruner(base=optuna.pruners.NopPruner())
+    study = optuna.create_study(pruner=pruner, sampler=optuna.samplers.GridSampler(grid, seed=0))
+    study.optimize(make_objective(grid, **NQM), n_trials=21)
+    unseen = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED
+              and not t.intermediate_values]
+    assert unseen
+    for trial in unseen:
+        assert not [k for k in trial.user_attrs if k.startswith("record/")]
+        reason = trial.user_attrs[PRUNE_REASON_ATTR]
+        earlier = [t for t in study.trials[:trial.number]
+                   if t.state == optuna.trial.TrialState.COMPLETE]
+        bound = FinalErrorPredictor(target="final_val_error").fit(
+            records_from_optuna(earlier)).config_lower_bound(
+                trial.params["lr"], trial.params["batch_size"], 0.9)
+        assert reason["by"] == "configuration"
+        assert reason["lower_bound"] == pytest.approx(bound, rel=1e-9)
+        assert reason["rival"] == min(t.value for t in earlier) < bound
+    # another seed of the most hopeless configuration: pruned before training, and why
+    worst = max(unseen, key=lambda t: t.user_attrs[PRUNE_REASON_ATTR]["lower_bound"])
+    study.enqueue_trial(worst.params)
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned before training by the "
+                                                 r"configuration's bound: lower_bound="):
+        make_objective(grid, seed=1, **NQM)(study.ask())
 
 
 @pytest.mark.parametrize("diverged_error", [None, 5.0])

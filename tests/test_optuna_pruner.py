@@ -353,3 +353,59 @@ def test_open_study_refuses_maximize_with_the_pruner_before_making_the_study(tmp
 def test_arguments_are_checked_once_with_the_value(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         MeasurePruner(**kwargs)
+
+
+def _table_config(table: pd.DataFrame, trial_id: str) -> dict:
+    """The config a replayed trial of ``table`` stores (``config/...`` columns)."""
+    first = table[table["trial_id"] == trial_id].iloc[0]
+    return {name[len("config/"):]: (value.item() if hasattr(value, "item") else value)
+            for name, value in first.items() if name.startswith("config/")}
+
+
+def _untrained(study: optuna.Study, config: dict) -> optuna.trial.Trial:
+    """A trial asked with its config stored and nothing reported: before training."""
+    trial = study.ask()
+    trial.set_user_attr(CONFIG_ATTR, config)
+    return trial
+
+
+def test_a_configuration_is_judged_before_training(table):
+    """No step reported: the configuration's bound among the completed trials (its peers),
+    recomputed by the predictor from the table, against the best; the reason stored."""
+    ids = _ids(table)
+    finished = ids[:18]
+    reference = table[table["trial_id"].isin(finished)]
+    predictor = FinalErrorPredictor(target="final_val_error").fit(reference)
+    best = reference.groupby("trial_id")["final_val_error"].last().min()
+    study = _study(MeasurePruner(), table, finished)
+    decisions = []
+    for trial_id in ids[18:]:
+        config = _table_config(table, trial_id)
+        bound = predictor.config_lower_bound(config["lr"], config["batch_size"], 0.9)
+        trial = _untrained(study, config)
+        assert trial.should_prune() is bool(bound > best), trial_id
+        decisions.append(bound > best)
+        reason = study._storage.get_trial(trial._trial_id).user_attrs.get(PRUNE_REASON_ATTR)
+        assert reason == (None if bound <= best else {
+            "by": "configuration", "lower_bound": pytest.approx(bound), "rival": best, "k": 1,
+            "confidence": 0.9})
+    assert True in decisions and False in decisions
+
+
+def test_only_a_fixed_batch_configuration_with_peers_is_judged_before_training(table):
+    ids = _ids(table)
+    study = _study(MeasurePruner(), table, ids[:18])
+    hopeless = _table_config(table, ids[-1])
+    assert _untrained(study, hopeless).should_prune() is True
+    # seeds and run-only fields may differ from the peers'
+    assert _untrained(study, {**hopeless, "seed": 7, "device": "cuda"}).should_prune() is True
+    # another momentum: no completed trial is comparable on lr and batch size alone
+    assert _untrained(study, {**hopeless, "momentum": 0.5}).should_prune() is False
+    # a schedule's mean batch size is known only once it ran
+    assert _untrained(study, {**hopeless, "strategy": "s16-to-64"}).should_prune() is False
+    # n_warmup_steps=1: first judged after the first epoch
+    study.pruner = MeasurePruner(n_warmup_steps=1)
+    assert _untrained(study, hopeless).should_prune() is False
+    # too few peers for the confidence
+    few = _study(MeasurePruner(), table, ids[:8])
+    assert _untrained(few, hopeless).should_prune() is False

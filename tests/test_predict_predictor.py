@@ -254,3 +254,53 @@ def test_lower_bound_is_the_conformal_quantile():
     assert math.isnan(few.lower_bound(rows, 0.9))
     with pytest.raises(ConfigError, match="confidence=1.5"):
         model.lower_bound(rows, 1.5)
+
+
+def test_config_lower_bound_is_the_conformal_bound_of_the_configuration_gp():
+    """Before a configuration trains: the GP on (ln lr, ln batch size) as configured, of
+    the finished (fixed-batch) trials, refitted here from the table's numbers alone, with
+    configurations left out for the scores; NaN where it cannot be said."""
+    from tune_batchdyn.predict.gp import fit_gp, loo_scores, predict_gp
+
+    train, test = _split()
+    model = FinalErrorPredictor().fit(train)
+    first = train.groupby("trial_id").first()
+    x = np.log(first[["config/lr", "config/batch_size"]].to_numpy(dtype=float))
+    y = np.clip(first["final_test_error"].to_numpy(dtype=float), 1e-3, 1 - 1e-3)
+    fit = fit_gp(x, np.log(y) - np.log1p(-y))
+    scores = np.sort(loo_scores(fit, list(map(tuple, x))))
+    rows = next(iter(test.groupby("trial_id")))[1]
+    lr, batch = float(rows["config/lr"].iloc[0]), float(rows["config/batch_size"].iloc[0])
+    mean, std = predict_gp(fit, np.log([[lr, batch]]))
+    for confidence in (0.5, 0.9):
+        q = max(scores[math.ceil((len(y) + 1) * confidence) - 1], 0.0)
+        expected = 1.0 / (1.0 + math.exp(-(mean[0] - q * std[0])))
+        assert model.config_lower_bound(lr, batch, confidence) == pytest.approx(expected,
+                                                                                rel=1e-9)
+    assert math.isnan(model.config_lower_bound(0.0, batch, 0.9))
+    assert math.isnan(model.config_lower_bound(lr, batch, len(y) / (len(y) + 1) + 1e-6))
+    # a finished trial of another strategy is not among the configurations compared
+    scheduled = rows.assign(trial_id="scheduled", **{"config/strategy": "s16-to-64"})
+    mixed = FinalErrorPredictor().fit(pd.concat([train, scheduled]))
+    assert mixed.n_finished_ == model.n_finished_ + 1
+    assert mixed.config_lower_bound(lr, batch, 0.9) == model.config_lower_bound(lr, batch, 0.9)
+    few = FinalErrorPredictor().fit(train[train["trial_id"].isin(train["trial_id"].unique()[:3])])
+    assert math.isnan(few.config_lower_bound(lr, batch, 0.9))
+    with pytest.raises(ConfigError, match="confidence=0"):
+        model.config_lower_bound(lr, batch, 0)
+
+
+def test_config_lower_bound_holds_for_nine_in_ten_new_configurations():
+    """Each configuration of a planted grid left out with its seeds: its seeds' final errors
+    are at or above the 0.9 bound from the others' configurations for at least 90% of them."""
+    records = synthetic_records(n_configs=30, n_seeds=2, epochs=10, seed=1)
+    configuration = records["trial_id"].str.rsplit("-s", n=1).str[0]
+    held = []
+    for name in configuration.unique():
+        model = FinalErrorPredictor().fit(records[configuration != name])
+        first = records[configuration == name].groupby("trial_id").first()
+        bound = model.config_lower_bound(float(first["config/lr"].iloc[0]),
+                                         float(first["config/batch_size"].iloc[0]), 0.9)
+        held.extend(first["final_test_error"] >= bound)
+    assert len(held) == 60
+    assert sum(held) >= 54

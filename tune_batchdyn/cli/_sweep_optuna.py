@@ -104,7 +104,8 @@ class Budget:
         last = trial.user_attrs.get(record_attr_name(trial.last_step or 0), {})
         state = "diverged" if last.get("diverged") else trial.state.name.lower()
         epochs_run = len(trial.intermediate_values)
-        done_how = f"{state} after {epochs_run} epoch{'' if epochs_run == 1 else 's'}"
+        done_how = (f"{state} after {epochs_run} epoch{'' if epochs_run == 1 else 's'}"
+                    if epochs_run else f"{state} before training")
         if trial.state == optuna.trial.TrialState.PRUNED and reason_text(trial.user_attrs):
             done_how += f" {reason_text(trial.user_attrs)}"
         if REPEAT_ATTR in trial.user_attrs:
@@ -370,7 +371,8 @@ def decision_lines(study: optuna.Study) -> list[str]:
             plans.add(key)
             lines.append(plan_line(trial))
         if trial.state == optuna.trial.TrialState.PRUNED:
-            lines.append(f"prune trial {trial.number} at epoch {trial.last_step}: "
+            when = "before training" if trial.last_step is None else f"at epoch {trial.last_step}"
+            lines.append(f"prune trial {trial.number} {when}: "
                          f"{shown_params(trial)}{why_pruned(trial)}")
     return lines
 

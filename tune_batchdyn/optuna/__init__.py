@@ -2,10 +2,12 @@
 
 - ``objective`` / ``make_objective``: a trial samples a config from a search space, runs
   ``run_trial``, stores each epoch's record as a user attribute, reports the val error and
-  honours ``trial.should_prune()``; returns the final error (a diverged trial: its error).
+  honours ``trial.should_prune()`` (asked once before training too); returns the final error
+  (a diverged trial: its error).
 - ``MeasurePruner``: prunes a trial whose predicted final error (``FinalErrorPredictor`` on the
   study's finished trials) is confidently worse than the k-th best, on top of a base pruner's
-  decisions (default ``SuccessiveHalvingPruner``, alone before the prediction can be used);
+  decisions (default ``SuccessiveHalvingPruner``, alone before the prediction can be used),
+  and, before a fixed-batch trial trains, one whose configuration alone is confidently worse;
   the trial's user attribute ``prune/reason`` says which pruned it (``reason_text``).
 - ``RerouteCallback``: once enough fixed-batch beacons finished, enqueues the dynamic-sampling
   schedule planned to land in the optimum region, each plan once; a planned trial's schedule

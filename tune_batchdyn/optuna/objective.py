@@ -8,7 +8,8 @@ The config is, later entries winning: the space's fixed values, the ``defaults``
 searched fields, and a rerouted trial's plan (``reroute.plan_overrides``). It is stored whole
 as the user attribute ``config`` (``records.optuna_import``). Each epoch goes through
 ``TrialReporter``: record stored as a user attribute, ``trial.report(metric, epoch)``,
-``optuna.TrialPruned`` when ``trial.should_prune()``.
+``optuna.TrialPruned`` when ``trial.should_prune()``; the pruner is also asked once before the
+first epoch (``MeasurePruner`` judges the configuration there).
 
 A config that a finished (complete) trial of the study already ran, RUN_ONLY_FIELDS aside, is
 not trained again: samplers re-suggest categorical values, and the same config and seed give
@@ -100,7 +101,9 @@ class _Objective:
             log.debug("trial %d repeats finished trial %d's config: its final %s %.4f, not "
                       "trained again", trial.number, earlier.number, self.metric, value)
             return value
-        trajectory = run_trial(config, TrialReporter(trial, self.metric, epochs=config.epochs))
+        reporter = TrialReporter(trial, self.metric, epochs=config.epochs)
+        reporter.before_training()
+        trajectory = run_trial(config, reporter)
         return final_value(trajectory, self.metric, self.diverged_error)
 
 

@@ -20,6 +20,19 @@ decides alone while the bound cannot be given: fewer than ``n_startup_trials`` c
 no records on the running trial, or too few completed trials to vouch for ``confidence`` (9 at
 0.9).
 
+Before training (no step reported yet: the objective asks once before the first epoch, when
+``n_warmup_steps`` is 0, the default), the trial is judged on its configuration alone:
+
+    prune  ⇔  b₀ > v₍k₎
+
+b₀ the same conformal bound from its learning rate and batch size
+(``FinalErrorPredictor.config_lower_bound``), fitted on its *peers*: the completed trials
+whose configuration differs from its own only in lr, batch size and seeds (another momentum,
+model or epoch count is not comparable on lr and batch size). Only a fixed batch size is judged
+so (a schedule's mean batch size is known once it ran), and with a predictor that has no
+``config_lower_bound`` nothing is. A trial pruned there costs no epoch: in the replays it took
+a fifth of the trial-epochs off (benchmarks/README.md: Pruners).
+
 Why on top of a base pruner: replaying the recorded grids (benchmarks/pruners.py, 3 grids ×
 3 orders, two order seeds), the bound alone after a ``MedianPruner`` cold start spent 0.96 of
 the best built-in pruner's trial-epochs at a mean gap of 0.35 points to its best result; on
@@ -40,12 +53,14 @@ trials end on their own). NaN measures and val errors are filled by the finished
 median at that fraction. A trial without records is left to the base pruner and its NaN rule.
 
 Why, in the storage: a trial this pruner prunes gets the user attribute ``prune/reason``
-(`prune_reason`): the base pruner's class, or the bound and v₍k₎.
+(`prune_reason`): the base pruner's class, or the bound (or the configuration's bound) and
+v₍k₎.
 
 Storage only: Optuna does not store pruners, so every worker builds its own, and the decision
 is a function of what the storage holds. The one memo, the fitted predictor, is keyed by the
 completed trials' contents (number, value, start and completion times: completed trials never
-change), so it is rebuilt exactly when another worker's trial completes, and never serves
+change; one for the running trials' bound, one for the peers of the last configuration
+judged), so it is rebuilt exactly when another worker's trial completes, and never serves
 another study: a pruner reused for a second study, even one of the same name in another
 storage (a notebook cell run again, a loop over datasets), fits that study's own predictor.
 
@@ -77,7 +92,8 @@ from tune_batchdyn.optuna.prune_reason import store_reason
 from tune_batchdyn.optuna.reporter import FINAL_METRICS
 from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
 from tune_batchdyn.predict import FinalErrorPredictor
-from tune_batchdyn.records import REPEAT_ATTR, records_from_optuna, target_column
+from tune_batchdyn.records import CONFIG_ATTR, REPEAT_ATTR, records_from_optuna, target_column
+from tune_batchdyn.train.config import RUN_ONLY_FIELDS
 
 
 class MeasurePruner(BasePruner):
@@ -94,8 +110,9 @@ class MeasurePruner(BasePruner):
             alone until the fifth completes; for fewer, pass
             ``predictor=FinalErrorPredictor(target="final_val_error", min_finished=...)``
             (at least 2).
-        n_warmup_steps: no pruning while the epoch is below it; epochs count from 1, so the
-            default 1 (like 0) first judges a trial after its first epoch.
+        n_warmup_steps: no pruning while the epoch is below it; epochs count from 1, so
+            1 first judges a trial after its first epoch, and the default 0 also before it
+            trains, on its configuration (see the module docstring).
         base: a built-in pruner consulted at every step, whose "prune" stands (alone before
             ``n_startup_trials`` and for trials without records); default
             ``SuccessiveHalvingPruner()``; ``optuna.pruners.NopPruner()`` for the bound alone.
@@ -109,7 +126,7 @@ class MeasurePruner(BasePruner):
     """
 
     def __init__(self, *, k: int = 1, confidence: float = 0.9, n_startup_trials: int = 5,
-                 n_warmup_steps: int = 1, base: BasePruner | None = None,
+                 n_warmup_steps: int = 0, base: BasePruner | None = None,
                  predictor: Any = None, metric: str = "val_error",
                  prune_plans: bool = False, prune_beacons: bool = False) -> None:
         if not is_int(k) or k < 1:
@@ -146,6 +163,7 @@ class MeasurePruner(BasePruner):
         self._prune_beacons = prune_beacons
         self._metric = metric
         self._memo: tuple[frozenset[tuple], Any] | None = None
+        self._peers_memo: tuple[frozenset[tuple], Any] | None = None
 
     @property
     def metric(self) -> str:
@@ -182,38 +200,86 @@ class MeasurePruner(BasePruner):
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         self.check_direction(study.directions)
-        step = trial.last_step
-        if step is None or step < self._n_warmup_steps:
-            return False
         if PLAN_ATTR in trial.user_attrs and not self._prune_plans:
             return False
         if trial.user_attrs.get(BEACON_ATTR) and not self._prune_beacons:
             return False
+        step = trial.last_step
+        if step is None:
+            return self._n_warmup_steps == 0 and self._configuration_pruned(study, trial)
+        if step < self._n_warmup_steps:
+            return False
         if self._base.prune(study, trial):  # every step: its rungs are kept in the storage
             return _pruned(study, trial, {"by": type(self._base).__name__})
-        completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                     if REPEAT_ATTR not in t.user_attrs]  # each config counted once
+        completed = _completed(study)
         running = records_from_optuna([trial])
         if len(completed) < self._n_startup_trials or running.empty:
             return False
         bound = float(self._fitted(completed).lower_bound(running, self._confidence))
+        return self._above_kth_best(study, trial, "bound", bound, completed)
+
+    def _configuration_pruned(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """Before training: the configuration's bound among its peers (module docstring)."""
+        config = trial.user_attrs.get(CONFIG_ATTR)
+        if not (isinstance(config, dict) and _fixed_batch(config)
+                and hasattr(self._predictor, "config_lower_bound")):
+            return False
+        peers = [t for t in _completed(study) if _peers(t.user_attrs.get(CONFIG_ATTR), config)]
+        if len(peers) < self._n_startup_trials:
+            return False
+        bound = float(self._fitted(peers, "_peers_memo").config_lower_bound(
+            float(config["lr"]), float(config["batch_size"]), self._confidence))
+        return self._above_kth_best(study, trial, "configuration", bound, peers)
+
+    def _above_kth_best(self, study: optuna.Study, trial: FrozenTrial, by: str, bound: float,
+                        completed: list[FrozenTrial]) -> bool:
+        """Prune (and say why) when ``bound`` is above the k-th best of ``completed``."""
         kth_best = sorted(t.value for t in completed)[self._k - 1]
         if not bound > kth_best:  # also for a NaN bound
             return False
-        return _pruned(study, trial, {"by": "bound", "lower_bound": bound, "rival": kth_best,
+        return _pruned(study, trial, {"by": by, "lower_bound": bound, "rival": kth_best,
                                       "k": self._k, "confidence": self._confidence})
 
-    def _fitted(self, completed: list[FrozenTrial]) -> Any:
+    def _fitted(self, completed: list[FrozenTrial], slot: str = "_memo") -> Any:
         """The predictor fitted on ``completed``: refitted only when that set changes. The key
         is the trials' contents, not their numbers (every study numbers from 0) nor the
         study's name (two storages may hold the same name), so no other study's trials match."""
         key = frozenset((t.number, t.value, t.datetime_start, t.datetime_complete)
                         for t in completed)
-        memo = self._memo  # read once: threads of study.optimize(n_jobs=...) share the pruner
+        memo = getattr(self, slot)  # read once: threads of optimize(n_jobs=...) share it
         if memo is None or memo[0] != key:
             memo = (key, clone(self._predictor, safe=False).fit(records_from_optuna(completed)))
-            self._memo = memo
+            setattr(self, slot, memo)
         return memo[1]
+
+
+#: Config fields a configuration's peers may differ in: the ones its bound reads (lr, batch
+#: size) and the seeds; a run-only field (device, paths) does not change a trajectory.
+PEER_FREE_FIELDS = frozenset({"lr", "batch_size", "seed", "data_seed"}) | RUN_ONLY_FIELDS
+
+
+def _completed(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's completed trials, each configuration counted once (no repeats)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if REPEAT_ATTR not in t.user_attrs]
+
+
+def _fixed_batch(config: dict[str, Any]) -> bool:
+    """A fixed batch-size strategy with a numeric lr and batch size."""
+    strategy = config.get("strategy")
+    name = strategy.get("name") if isinstance(strategy, dict) else strategy
+    return (isinstance(name, str) and name.strip() == "fixed"
+            and all(isinstance(config.get(key), (int, float))
+                    and not isinstance(config.get(key), bool) for key in ("lr", "batch_size")))
+
+
+def _peers(stored: Any, config: dict[str, Any]) -> bool:
+    """Whether a completed trial's stored config differs from ``config`` only in
+    ``PEER_FREE_FIELDS``."""
+    if not isinstance(stored, dict):
+        return False
+    keys = (set(stored) | set(config)) - PEER_FREE_FIELDS
+    return all(stored.get(key) == config.get(key) for key in keys)
 
 
 def _pruned(study: optuna.Study, trial: FrozenTrial, reason: dict[str, Any]) -> bool:

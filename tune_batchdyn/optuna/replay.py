@@ -3,11 +3,12 @@
 ``enqueue_replay(study, records, order)`` enqueues one trial per recorded trial, in ``order``;
 ``replay_objective(records)`` is the objective that plays each back: it suggests the recorded
 configuration (every config field that varies across the table, as a categorical over the
-table's values, fixed by the queue), stores the config, then feeds the recorded epochs to the
-same ``TrialReporter`` a live trial uses (record stored, value reported, pruner asked) and
-returns the final value as ``objective`` would. So a pruner sees exactly what it would have seen
-live, at no training cost: ``benchmarks/pruners.py`` compares pruners this way, and tests build
-studies of realistic trials in milliseconds.
+table's values, fixed by the queue), stores the config, asks the pruner before training as a
+live trial does, then feeds the recorded epochs to the same ``TrialReporter`` a live trial uses
+(record stored, value reported, pruner asked) and returns the final value as ``objective``
+would. So a pruner sees exactly what it would have seen live, at no training cost:
+``benchmarks/pruners.py`` compares pruners this way, and tests build studies of realistic
+trials in milliseconds.
 
 Example::
 
@@ -84,6 +85,7 @@ def replay_objective(records: pd.DataFrame, *, metric: str = "val_error",
         if not isinstance(epochs, (int, float)) or epochs != epochs:  # absent or NaN
             epochs = len(trajectory)
         reporter = TrialReporter(trial, metric, epochs=int(epochs))
+        reporter.before_training()
         for record in trajectory.to_dict("records"):
             reporter(record)
         return final_value(trajectory, metric, diverged_error)

@@ -11,6 +11,10 @@ Every epoch, in this order:
    ``trial.should_prune()`` is asked and ``optuna.TrialPruned`` raised when it says so. After
    the last epoch the work is done: pruning then would only throw the trial's result away.
 
+Before the first epoch, ``before_training()`` asks ``trial.should_prune()`` once, with no value
+reported: ``MeasurePruner`` judges the trial's configuration there (a trial it prunes costs no
+epoch); Optuna's built-in pruners have nothing to judge yet and say no.
+
 A diverged epoch is stored and reported (its metric is NaN) but never pruned: training stops
 there anyway and the objective returns the trial's error (``objective.final_value``). The final
 call of ``run_trial`` (the last record with ``done=True``) is ignored: it repeats the last epoch.
@@ -54,6 +58,11 @@ class TrialReporter:
         self.metric = metric
         self.epochs = epochs
 
+    def before_training(self) -> None:
+        """Ask the pruner once before the first epoch; ``optuna.TrialPruned`` if it says so."""
+        if self.trial.should_prune():
+            raise optuna.TrialPruned("pruned before training" + self._why())
+
     def __call__(self, record: Mapping[str, Any]) -> None:
         if record.get("done"):
             return
@@ -64,6 +73,10 @@ class TrialReporter:
         if record.get("diverged") or (self.epochs is not None and epoch >= self.epochs):
             return
         if self.trial.should_prune():
-            # the pruner wrote its reason through the storage, past this Trial's own cache
-            why = reason_text(self.trial.storage.get_trial_user_attrs(self.trial._trial_id))
-            raise optuna.TrialPruned(f"pruned after epoch {epoch}" + (f" {why}" if why else ""))
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}" + self._why())
+
+    def _why(self) -> str:
+        """`` by ...``: the reason the pruner wrote through the storage, past this Trial's
+        own cache ("" for another pruner's)."""
+        why = reason_text(self.trial.storage.get_trial_user_attrs(self.trial._trial_id))
+        return f" {why}" if why else ""

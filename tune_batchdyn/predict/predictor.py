@@ -29,7 +29,10 @@ trials at 10% / 25% of the budget with one seed left out at a time, 53 and 52 wi
 configurations left out). With too few finished trials for that rank it is NaN: n finished
 trials cannot vouch for more than confidence n/(n+1). The bound follows how well the GP actually
 predicted the finished trials at that fraction, instead of trusting a normal quantile of a
-standard deviation fitted on a handful of trials.
+standard deviation fitted on a handful of trials. ``config_lower_bound(lr, batch_size,
+confidence)`` is the same bound for a fixed-batch configuration before it trains, from a GP on
+the finished fixed-batch trials' ln lr and ln batch size alone, so a pruner can judge a trial
+before its first epoch.
 
 NaN: a feature that no finished trial has at f (a measure not taken) is dropped; a missing value
 elsewhere (in a finished or the running trial) is replaced by the finished trials' median of that
@@ -111,6 +114,8 @@ class FinalErrorPredictor(BaseEstimator):
         self.n_finished_ = len(self.reference_)
         self.n_prior_ = len(prior)
         self._fits: dict[float, _FitAt | None] = {}
+        #: the configuration GP (`config_lower_bound`), fitted on first use: empty until then
+        self._config_fit: list[tuple[GPFit, np.ndarray] | None] = []
         return self
 
     def predict(self, trajectory: pd.DataFrame | Trial, total_epochs: float | None = None) -> (
@@ -132,10 +137,7 @@ class FinalErrorPredictor(BaseEstimator):
         1 − ``confidence`` (conformal; see the module docstring); NaN when it cannot be said
         (cold start, or too few finished trials for ``confidence``). A diverged trial's
         bound is its own error."""
-        if not (isinstance(confidence, (float, int, np.floating)) and 0.0 < confidence < 1.0):
-            raise ConfigError(f"confidence={confidence!r} is not accepted; use a probability "
-                              "in (0, 1), e.g. 0.9.")
-        confidence = float(confidence)
+        confidence = _check_confidence(confidence)
         trial = self._running(trajectory, total_epochs)
         if trial.diverged:
             return diverged_prediction(trial, self.n_finished_).mean
@@ -144,17 +146,48 @@ class FinalErrorPredictor(BaseEstimator):
         gp = self._gp_at(trial)
         if gp is None:
             return math.nan
-        fit, mean, std = gp
-        scores = self._fit_at(trial.fraction)[3]
-        rank = math.ceil((len(scores) + 1) * confidence)
-        if rank > len(scores):
-            return math.nan
-        margin = max(float(scores[rank - 1]), 0.0)
-        return float(1.0 / (1.0 + math.exp(-(mean - margin * std))))
+        _, mean, std = gp
+        return _conformal_bound(mean, std, self._fit_at(trial.fraction)[3], confidence)
 
-    def _running(self, trajectory: pd.DataFrame | Trial, total_epochs: float | None) -> Trial:
+    def config_lower_bound(self, lr: float, batch_size: float, confidence: float) -> float:
+        """The final error a fixed-batch configuration not yet trained ends below with
+        probability at most 1 − ``confidence``, from its learning rate and batch size alone:
+        a GP from the finished fixed-batch trials' ln lr and ln batch size, with the same
+        conformal margin, whose scores leave each configuration out as this one arrives. NaN
+        with fewer than ``min_finished`` such trials, too few for ``confidence``, or a
+        non-positive lr or batch size."""
+        confidence = _check_confidence(confidence)
+        self._check_fitted()
+        if not (lr > 0 and batch_size > 0):
+            return math.nan
+        if not self._config_fit:
+            self._config_fit.append(self._fit_configurations())
+        fitted = self._config_fit[0]
+        if fitted is None:
+            return math.nan
+        fit, scores = fitted
+        mean, std = predict_gp(fit, np.log([[lr, batch_size]]))
+        return _conformal_bound(float(mean[0]), float(std[0]), scores, confidence)
+
+    def _fit_configurations(self) -> tuple[GPFit, np.ndarray] | None:
+        """The GP from (ln lr, ln batch size) of the finished fixed-batch trials, as
+        configured (the mean batch of a run is below the configured one when an epoch ends on
+        a partial batch), and its sorted leave-one-configuration-out scores; None with fewer
+        than ``min_finished`` such trials."""
+        fixed = [t for t in self.reference_ if t.strategy == "fixed"
+                 and _positive(t.base_lr) and _positive(t.config.get("batch_size"))]
+        if len(fixed) < self.min_finished:
+            return None
+        inputs = np.log([[t.base_lr, float(t.config["batch_size"])] for t in fixed])
+        fit = fit_gp(inputs, _logit(np.array([t.final_error for t in fixed])))
+        return fit, np.sort(loo_scores(fit, [_configuration(t) for t in fixed]))
+
+    def _check_fitted(self) -> None:
         if not hasattr(self, "reference_"):
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit(records) first.")
+
+    def _running(self, trajectory: pd.DataFrame | Trial, total_epochs: float | None) -> Trial:
+        self._check_fitted()
         return trajectory if isinstance(trajectory, Trial) else running_trial(
             trajectory, target=self.target, n_classes=self.n_classes, total_epochs=total_epochs)
 
@@ -237,6 +270,28 @@ class ConfigOnlyPredictor(FinalErrorPredictor):
                  prior_records: pd.DataFrame | str | os.PathLike | None = None,
                  n_classes: int = 10) -> None:
         super().__init__(CONFIG_FEATURES, target, min_finished, prior_records, n_classes)
+
+
+def _check_confidence(confidence: float) -> float:
+    if not (isinstance(confidence, (float, int, np.floating)) and 0.0 < confidence < 1.0):
+        raise ConfigError(f"confidence={confidence!r} is not accepted; use a probability "
+                          "in (0, 1), e.g. 0.9.")
+    return float(confidence)
+
+
+def _conformal_bound(mean: float, std: float, scores: np.ndarray, confidence: float) -> float:
+    """sigmoid(mean − q·std), q the ⌈(n+1)·confidence⌉-th smallest of the n sorted
+    leave-out ``scores`` (never below 0); NaN when n is too small for that rank."""
+    rank = math.ceil((len(scores) + 1) * confidence)
+    if rank > len(scores):
+        return math.nan
+    margin = max(float(scores[rank - 1]), 0.0)
+    return float(1.0 / (1.0 + math.exp(-(mean - margin * std))))
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool) and math.isfinite(value) and value > 0
 
 
 def _configuration(trial: Trial) -> tuple:
