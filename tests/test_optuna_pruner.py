@@ -409,3 +409,22 @@ def test_only_a_fixed_batch_configuration_with_peers_is_judged_before_training(t
     # too few peers for the confidence
     few = _study(MeasurePruner(), table, ids[:8])
     assert _untrained(few, hopeless).should_prune() is False
+
+
+def test_a_fresh_pruner_judges_a_configuration_like_a_long_lived_one(table):
+    """The configuration's bound is refitted when the completed trials change (another
+    worker's), as the running trials' bound is: the memo never changes an answer."""
+    ids = _ids(table)
+    long_lived = MeasurePruner()
+    study = _study(long_lived, table, ids[:8])  # too few to vouch for 0.9: no prune
+    configs = [_table_config(table, trial_id) for trial_id in ids[18:]]
+    before = [_untrained(study, config).should_prune() for config in configs]
+    enqueue_replay(study, table, ids[8:18])
+    study.pruner = optuna.pruners.NopPruner()
+    study.optimize(replay_objective(table), n_trials=10)
+    after = {}
+    for pruner in (long_lived, MeasurePruner()):
+        study.pruner = pruner
+        after[pruner] = [_untrained(study, config).should_prune() for config in configs]
+    assert before == [False] * 6
+    assert after[long_lived] == after[study.pruner] == [False] * 3 + [True] * 3

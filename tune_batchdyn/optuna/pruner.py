@@ -246,10 +246,12 @@ class MeasurePruner(BasePruner):
         study's name (two storages may hold the same name), so no other study's trials match."""
         key = frozenset((t.number, t.value, t.datetime_start, t.datetime_complete)
                         for t in completed)
-        memo = getattr(self, slot)  # read once: threads of optimize(n_jobs=...) share it
-        if memo is None or memo[0] != key:
-            memo = (key, clone(self._predictor, safe=False).fit(records_from_optuna(completed)))
-            setattr(self, slot, memo)
+        for name in ("_memo", "_peers_memo"):  # the peers are often all completed trials
+            memo = getattr(self, name)  # read once: threads of optimize(n_jobs=...) share it
+            if memo is not None and memo[0] == key:
+                return memo[1]
+        memo = (key, clone(self._predictor, safe=False).fit(records_from_optuna(completed)))
+        setattr(self, slot, memo)
         return memo[1]
 
 
