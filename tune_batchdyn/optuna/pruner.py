@@ -87,7 +87,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
 
-from tune_batchdyn.errors import ConfigError, is_int
+from tune_batchdyn.errors import ConfigError, is_int, is_number
 from tune_batchdyn.optuna.prune_reason import store_reason
 from tune_batchdyn.optuna.reporter import FINAL_METRICS
 from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
@@ -271,8 +271,7 @@ def _fixed_batch(config: dict[str, Any]) -> bool:
     strategy = config.get("strategy")
     name = strategy.get("name") if isinstance(strategy, dict) else strategy
     return (isinstance(name, str) and name.strip() == "fixed"
-            and all(isinstance(config.get(key), (int, float))
-                    and not isinstance(config.get(key), bool) for key in ("lr", "batch_size")))
+            and is_number(config.get("lr")) and is_number(config.get("batch_size")))
 
 
 def _peers(stored: Any, config: dict[str, Any]) -> bool:

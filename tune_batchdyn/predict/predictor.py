@@ -158,7 +158,7 @@ class FinalErrorPredictor(BaseEstimator):
         non-positive lr or batch size."""
         confidence = _check_confidence(confidence)
         self._check_fitted()
-        if not (lr > 0 and batch_size > 0):
+        if not (_positive(lr) and _positive(batch_size)):
             return math.nan
         if not self._config_fit:
             self._config_fit.append(self._fit_configurations())
