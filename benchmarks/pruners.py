@@ -13,10 +13,10 @@ it would have seen live. For each grid, order and pruner:
 - ``epochs``: trial-epochs consumed (the epochs each trial reported before it ended or was
   pruned, summed), the cost;
 - ``best``: the best final val error among the completed trials, in points (×100), the result;
-- ``by_bound``: trials ``MeasurePruner`` pruned by its bound rather than its base's rungs
-  (its ``prune/reason``; 0 for the other pruners);
-- ``by_config``: of those, trials pruned before training by their configuration's bound (no
-  epoch spent).
+- ``by_bound``: trials ``MeasurePruner`` pruned by a bound of its own rather than its base's
+  rungs (its ``prune/reason``; 0 for the other pruners);
+- ``by_config`` and ``by_rung``: of those, trials pruned before training (no epoch spent) by
+  their configuration's bound on the final value, or on the value at the base's first rung.
 
 Pruners, at their defaults: none (``NopPruner``), median, successive halving, hyperband
 (``max_resource`` = the grid's epochs), wilcoxon, and ``MeasurePruner``; and, as a reference
@@ -122,10 +122,10 @@ def grids_from_files(paths: list[str]) -> dict[str, pd.DataFrame]:
 
 
 def replay(records: pd.DataFrame, order: list[str], make_pruner: Callable,
-           name: str = "replay") -> tuple[int, float, int, int]:
-    """Trial-epochs consumed, best completed value, and trials pruned by MeasurePruner's
-    bound (not its base's rungs) and, of those, before training, of one replayed study (its
-    name seeds HyperbandPruner's brackets, so runs repeat)."""
+           name: str = "replay") -> tuple[int, float, dict[str, int]]:
+    """Trial-epochs consumed, best completed value, and how many trials MeasurePruner's
+    bounds pruned (``by_bound``; ``by_config`` and ``by_rung`` before training), of one
+    replayed study (its name seeds HyperbandPruner's brackets, so runs repeat)."""
     study = optuna.create_study(study_name=name, pruner=make_pruner(),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     enqueue_replay(study, records, order)
@@ -133,9 +133,9 @@ def replay(records: pd.DataFrame, order: list[str], make_pruner: Callable,
     epochs = sum(len(t.intermediate_values) for t in study.trials)
     completed = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     by = [t.user_attrs.get(PRUNE_REASON_ATTR, {}).get("by") for t in study.trials]
-    by_config = by.count("configuration")
-    return (epochs, min(completed) if completed else float("nan"), by.count("bound") + by_config,
-            by_config)
+    counts = {"by_config": by.count("configuration"), "by_rung": by.count("first rung")}
+    counts["by_bound"] = by.count("bound") + counts["by_config"] + counts["by_rung"]
+    return epochs, min(completed) if completed else float("nan"), counts
 
 
 def run_grid(name: str, records: pd.DataFrame, n_orders: int, seed: int) -> pd.DataFrame:
@@ -148,11 +148,11 @@ def run_grid(name: str, records: pd.DataFrame, n_orders: int, seed: int) -> pd.D
         order = [ids[i] for i in rng.permutation(len(ids))]
         for pruner_name, make_pruner in pruners(epochs).items():
             start = time.perf_counter()
-            used, best, by_bound, by_config = replay(
+            used, best, counts = replay(
                 records, order, make_pruner, f"{name}-order{order_index}-{pruner_name}")
             rows.append({"grid": name, "order": order_index, "pruner": pruner_name,
-                         "epochs": used, "best": 100.0 * best, "by_bound": by_bound,
-                         "by_config": by_config, "seconds": time.perf_counter() - start})
+                         "epochs": used, "best": 100.0 * best, **counts,
+                         "seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
 
 
@@ -160,7 +160,7 @@ def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     """Per-grid means, the best built-in's name, and the pooled table."""
     per_grid = results.groupby(["grid", "pruner"], sort=False).agg(
         epochs=("epochs", "mean"), best=("best", "mean"), by_bound=("by_bound", "mean"),
-        by_config=("by_config", "mean"),
+        by_config=("by_config", "mean"), by_rung=("by_rung", "mean"),
         seconds=("seconds", "sum"))
     none = per_grid.xs("none", level="pruner")
     per_grid["epochs_vs_none"] = per_grid["epochs"] / none["epochs"].reindex(
@@ -169,7 +169,7 @@ def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame]:
         per_grid.index.get_level_values("grid")).to_numpy()
     pooled = results.groupby("pruner", sort=False).agg(
         epochs=("epochs", "sum"), best=("best", "mean"), by_bound=("by_bound", "sum"),
-        by_config=("by_config", "sum"),
+        by_config=("by_config", "sum"), by_rung=("by_rung", "sum"),
         seconds=("seconds", "sum"))
     builtins = pooled.loc[list(BUILTINS)].sort_values(["best", "epochs"])
     return per_grid, str(builtins.index[0]), pooled

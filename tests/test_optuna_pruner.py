@@ -6,7 +6,9 @@ study; expected decisions are recomputed from the table itself, without Optuna."
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -20,9 +22,12 @@ from tune_batchdyn.optuna import (
     enqueue_beacon,
     enqueue_replay,
     open_study,
+    reason_text,
     replay_objective,
 )
+from tune_batchdyn.optuna.first_rung import RUNG_KEY, promotion_cutoff
 from tune_batchdyn.predict import FinalErrorPredictor
+from tune_batchdyn.predict.configuration_bound import ConfigurationBound
 from tune_batchdyn.predict.synthetic import synthetic_records
 from tune_batchdyn.records import CONFIG_ATTR, record_attr_name, record_user_attr
 
@@ -378,17 +383,26 @@ def test_a_configuration_is_judged_before_training(table):
     predictor = FinalErrorPredictor(target="final_val_error").fit(reference)
     best = reference.groupby("trial_id")["final_val_error"].last().min()
     study = _study(MeasurePruner(), table, finished)
+    _assert_judged_untrained(study, table, ids[18:], lambda config: (
+        predictor.config_lower_bound(config["lr"], config["batch_size"], 0.9), best,
+        {"by": "configuration", "k": 1}))
+
+
+def _assert_judged_untrained(study: optuna.Study, table: pd.DataFrame, trial_ids: list[str],
+                             judge) -> None:
+    """Each configuration of ``trial_ids``, asked untrained, is pruned exactly when its bound
+    is above its rival (``judge(config)``: bound, rival and the reason's other fields), with
+    that reason stored; both decisions occur."""
     decisions = []
-    for trial_id in ids[18:]:
+    for trial_id in trial_ids:
         config = _table_config(table, trial_id)
-        bound = predictor.config_lower_bound(config["lr"], config["batch_size"], 0.9)
+        bound, rival, fields = judge(config)
         trial = _untrained(study, config)
-        assert trial.should_prune() is bool(bound > best), trial_id
-        decisions.append(bound > best)
+        assert trial.should_prune() is bool(bound > rival), trial_id
+        decisions.append(bool(bound > rival))
         reason = study._storage.get_trial(trial._trial_id).user_attrs.get(PRUNE_REASON_ATTR)
-        assert reason == (None if bound <= best else {
-            "by": "configuration", "lower_bound": pytest.approx(bound), "rival": best, "k": 1,
-            "confidence": 0.9})
+        assert reason == (None if bound <= rival else {
+            **fields, "lower_bound": pytest.approx(bound), "rival": rival, "confidence": 0.9})
     assert True in decisions and False in decisions
 
 
@@ -428,3 +442,86 @@ def test_a_fresh_pruner_judges_a_configuration_like_a_long_lived_one(table):
         after[pruner] = [_untrained(study, config).should_prune() for config in configs]
     assert before == [False] * 6
     assert after[long_lived] == after[study.pruner] == [False] * 3 + [True] * 3
+
+
+def _filled(pruner: optuna.pruners.BasePruner, table: pd.DataFrame,
+            ids: list[str]) -> optuna.Study:
+    study = optuna.create_study(pruner=pruner)
+    enqueue_replay(study, table, ids)
+    study.optimize(replay_objective(table), n_trials=len(ids))
+    return study
+
+
+def test_a_configuration_is_judged_on_its_first_rung_before_training(table):
+    """No step reported, too few completed trials for the final value's bound: the bound of
+    the epoch-1 value, from the trials SuccessiveHalving stored one for, against the value its
+    first rung promotes (the m-th lowest with this one, m = max(n // 4, 1))."""
+    ids = _ids(table)
+    study = _filled(optuna.pruners.SuccessiveHalvingPruner(min_resource=1), table, ids[:18])
+    trials = study.get_trials()
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) < 9
+    values = {t.number: t.system_attrs["completed_rung_0"] for t in trials
+              if "completed_rung_0" in t.system_attrs}
+    assert len(values) >= 9
+    for number, value in values.items():  # what the rung compares: the epoch-1 val error
+        assert value == study.trials[number].intermediate_values[1]
+    settings = [trials[n].user_attrs[CONFIG_ATTR] for n in values]
+    fitted = ConfigurationBound.fit([c["lr"] for c in settings],
+                                    [c["batch_size"] for c in settings], list(values.values()))
+    study.pruner = MeasurePruner(base=optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
+
+    def judge(config: dict) -> tuple:
+        bound = fitted.lower_bound(config["lr"], config["batch_size"], 0.9)
+        competing = sorted([*values.values(), bound])
+        return (bound, competing[max(len(competing) // 4, 1) - 1],
+                {"by": "first rung", "step": 1})
+
+    _assert_judged_untrained(study, table, ids[18:], judge)
+
+
+def test_the_first_rung_is_judged_only_under_successive_halving_on_error_values(table):
+    ids = _ids(table)
+    study = _filled(optuna.pruners.SuccessiveHalvingPruner(min_resource=1), table, ids[:18])
+    hopeless = _table_config(table, ids[-1])
+    study.pruner = MeasurePruner(base=optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
+    trial = _untrained(study, hopeless)
+    assert trial.should_prune() is True
+    said = reason_text(study._storage.get_trial(trial._trial_id).user_attrs)
+    assert re.fullmatch(r"by the first rung's bound: lower_bound=0\.\d+ > rival=0\.\d+, the "
+                        r"value the rung at step 1 promotes, confidence 0\.9", said), said
+    # another base pruner has no such rung
+    study.pruner = MeasurePruner(base=optuna.pruners.MedianPruner())
+    assert _untrained(study, hopeless).should_prune() is False
+    # "auto" min_resource: estimated from the completed trials, as the base does (step 1)
+    study.pruner = MeasurePruner()
+    assert _untrained(study, hopeless).should_prune() is True
+    # a value that is no error (a loss above 1): not judged
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 1.7},
+        user_attrs={CONFIG_ATTR: hopeless}, system_attrs={RUNG_KEY: 1.7}))
+    assert _untrained(study, hopeless).should_prune() is False
+    # too few trials reached the rung to vouch for 0.9
+    few = _filled(optuna.pruners.SuccessiveHalvingPruner(min_resource=1), table, ids[:9])
+    few.pruner = MeasurePruner(base=optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
+    assert _untrained(few, hopeless).should_prune() is False
+
+
+@pytest.mark.parametrize("reduction_factor", [2, 3, 4])
+def test_promotion_cutoff_is_successive_halvings_own_decision(reduction_factor):
+    """A value above ``promotion_cutoff`` is pruned at rung 0 by SuccessiveHalvingPruner
+    itself, one at or below it is promoted, for every count of earlier rung values."""
+    generator = np.random.default_rng(0)
+    for n in range(12):
+        earlier = [float(v) for v in generator.uniform(0.1, 0.9, n)]
+        for value in [*earlier, *generator.uniform(0.05, 0.95, 4)]:
+            pruner = optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=1, reduction_factor=reduction_factor)
+            study = optuna.create_study(pruner=pruner)
+            for rung_value in earlier:
+                study.add_trial(optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.PRUNED, intermediate_values={1: rung_value},
+                    system_attrs={RUNG_KEY: rung_value}))
+            trial = study.ask()
+            trial.report(float(value), 1)
+            cutoff = promotion_cutoff(earlier, float(value), reduction_factor)
+            assert trial.should_prune() is bool(value > cutoff), (n, value)

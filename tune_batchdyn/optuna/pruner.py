@@ -23,15 +23,23 @@ no records on the running trial, or too few completed trials to vouch for ``conf
 Before training (no step reported yet: the objective asks once before the first epoch, when
 ``n_warmup_steps`` is 0, the default), the trial is judged on its configuration alone:
 
-    prune  ⇔  b₀ > v₍k₎
+    prune  ⇔  b₀ > v₍k₎  or  b₁ > v₍m₎
 
 b₀ the same conformal bound from its learning rate and batch size
 (``FinalErrorPredictor.config_lower_bound``), fitted on its *peers*: the completed trials
 whose configuration differs from its own only in lr, batch size and seeds (another momentum,
-model or epoch count is not comparable on lr and batch size). Only a fixed batch size is judged
-so (a schedule's mean batch size is known once it ran), and with a predictor that has no
-``config_lower_bound`` nothing is. A trial pruned there costs no epoch: in the replays it took
-a fifth of the trial-epochs off (benchmarks/README.md: Pruners).
+model or epoch count is not comparable on lr and batch size). b₁ the same kind of bound on the
+value it would report at the base's first rung, when the base is a
+``SuccessiveHalvingPruner`` (the default): fitted on the peers that reached that rung, pruned
+ones too, from the values the base stored there (``predict.configuration_bound``); v₍m₎ the
+value the rung would still promote with this one (`first_rung`). So a trial the rung would
+stop with probability at least ``confidence`` does not spend the rung's epochs first, and
+this bound is there long before nine trials complete: every trial reaches the first rung.
+Only a fixed batch size is judged so (a schedule's mean batch size is known once it ran), a
+rung holding a value that is no error (above 1) is not judged, and with a predictor that has
+no ``config_lower_bound`` b₀ is not used. A trial pruned there costs no epoch: in the replays
+the two took 0.68 of SuccessiveHalving's trial-epochs to 0.44 (benchmarks/README.md:
+Pruners).
 
 Why on top of a base pruner: replaying the recorded grids (benchmarks/pruners.py, 3 grids ×
 3 orders, two order seeds), the bound alone after a ``MedianPruner`` cold start spent 0.96 of
@@ -53,8 +61,8 @@ trials end on their own). NaN measures and val errors are filled by the finished
 median at that fraction. A trial without records is left to the base pruner and its NaN rule.
 
 Why, in the storage: a trial this pruner prunes gets the user attribute ``prune/reason``
-(`prune_reason`): the base pruner's class, or the bound (or the configuration's bound) and
-v₍k₎.
+(`prune_reason`): the base pruner's class, or the bound (the configuration's, the first
+rung's) and its rival.
 
 Storage only: Optuna does not store pruners, so every worker builds its own, and the decision
 is a function of what the storage holds. The one memo, the fitted predictor, is keyed by the
@@ -63,6 +71,7 @@ change; one for the running trials' bound, one for the peers of the last configu
 judged), so it is rebuilt exactly when another worker's trial completes, and never serves
 another study: a pruner reused for a second study, even one of the same name in another
 storage (a notebook cell run again, a loop over datasets), fits that study's own predictor.
+The first rung's bound is fitted anew at each judgment (a GP on a few hundred points at most).
 
 Example::
 
@@ -88,10 +97,12 @@ from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
 
 from tune_batchdyn.errors import ConfigError, is_int, is_number
+from tune_batchdyn.optuna.first_rung import first_rung, promotion_cutoff, rung_values
 from tune_batchdyn.optuna.prune_reason import store_reason
 from tune_batchdyn.optuna.reporter import FINAL_METRICS
 from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
 from tune_batchdyn.predict import FinalErrorPredictor
+from tune_batchdyn.predict.configuration_bound import ERROR_CLIP, ConfigurationBound
 from tune_batchdyn.records import CONFIG_ATTR, REPEAT_ATTR, records_from_optuna, target_column
 from tune_batchdyn.train.config import RUN_ONLY_FIELDS
 
@@ -206,7 +217,7 @@ class MeasurePruner(BasePruner):
             return False
         step = trial.last_step
         if step is None:
-            return self._n_warmup_steps == 0 and self._configuration_pruned(study, trial)
+            return self._n_warmup_steps == 0 and self._judged_before_training(study, trial)
         if step < self._n_warmup_steps:
             return False
         if self._base.prune(study, trial):  # every step: its rungs are kept in the storage
@@ -218,11 +229,19 @@ class MeasurePruner(BasePruner):
         bound = float(self._fitted(completed).lower_bound(running, self._confidence))
         return self._above_kth_best(study, trial, "bound", bound, completed)
 
-    def _configuration_pruned(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        """Before training: the configuration's bound among its peers (module docstring)."""
+    def _judged_before_training(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """A fixed-batch configuration, before it trains: its final error's bound among its
+        peers, then its first rung's (module docstring)."""
         config = trial.user_attrs.get(CONFIG_ATTR)
-        if not (isinstance(config, dict) and _fixed_batch(config)
-                and hasattr(self._predictor, "config_lower_bound")):
+        if not (isinstance(config, dict) and _fixed_batch(config)):
+            return False
+        return (self._configuration_pruned(study, trial, config)
+                or self._first_rung_pruned(study, trial, config))
+
+    def _configuration_pruned(self, study: optuna.Study, trial: FrozenTrial,
+                              config: dict[str, Any]) -> bool:
+        """b₀ > v₍k₎: the final error's bound from the completed peers."""
+        if not hasattr(self._predictor, "config_lower_bound"):
             return False
         peers = [t for t in _completed(study) if _peers(t.user_attrs.get(CONFIG_ATTR), config)]
         if len(peers) < self._n_startup_trials:
@@ -230,6 +249,32 @@ class MeasurePruner(BasePruner):
         bound = float(self._fitted(peers, "_peers_memo").config_lower_bound(
             float(config["lr"]), float(config["batch_size"]), self._confidence))
         return self._above_kth_best(study, trial, "configuration", bound, peers)
+
+    def _first_rung_pruned(self, study: optuna.Study, trial: FrozenTrial,
+                           config: dict[str, Any]) -> bool:
+        """b₁ > v₍m₎: the bound of the value at the base's first rung, from the peers that
+        reported one, above the value SuccessiveHalving would promote."""
+        trials = study.get_trials(deepcopy=False)
+        rung = first_rung(self._base, trials)
+        if rung is None:
+            return False
+        values = rung_values(trials)
+        peers = [t for t in trials if t.number in values and t.number != trial.number
+                 and _fixed_batch(t.user_attrs.get(CONFIG_ATTR) or {})
+                 and _peers(t.user_attrs.get(CONFIG_ATTR), config)]
+        if (len(peers) < self._n_startup_trials or len(values) < rung.bootstrap_count
+                or not all(_within(v, (0.0, 1.0)) for v in values.values())):
+            return False  # the bound is one on errors (a loss is not judged)
+        settings = [t.user_attrs[CONFIG_ATTR] for t in peers]
+        bound = ConfigurationBound.fit(
+            [float(c["lr"]) for c in settings], [float(c["batch_size"]) for c in settings],
+            [values[t.number] for t in peers],
+        ).lower_bound(float(config["lr"]), float(config["batch_size"]), self._confidence)
+        if not bound > max(cutoff := promotion_cutoff(list(values.values()), bound,
+                                                      rung.reduction_factor), ERROR_CLIP[0]):
+            return False  # also for a NaN bound; below the logit's clip a bound says nothing
+        return _pruned(study, trial, {"by": "first rung", "lower_bound": bound, "rival": cutoff,
+                                      "step": rung.step, "confidence": self._confidence})
 
     def _above_kth_best(self, study: optuna.Study, trial: FrozenTrial, by: str, bound: float,
                         completed: list[FrozenTrial]) -> bool:
@@ -272,6 +317,10 @@ def _fixed_batch(config: dict[str, Any]) -> bool:
     name = strategy.get("name") if isinstance(strategy, dict) else strategy
     return (isinstance(name, str) and name.strip() == "fixed"
             and is_number(config.get("lr")) and is_number(config.get("batch_size")))
+
+
+def _within(value: Any, interval: tuple[float, float]) -> bool:
+    return is_number(value) and interval[0] <= value <= interval[1]
 
 
 def _peers(stored: Any, config: dict[str, Any]) -> bool:

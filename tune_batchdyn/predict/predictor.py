@@ -60,6 +60,13 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from tune_batchdyn.errors import ConfigError
+from tune_batchdyn.predict.configuration_bound import (
+    ConfigurationBound,
+    check_confidence,
+    conformal_bound,
+    logit,
+    positive,
+)
 from tune_batchdyn.predict.extrapolate import cold_start_prediction, diverged_prediction
 from tune_batchdyn.predict.features import (
     CONFIG_FEATURES,
@@ -75,8 +82,6 @@ from tune_batchdyn.records.io import read_records
 
 #: A fitted GP, its feature columns, their medians and its sorted conformal scores.
 _FitAt = tuple[GPFit, tuple[int, ...], np.ndarray, np.ndarray]
-#: Errors are clipped to this interval before the logit.
-ERROR_CLIP = (1e-3, 1.0 - 1e-3)
 #: Gauss-Hermite nodes for mapping the logit-space Gaussian back to errors.
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(24)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
@@ -115,7 +120,7 @@ class FinalErrorPredictor(BaseEstimator):
         self.n_prior_ = len(prior)
         self._fits: dict[float, _FitAt | None] = {}
         #: the configuration GP (`config_lower_bound`), fitted on first use: empty until then
-        self._config_fit: list[tuple[GPFit, np.ndarray] | None] = []
+        self._config_fit: list[ConfigurationBound | None] = []
         return self
 
     def predict(self, trajectory: pd.DataFrame | Trial, total_epochs: float | None = None) -> (
@@ -137,7 +142,7 @@ class FinalErrorPredictor(BaseEstimator):
         1 − ``confidence`` (conformal; see the module docstring); NaN when it cannot be said
         (cold start, or too few finished trials for ``confidence``). A diverged trial's
         bound is its own error."""
-        confidence = _check_confidence(confidence)
+        confidence = check_confidence(confidence)
         trial = self._running(trajectory, total_epochs)
         if trial.diverged:
             return diverged_prediction(trial, self.n_finished_).mean
@@ -147,40 +152,26 @@ class FinalErrorPredictor(BaseEstimator):
         if gp is None:
             return math.nan
         _, mean, std = gp
-        return _conformal_bound(mean, std, self._fit_at(trial.fraction)[3], confidence)
+        return conformal_bound(mean, std, self._fit_at(trial.fraction)[3], confidence)
 
     def config_lower_bound(self, lr: float, batch_size: float, confidence: float) -> float:
         """The final error a fixed-batch configuration not yet trained ends below with
-        probability at most 1 − ``confidence``, from its learning rate and batch size alone:
-        a GP from the finished fixed-batch trials' ln lr and ln batch size, with the same
-        conformal margin, whose scores leave each configuration out as this one arrives. NaN
-        with fewer than ``min_finished`` such trials, too few for ``confidence``, or a
-        non-positive lr or batch size."""
-        confidence = _check_confidence(confidence)
+        probability at most 1 − ``confidence``, from its learning rate and batch size alone
+        (``predict.configuration_bound``: a GP on the finished fixed-batch trials' ln lr and
+        ln batch size, as configured, with the same conformal margin, whose scores leave each
+        configuration out as this one arrives). NaN with fewer than ``min_finished`` such
+        trials, too few for ``confidence``, or a non-positive lr or batch size."""
+        confidence = check_confidence(confidence)
         self._check_fitted()
-        if not (_positive(lr) and _positive(batch_size)):
-            return math.nan
         if not self._config_fit:
-            self._config_fit.append(self._fit_configurations())
-        fitted = self._config_fit[0]
-        if fitted is None:
-            return math.nan
-        fit, scores = fitted
-        mean, std = predict_gp(fit, np.log([[lr, batch_size]]))
-        return _conformal_bound(float(mean[0]), float(std[0]), scores, confidence)
-
-    def _fit_configurations(self) -> tuple[GPFit, np.ndarray] | None:
-        """The GP from (ln lr, ln batch size) of the finished fixed-batch trials, as
-        configured (the mean batch of a run is below the configured one when an epoch ends on
-        a partial batch), and its sorted leave-one-configuration-out scores; None with fewer
-        than ``min_finished`` such trials."""
-        fixed = [t for t in self.reference_ if t.strategy == "fixed"
-                 and _positive(t.base_lr) and _positive(t.config.get("batch_size"))]
-        if len(fixed) < self.min_finished:
-            return None
-        inputs = np.log([[t.base_lr, float(t.config["batch_size"])] for t in fixed])
-        fit = fit_gp(inputs, _logit(np.array([t.final_error for t in fixed])))
-        return fit, np.sort(loo_scores(fit, [_configuration(t) for t in fixed]))
+            fixed = [t for t in self.reference_ if t.strategy == "fixed"
+                     and positive(t.base_lr) and positive(t.config.get("batch_size"))]
+            self._config_fit.append(None if len(fixed) < self.min_finished else (
+                ConfigurationBound.fit([t.base_lr for t in fixed],
+                                       [float(t.config["batch_size"]) for t in fixed],
+                                       [t.final_error for t in fixed])))
+        bound = self._config_fit[0]
+        return math.nan if bound is None else bound.lower_bound(lr, batch_size, confidence)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "reference_"):
@@ -226,7 +217,7 @@ class FinalErrorPredictor(BaseEstimator):
             medians = np.nanmedian(matrix, axis=0)
             matrix = np.where(np.isfinite(matrix), matrix, medians)
             finals = np.array([t.final_error for t in self.reference_])
-            fit = fit_gp(matrix, _logit(finals))
+            fit = fit_gp(matrix, logit(finals))
             groups = [_configuration(t) for t in self.reference_]
             self._fits[key] = (fit, columns, medians, np.sort(loo_scores(fit, groups)))
         return self._fits[key]
@@ -272,28 +263,6 @@ class ConfigOnlyPredictor(FinalErrorPredictor):
         super().__init__(CONFIG_FEATURES, target, min_finished, prior_records, n_classes)
 
 
-def _check_confidence(confidence: float) -> float:
-    if not (isinstance(confidence, (float, int, np.floating)) and 0.0 < confidence < 1.0):
-        raise ConfigError(f"confidence={confidence!r} is not accepted; use a probability "
-                          "in (0, 1), e.g. 0.9.")
-    return float(confidence)
-
-
-def _conformal_bound(mean: float, std: float, scores: np.ndarray, confidence: float) -> float:
-    """sigmoid(mean − q·std), q the ⌈(n+1)·confidence⌉-th smallest of the n sorted
-    leave-out ``scores`` (never below 0); NaN when n is too small for that rank."""
-    rank = math.ceil((len(scores) + 1) * confidence)
-    if rank > len(scores):
-        return math.nan
-    margin = max(float(scores[rank - 1]), 0.0)
-    return float(1.0 / (1.0 + math.exp(-(mean - margin * std))))
-
-
-def _positive(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool) and math.isfinite(value) and value > 0
-
-
 def _configuration(trial: Trial) -> tuple:
     """What a trial's seeds share: strategy, learning rate and batch size."""
     return (trial.strategy, trial.base_lr, trial.config.get("batch_size"))
@@ -302,11 +271,6 @@ def _configuration(trial: Trial) -> tuple:
 def _renamed(trial: Trial, trial_id: str) -> Trial:
     return Trial(trial_id, trial.rows, trial.curves, trial.base_lr, trial.final_error,
                  trial.config)
-
-
-def _logit(errors: np.ndarray) -> np.ndarray:
-    clipped = np.clip(errors, *ERROR_CLIP)
-    return np.log(clipped) - np.log1p(-clipped)
 
 
 def _logit_normal_moments(mean: float, std: float) -> tuple[float, float]:
