@@ -402,6 +402,15 @@ def test_optuna_progress_line_says_diverged_and_why_pruned(capsys):
     assert lines[1].startswith("trial 1 diverged after 1 epoch: val_error=0.9000")
     assert lines[2].startswith("trial 2 pruned after 2 epochs by SuccessiveHalvingPruner: "
                                "val_error=0.5000")
+    # a killed worker's trial, failed once its heartbeat went stale: its epochs were spent
+    # (--budget counts them) but it holds no finished result (the summary leaves it out)
+    killed = study.ask()
+    for epoch in (1, 2, 3):
+        killed.report(0.4, epoch)
+    study.tell(killed, state=optuna.trial.TrialState.FAIL)
+    Budget("val_error", None)(study, study.trials[2])
+    assert capsys.readouterr().out.rstrip().endswith(
+        "| 7 trial-epochs (3 in failed trials, run again), best 0.9000")
 
 
 def test_a_cluster_named_by_ray_address_is_not_checked_for_local_gpus(monkeypatch):

@@ -114,9 +114,13 @@ class Budget:
             done_how = f"duplicate of trial {trial.user_attrs[DUPLICATE_ATTR]} (not trained)"
         if UNQUEUED_ATTR in trial.user_attrs:
             done_how = "drawn after the queue emptied (not trained)"
+        # a failed trial's epochs (a killed worker's) count against --budget, not in the summary
+        failed = spent_epochs([t for t in trials if t.state == optuna.trial.TrialState.FAIL])
+        lost = f" ({failed} in failed trials, run again)" if failed else ""
         print(f"trial {trial.number} {done_how}: {self.metric}={value} "
               f"strategy={config.get('strategy')} batch={config.get('batch_size')} "
-              f"lr={config.get('lr')} | {epochs} trial-epochs, best {best:.4f}", flush=True)
+              f"lr={config.get('lr')} | {epochs} trial-epochs{lost}, best {best:.4f}",
+              flush=True)
         if self.budget is not None and epochs >= self.budget:
             study.stop()
 
