@@ -25,6 +25,7 @@ from tune_batchdyn.optuna import (
     reason_text,
     replay_objective,
 )
+from tune_batchdyn.optuna import pruner as pruner_module
 from tune_batchdyn.optuna.first_rung import RUNG_KEY, promotion_cutoff
 from tune_batchdyn.predict import FinalErrorPredictor
 from tune_batchdyn.predict.configuration_bound import ConfigurationBound
@@ -452,10 +453,21 @@ def _filled(pruner: optuna.pruners.BasePruner, table: pd.DataFrame,
     return study
 
 
-def test_a_configuration_is_judged_on_its_first_rung_before_training(table):
+def _rung_bound(trials: list[optuna.trial.FrozenTrial], numbers: list[int],
+                values: dict[int, float]) -> ConfigurationBound:
+    settings = [trials[n].user_attrs[CONFIG_ATTR] for n in numbers]
+    return ConfigurationBound.fit([c["lr"] for c in settings],
+                                  [c["batch_size"] for c in settings],
+                                  [values[n] for n in numbers])
+
+
+@pytest.mark.parametrize("latest", [500, 12])
+def test_a_configuration_is_judged_on_its_first_rung_before_training(table, latest,
+                                                                       monkeypatch):
     """No step reported, too few completed trials for the final value's bound: the bound of
     the epoch-1 value, from the trials SuccessiveHalving stored one for, against the value its
-    first rung promotes (the m-th lowest with this one, m = max(n // 4, 1))."""
+    first rung promotes (the m-th lowest with this one, m = max(n // 4, 1)); the bound from
+    the latest ``RUNG_PEERS`` peers only."""
     ids = _ids(table)
     study = _filled(optuna.pruners.SuccessiveHalvingPruner(min_resource=1), table, ids[:18])
     trials = study.get_trials()
@@ -465,9 +477,8 @@ def test_a_configuration_is_judged_on_its_first_rung_before_training(table):
     assert len(values) >= 9
     for number, value in values.items():  # what the rung compares: the epoch-1 val error
         assert value == study.trials[number].intermediate_values[1]
-    settings = [trials[n].user_attrs[CONFIG_ATTR] for n in values]
-    fitted = ConfigurationBound.fit([c["lr"] for c in settings],
-                                    [c["batch_size"] for c in settings], list(values.values()))
+    fitted = _rung_bound(trials, sorted(values)[-latest:], values)
+    monkeypatch.setattr(pruner_module, "RUNG_PEERS", latest)
     study.pruner = MeasurePruner(base=optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
 
     def judge(config: dict) -> tuple:
