@@ -390,10 +390,11 @@ def test_a_configuration_is_judged_before_training(table):
 
 
 def _assert_judged_untrained(study: optuna.Study, table: pd.DataFrame, trial_ids: list[str],
-                             judge) -> None:
+                             judge, pruned=None) -> None:
     """Each configuration of ``trial_ids``, asked untrained, is pruned exactly when its bound
     is above its rival (``judge(config)``: bound, rival and the reason's other fields), with
-    that reason stored; both decisions occur."""
+    that reason stored (then ``pruned(frozen trial, bound)`` is called); both decisions
+    occur."""
     decisions = []
     for trial_id in trial_ids:
         config = _table_config(table, trial_id)
@@ -401,9 +402,11 @@ def _assert_judged_untrained(study: optuna.Study, table: pd.DataFrame, trial_ids
         trial = _untrained(study, config)
         assert trial.should_prune() is bool(bound > rival), trial_id
         decisions.append(bool(bound > rival))
-        reason = study._storage.get_trial(trial._trial_id).user_attrs.get(PRUNE_REASON_ATTR)
-        assert reason == (None if bound <= rival else {
+        frozen = study._storage.get_trial(trial._trial_id)
+        assert frozen.user_attrs.get(PRUNE_REASON_ATTR) == (None if bound <= rival else {
             **fields, "lower_bound": pytest.approx(bound), "rival": rival, "confidence": 0.9})
+        if bound > rival and pruned is not None:
+            pruned(frozen, bound)
     assert True in decisions and False in decisions
 
 
@@ -467,7 +470,8 @@ def test_a_configuration_is_judged_on_its_first_rung_before_training(table, late
     """No step reported, too few completed trials for the final value's bound: the bound of
     the epoch-1 value, from the trials SuccessiveHalving stored one for, against the value its
     first rung promotes (the m-th lowest with this one, m = max(n // 4, 1)); the bound from
-    the latest ``RUNG_PEERS`` peers only."""
+    the latest ``RUNG_PEERS`` peers only. A trial pruned so stands at the rung with its bound,
+    counted in later cutoffs but not learnt from."""
     ids = _ids(table)
     study = _filled(optuna.pruners.SuccessiveHalvingPruner(min_resource=1), table, ids[:18])
     trials = study.get_trials()
@@ -487,7 +491,12 @@ def test_a_configuration_is_judged_on_its_first_rung_before_training(table, late
         return (bound, competing[max(len(competing) // 4, 1) - 1],
                 {"by": "first rung", "step": 1})
 
-    _assert_judged_untrained(study, table, ids[18:], judge)
+    def stands_at_the_rung(trial: optuna.trial.FrozenTrial, bound: float) -> None:
+        """A trial pruned so counts at the rung with its bound (not a peer: no value)."""
+        assert trial.system_attrs[RUNG_KEY] == pytest.approx(bound)
+        values[trial.number] = trial.system_attrs[RUNG_KEY]
+
+    _assert_judged_untrained(study, table, ids[18:], judge, stands_at_the_rung)
 
 
 def test_the_first_rung_is_judged_only_under_successive_halving_on_error_values(table):

@@ -8,6 +8,9 @@ The pruner keeps a trial past rung 0 when its value at the rung's step is among 
 (Optuna's ``_is_trial_promotable_to_next_rung``; the first η − 1 trials are compared with
 the lowest). It stores each trial's rung value in the system attribute ``completed_rung_0``,
 so `rung_values` reads what it compares, and `promotion_cutoff` is v₍m₎ for one more value.
+`stand_at_rung` stores a value for a trial stopped before the rung: the rung's cutoff is a
+quantile of the values there, and a trial stopped earlier for standing below it would
+otherwise leave the quantile to the better ones and the rung stricter than it is alone.
 The settings are the pruner's private attributes (Optuna keeps them so, up to 5.x); an
 ``"auto"`` minimum resource is estimated as the pruner does, from the completed trials.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import optuna
 from optuna.pruners import BasePruner, SuccessiveHalvingPruner
 from optuna.trial import FrozenTrial, TrialState
 
@@ -52,6 +56,12 @@ def first_rung(base: BasePruner, trials: list[FrozenTrial]) -> FirstRung | None:
 def rung_values(trials: list[FrozenTrial]) -> dict[int, float]:
     """Each trial's stored value at rung 0, by trial number."""
     return {t.number: t.system_attrs[RUNG_KEY] for t in trials if RUNG_KEY in t.system_attrs}
+
+
+def stand_at_rung(study: optuna.Study, trial: FrozenTrial, value: float) -> None:
+    """Store ``value`` as the trial's value at rung 0, as the pruner stores one, for a trial
+    stopped before it reached the rung, so the rung's later cutoffs count it."""
+    study._storage.set_trial_system_attr(trial._trial_id, RUNG_KEY, value)
 
 
 def promotion_cutoff(values: list[float], value: float, reduction_factor: int) -> float:

@@ -34,12 +34,17 @@ value it would report at the base's first rung, when the base is a
 ones too, from the values the base stored there (``predict.configuration_bound``); v₍m₎ the
 value the rung would still promote with this one (`first_rung`). So a trial the rung would
 stop with probability at least ``confidence`` does not spend the rung's epochs first, and
-this bound is there long before nine trials complete: every trial reaches the first rung.
+this bound is there long before nine trials complete: every trial reaches the first rung. A
+trial pruned so stands at the rung with b₁ (the base's ``completed_rung_0``), as it would
+with its value had it run: the rung's cutoff is a quantile of the values there, and without
+the trials stopped for standing below it the rung grew stricter than alone, stopping the
+grid's best slow starters after their first epoch (benchmarks/README.md: Pruners).
 Only a fixed batch size is judged so (a schedule's mean batch size is known once it ran), a
 rung holding a value that is no error (above 1) is not judged, and with a predictor that has
-no ``config_lower_bound`` b₀ is not used. A trial pruned there costs no epoch: in the replays
-the two took 0.68 of SuccessiveHalving's trial-epochs to 0.44 (benchmarks/README.md:
-Pruners).
+no ``config_lower_bound`` b₀ is not used. A trial pruned there costs no epoch: over 12
+replayed trial orders of three grids, b₁ took MeasurePruner from 0.75 of SuccessiveHalving's
+trial-epochs to 0.58 at the same results (0.19 and 0.20 points behind it; b₀ had taken it from
+0.86 at 0.10; benchmarks/README.md: Pruners).
 
 Why on top of a base pruner: replaying the recorded grids (benchmarks/pruners.py, 3 grids ×
 3 orders, two order seeds), the bound alone after a ``MedianPruner`` cold start spent 0.96 of
@@ -97,7 +102,12 @@ from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
 
 from tune_batchdyn.errors import ConfigError, is_int, is_number
-from tune_batchdyn.optuna.first_rung import first_rung, promotion_cutoff, rung_values
+from tune_batchdyn.optuna.first_rung import (
+    first_rung,
+    promotion_cutoff,
+    rung_values,
+    stand_at_rung,
+)
 from tune_batchdyn.optuna.prune_reason import store_reason
 from tune_batchdyn.optuna.reporter import FINAL_METRICS
 from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
@@ -253,13 +263,14 @@ class MeasurePruner(BasePruner):
     def _first_rung_pruned(self, study: optuna.Study, trial: FrozenTrial,
                            config: dict[str, Any]) -> bool:
         """b₁ > v₍m₎: the bound of the value at the base's first rung, from the peers that
-        reported one, above the value SuccessiveHalving would promote."""
+        reported one, above the value SuccessiveHalving would promote; a trial pruned so
+        stands at the rung with b₁ (module docstring)."""
         trials = study.get_trials(deepcopy=False)
         rung = first_rung(self._base, trials)
         if rung is None:
             return False
         values = rung_values(trials)
-        peers = [t for t in trials if t.number in values and t.number != trial.number
+        peers = [t for t in trials if t.number in values and t.last_step is not None
                  and _fixed_batch(t.user_attrs.get(CONFIG_ATTR) or {})
                  and _peers(t.user_attrs.get(CONFIG_ATTR), config)]
         if (len(peers) < self._n_startup_trials or len(values) < rung.bootstrap_count
@@ -274,6 +285,7 @@ class MeasurePruner(BasePruner):
         if not bound > max(cutoff := promotion_cutoff(list(values.values()), bound,
                                                       rung.reduction_factor), ERROR_CLIP[0]):
             return False  # also for a NaN bound; below the logit's clip a bound says nothing
+        stand_at_rung(study, trial, bound)
         return _pruned(study, trial, {"by": "first rung", "lower_bound": bound, "rival": cutoff,
                                       "step": rung.step, "confidence": self._confidence})
 
