@@ -68,4 +68,3 @@ def promotion_cutoff(values: list[float], value: float, reduction_factor: int) -
     """v₍m₎ of ``values`` and ``value`` together: ``value`` is promoted iff it is at most this."""
     competing = sorted([*values, value])
     return competing[max(len(competing) // reduction_factor, 1) - 1]
-
