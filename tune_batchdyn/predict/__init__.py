@@ -9,6 +9,8 @@ not import scikit-learn and SciPy (1.5 s of a trial's start).
   measures at the same budget fraction as the finished trials), cold-start and diverged rules;
   baselines ``NearestNeighbourPredictor`` (the seed's 5-nearest rule), ``CurrentValErrorPredictor``,
   ``PowerLawPredictor``, ``ConfigOnlyPredictor``.
+- ``ConfigurationBound``: a conformal lower bound on an error of a fixed-batch configuration
+  not yet trained, from a GP on ln lr and ln batch size (what a pruner judges before training).
 - ``OptimumRegion``: the seed's level set of lowest 5-nearest-average error in (ln C̄K, ln LK);
   ``informative_k``: fewer neighbours while few trials have finished, so the map is not flat.
 - ``plan_schedule``: the staged schedule (``s{a}-to-{b}``, ``-MS``, stage lists) whose path,
@@ -27,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "beacons_at": "beacons", "compose": "beacons", "continue_from": "beacons",
     "reads_text": "beacons",
     "nearest_lr": "beacons",
+    "ConfigurationBound": "configuration_bound",
     "CONFIG_FEATURES": "features", "FEATURE_GROUPS": "features", "FEATURES": "features",
     "nearest_average": "neighbours",
     "SchedulePlan": "planner", "plan_schedule": "planner",
