@@ -16,8 +16,10 @@ it would have seen live. For each grid, order and pruner:
 - ``best``: the best final val error among the completed trials, in points (×100), the result;
 - ``by_bound``: trials ``MeasurePruner`` pruned by a bound of its own rather than its base's
   rungs (its ``prune/reason``; 0 for the other pruners);
-- ``by_config`` and ``by_rung``: of those, trials pruned before training (no epoch spent) by
-  their configuration's bound on the final value, or on the value at the base's first rung.
+- ``by_config`` and ``by_rung0``: of those, trials pruned before training (no epoch spent) by
+  their configuration's bound on the final value, or on the value at the base's first rung;
+  ``by_rung_later``: trials pruned at a rung the base promoted them past, by the bound on
+  their value at the next rung.
 
 Pruners, at their defaults: none (``NopPruner``), median, successive halving, hyperband
 (``max_resource`` = the grid's epochs), wilcoxon, and ``MeasurePruner``; and, as a reference
@@ -132,7 +134,8 @@ def grids_from_files(paths: list[str]) -> dict[str, pd.DataFrame]:
 def replay(records: pd.DataFrame, order: list[str], make_pruner: Callable,
            name: str = "replay") -> tuple[int, float, dict[str, int]]:
     """Trial-epochs consumed, best completed value, and how many trials MeasurePruner's
-    bounds pruned (``by_bound``; ``by_config`` and ``by_rung`` before training), of one
+    bounds pruned (``by_bound``; ``by_config`` and ``by_rung0`` before training,
+    ``by_rung_later`` at a later rung), of one
     replayed study (its name seeds HyperbandPruner's brackets, so runs repeat)."""
     study = optuna.create_study(study_name=name, pruner=make_pruner(),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
@@ -140,9 +143,12 @@ def replay(records: pd.DataFrame, order: list[str], make_pruner: Callable,
     study.optimize(replay_objective(records), n_trials=len(order))
     epochs = sum(len(t.intermediate_values) for t in study.trials)
     completed = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    by = [t.user_attrs.get(PRUNE_REASON_ATTR, {}).get("by") for t in study.trials]
-    counts = {"by_config": by.count("configuration"), "by_rung": by.count("first rung")}
-    counts["by_bound"] = by.count("bound") + counts["by_config"] + counts["by_rung"]
+    reasons = [t.user_attrs.get(PRUNE_REASON_ATTR, {}) for t in study.trials]
+    by = [reason.get("by") for reason in reasons]
+    rung0 = sum(reason.get("by") == "rung" and reason.get("rung") == 0 for reason in reasons)
+    counts = {"by_config": by.count("configuration"), "by_rung0": rung0,
+              "by_rung_later": by.count("rung") - rung0}
+    counts["by_bound"] = by.count("bound") + by.count("configuration") + by.count("rung")
     return epochs, min(completed) if completed else float("nan"), counts
 
 
@@ -168,7 +174,8 @@ def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     """Per-grid means, the best built-in's name, and the pooled table."""
     per_grid = results.groupby(["grid", "pruner"], sort=False).agg(
         epochs=("epochs", "mean"), best=("best", "mean"), by_bound=("by_bound", "mean"),
-        by_config=("by_config", "mean"), by_rung=("by_rung", "mean"),
+        by_config=("by_config", "mean"), by_rung0=("by_rung0", "mean"),
+        by_rung_later=("by_rung_later", "mean"),
         seconds=("seconds", "sum"))
     none = per_grid.xs("none", level="pruner")
     per_grid["epochs_vs_none"] = per_grid["epochs"] / none["epochs"].reindex(
@@ -177,7 +184,8 @@ def summarise(results: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame]:
         per_grid.index.get_level_values("grid")).to_numpy()
     pooled = results.groupby("pruner", sort=False).agg(
         epochs=("epochs", "sum"), best=("best", "mean"), by_bound=("by_bound", "sum"),
-        by_config=("by_config", "sum"), by_rung=("by_rung", "sum"),
+        by_config=("by_config", "sum"), by_rung0=("by_rung0", "sum"),
+        by_rung_later=("by_rung_later", "sum"),
         seconds=("seconds", "sum"))
     builtins = pooled.loc[list(BUILTINS)].sort_values(["best", "epochs"])
     return per_grid, str(builtins.index[0]), pooled

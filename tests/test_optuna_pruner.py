@@ -26,7 +26,7 @@ from tune_batchdyn.optuna import (
     replay_objective,
 )
 from tune_batchdyn.optuna import pruner as pruner_module
-from tune_batchdyn.optuna.first_rung import RUNG_KEY, promotion_cutoff
+from tune_batchdyn.optuna.rungs import promotion_cutoff, rung_key, rungs
 from tune_batchdyn.predict import FinalErrorPredictor
 from tune_batchdyn.predict.configuration_bound import ConfigurationBound
 from tune_batchdyn.predict.synthetic import synthetic_records
@@ -489,12 +489,12 @@ def test_a_configuration_is_judged_on_its_first_rung_before_training(table, late
         bound = fitted.lower_bound(config["lr"], config["batch_size"], 0.9)
         competing = sorted([*values.values(), bound])
         return (bound, competing[max(len(competing) // 4, 1) - 1],
-                {"by": "first rung", "step": 1})
+                {"by": "rung", "rung": 0, "step": 1})
 
     def stands_at_the_rung(trial: optuna.trial.FrozenTrial, bound: float) -> None:
         """A trial pruned so counts at the rung with its bound (not a peer: no value)."""
-        assert trial.system_attrs[RUNG_KEY] == pytest.approx(bound)
-        values[trial.number] = trial.system_attrs[RUNG_KEY]
+        assert trial.system_attrs[rung_key(0)] == pytest.approx(bound)
+        values[trial.number] = trial.system_attrs[rung_key(0)]
 
     _assert_judged_untrained(study, table, ids[18:], judge, stands_at_the_rung)
 
@@ -507,8 +507,9 @@ def test_the_first_rung_is_judged_only_under_successive_halving_on_error_values(
     trial = _untrained(study, hopeless)
     assert trial.should_prune() is True
     said = reason_text(study._storage.get_trial(trial._trial_id).user_attrs)
-    assert re.fullmatch(r"by the first rung's bound: lower_bound=0\.\d+ > rival=0\.\d+, the "
-                        r"value the rung at step 1 promotes, confidence 0\.9", said), said
+    assert re.fullmatch(r"by the bound at rung 0 \(step 1\): lower_bound=0\.\d+ > "
+                        r"rival=0\.\d+, the value that rung promotes, confidence 0\.9",
+                        said), said
     # another base pruner has no such rung
     study.pruner = MeasurePruner(base=optuna.pruners.MedianPruner())
     assert _untrained(study, hopeless).should_prune() is False
@@ -518,12 +519,74 @@ def test_the_first_rung_is_judged_only_under_successive_halving_on_error_values(
     # a value that is no error (a loss above 1): not judged
     study.add_trial(optuna.trial.create_trial(
         state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 1.7},
-        user_attrs={CONFIG_ATTR: hopeless}, system_attrs={RUNG_KEY: 1.7}))
+        user_attrs={CONFIG_ATTR: hopeless}, system_attrs={rung_key(0): 1.7}))
     assert _untrained(study, hopeless).should_prune() is False
     # too few trials reached the rung to vouch for 0.9
     few = _filled(optuna.pruners.SuccessiveHalvingPruner(min_resource=1), table, ids[:9])
     few.pruner = MeasurePruner(base=optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
     assert _untrained(few, hopeless).should_prune() is False
+
+
+def test_a_promoted_trial_is_judged_on_the_next_rung(monkeypatch):
+    """At rung 0's step, once SuccessiveHalving (η = 2) promoted it: the bound of the value at
+    rung 1 (step 2), from the peers that reached it, against the value rung 1 promotes; a trial
+    pruned so stands at rung 1 with its bound. A trial the rung stops is not judged so."""
+    table = synthetic_records(n_configs=48, n_seeds=2, epochs=10, seed=4, diverging=0.0)
+    ids = list(dict.fromkeys(table["trial_id"]))
+    halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    study = _filled(halving, table, ids[:48])
+    study.pruner = MeasurePruner(base=halving)
+    monkeypatch.setattr(pruner_module, "_completed", lambda study: [])  # no final-value bound
+    decisions = []
+    for trial_id in ids[48:]:
+        trials = study.get_trials()
+        values = {t.number: t.system_attrs[rung_key(1)] for t in trials
+                  if rung_key(1) in t.system_attrs}
+        peers = sorted(n for n in values if (trials[n].last_step or 0) >= 2)
+        config = _table_config(table, trial_id)
+        trial = _untrained(study, config)
+        rows = _rows(table, trial_id, 1)
+        trial.set_user_attr(record_attr_name(1), record_user_attr(rows.iloc[0].to_dict()))
+        trial.report(float(rows["val_error"].iloc[0]), 1)
+        pruned = trial.should_prune()
+        frozen = study._storage.get_trial(trial._trial_id)
+        reason = frozen.user_attrs.get(PRUNE_REASON_ATTR, {})
+        if reason.get("by") == "SuccessiveHalvingPruner":
+            assert rung_key(1) not in frozen.system_attrs
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        assert rung_key(0) in frozen.system_attrs  # promoted past rung 0
+        assert len(peers) >= 9
+        bound = _rung_bound(trials, peers, values).lower_bound(
+            config["lr"], config["batch_size"], 0.9)
+        rival = promotion_cutoff(list(values.values()), bound, 2)
+        assert pruned is bool(bound > rival), trial_id
+        decisions.append(pruned)
+        if pruned:
+            assert reason == {"by": "rung", "rung": 1, "step": 2, "lower_bound":
+                              pytest.approx(bound), "rival": rival, "confidence": 0.9}
+            assert frozen.system_attrs[rung_key(1)] == pytest.approx(bound)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        for epoch in (2, 3):  # to rung 1's step and past it, as it trains on
+            rows = _rows(table, trial_id, epoch)
+            trial.set_user_attr(record_attr_name(epoch), record_user_attr(rows.iloc[-1].to_dict()))
+            trial.report(float(rows["val_error"].iloc[-1]), epoch)
+            if trial.should_prune():
+                break
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert True in decisions and False in decisions
+
+
+def test_rungs_are_read_where_successive_halving_reads_them():
+    """Rung j at min_resource · η^(min_early_stopping_rate + j); no rung between them."""
+    ladder = rungs(optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=2, reduction_factor=3, min_early_stopping_rate=1), [])
+    assert [ladder.step(j) for j in range(3)] == [6, 18, 54]
+    assert [ladder.index_at(step) for step in (1, 6, 7, 17, 18, 54)] == [
+        None, 0, None, None, 1, 2]
+    assert rungs(optuna.pruners.MedianPruner(), []) is None
+    assert rungs(optuna.pruners.SuccessiveHalvingPruner(), []) is None  # "auto", none completed
 
 
 @pytest.mark.parametrize("reduction_factor", [2, 3, 4])
@@ -540,7 +603,7 @@ def test_promotion_cutoff_is_successive_halvings_own_decision(reduction_factor):
             for rung_value in earlier:
                 study.add_trial(optuna.trial.create_trial(
                     state=optuna.trial.TrialState.PRUNED, intermediate_values={1: rung_value},
-                    system_attrs={RUNG_KEY: rung_value}))
+                    system_attrs={rung_key(0): rung_value}))
             trial = study.ask()
             trial.report(float(value), 1)
             cutoff = promotion_cutoff(earlier, float(value), reduction_factor)

@@ -4,12 +4,12 @@ The user attribute ``prune/reason`` (`PRUNE_REASON_ATTR`) is ``{"by": "<base pru
 class>"}`` when the base pruner's rung pruned the trial, or ``{"by": "bound", "lower_bound": b,
 "rival": v, "k": k, "confidence": c}`` when the conformal bound b of its final error was above
 v, the k-th best completed trial's value; ``"by": "configuration"`` with the same numbers
-when the bound was its configuration's, before it trained; ``{"by": "first rung",
-"lower_bound": b, "rival": v, "step": s, "confidence": c}`` when, before it trained, the bound
-b of its value at the base pruner's first rung (step s) was above v, the value that rung would
-still promote. `reason_text` writes it for people:
-the objective's ``TrialPruned`` message (Optuna logs it) and the sweep's decision log, as the
-Ray scheduler's log gives its numbers.
+when the bound was its configuration's, before it trained; ``{"by": "rung", "rung": j,
+"step": s, "lower_bound": b, "rival": v, "confidence": c}`` when the bound b of its value at
+the base pruner's rung j (step s) was above v, the value that rung would still promote
+(before it trained for rung 0; at rung j − 1, once promoted there, for the others).
+`reason_text` writes it for people: the objective's ``TrialPruned`` message (Optuna logs it)
+and the sweep's decision log, as the Ray scheduler's log gives its numbers.
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ def store_reason(study: optuna.Study, trial: FrozenTrial, reason: dict[str, Any]
 
 def reason_text(user_attrs: Mapping[str, Any]) -> str:
     """``by SuccessiveHalvingPruner`` or ``by the bound: lower_bound=0.0213 > rival=0.0139,
-    the k=3 best, confidence 0.9`` (``by the configuration's bound: ...``, ``by the first
-    rung's bound: lower_bound=0.52 > rival=0.41, the value the rung at step 1 promotes,
+    the k=3 best, confidence 0.9`` (``by the configuration's bound: ...``, ``by the bound at
+    rung 0 (step 1): lower_bound=0.52 > rival=0.41, the value that rung promotes,
     confidence 0.9``); "" for a trial without a reason (another pruner's)."""
     reason = user_attrs.get(PRUNE_REASON_ATTR)
     if not isinstance(reason, dict) or "by" not in reason:
         return ""
-    if reason["by"] == "first rung":
-        return (f"by the first rung's bound: lower_bound={reason['lower_bound']:.4g} > "
-                f"rival={reason['rival']:.4g}, the value the rung at step {reason['step']} "
-                f"promotes, confidence {reason['confidence']:g}")
+    if reason["by"] == "rung":
+        return (f"by the bound at rung {reason['rung']} (step {reason['step']}): "
+                f"lower_bound={reason['lower_bound']:.4g} > rival={reason['rival']:.4g}, "
+                f"the value that rung promotes, confidence {reason['confidence']:g}")
     if reason["by"] not in ("bound", "configuration"):
         return f"by {reason['by']}"
     whose = "the configuration's bound" if reason["by"] == "configuration" else "the bound"

@@ -23,28 +23,31 @@ no records on the running trial, or too few completed trials to vouch for ``conf
 Before training (no step reported yet: the objective asks once before the first epoch, when
 ``n_warmup_steps`` is 0, the default), the trial is judged on its configuration alone:
 
-    prune  ⇔  b₀ > v₍k₎  or  b₁ > v₍m₎
+    prune  ⇔  b₀ > v₍k₎  or  b_r > v_r      (r = 0, the base's first rung)
 
 b₀ the same conformal bound from its learning rate and batch size
 (``FinalErrorPredictor.config_lower_bound``), fitted on its *peers*: the completed trials
 whose configuration differs from its own only in lr, batch size and seeds (another momentum,
-model or epoch count is not comparable on lr and batch size). b₁ the same kind of bound on the
-value it would report at the base's first rung, when the base is a
-``SuccessiveHalvingPruner`` (the default): fitted on the peers that reached that rung, pruned
-ones too, from the values the base stored there (``predict.configuration_bound``); v₍m₎ the
-value the rung would still promote with this one (`first_rung`). So a trial the rung would
-stop with probability at least ``confidence`` does not spend the rung's epochs first, and
-this bound is there long before nine trials complete: every trial reaches the first rung. A
-trial pruned so stands at the rung with b₁ (the base's ``completed_rung_0``), as it would
-with its value had it run: the rung's cutoff is a quantile of the values there, and without
-the trials stopped for standing below it the rung grew stricter than alone, stopping the
-grid's best slow starters after their first epoch (benchmarks/README.md: Pruners).
-Only a fixed batch size is judged so (a schedule's mean batch size is known once it ran), a
-rung holding a value that is no error (above 1) is not judged, and with a predictor that has
-no ``config_lower_bound`` b₀ is not used. A trial pruned there costs no epoch: over 12
-replayed trial orders of three grids, b₁ took MeasurePruner from 0.75 of SuccessiveHalving's
-trial-epochs to 0.58 at the same results (0.19 and 0.20 points behind it; b₀ had taken it from
-0.86 at 0.10; benchmarks/README.md: Pruners).
+model or epoch count is not comparable on lr and batch size). b_r the same kind of bound on
+the value it would report at the base's rung r, when the base is a ``SuccessiveHalvingPruner``
+(the default): fitted on the peers that reached that rung, pruned ones too, from the values
+the base stored there (``predict.configuration_bound``); v_r the value the rung would still
+promote with this one (`rungs`). So a trial the rung would stop with probability at least
+``confidence`` does not spend the rung's epochs first, and this bound is there long before
+nine trials complete: every trial reaches the first rung. At rung r − 1's step, once the base
+has promoted the trial past it, the same rule judges it on rung r: a promoted trial the next
+rung would stop does not spend the epochs up to it (3 at η = 4 from step 1). The bound reads
+the configuration alone there too: conditioned also on the trial's value at rung r − 1 it
+pruned no more in the replay (benchmarks/README.md: Pruners). A trial pruned so stands at the
+rung with b_r (the base's ``completed_rung_<r>``), as it would with its value had it run: the
+rung's cutoff is a quantile of the values there, and without the trials stopped for standing
+below it the rung grew stricter than alone, stopping the grid's best slow starters after their
+first epoch (benchmarks/README.md: Pruners). Only a fixed batch size is judged so (a
+schedule's mean batch size is known once it ran), a rung holding a value that is no error
+(above 1) is not judged, and with a predictor that has no ``config_lower_bound`` b₀ is not
+used. Over 12 replayed trial orders of three grids, b₀ took MeasurePruner from 0.86 of
+SuccessiveHalving's trial-epochs to 0.75, the first rung's bound to 0.58 and the later rungs'
+to 0.52, all within 0.2 points of its best (benchmarks/README.md: Pruners).
 
 Why on top of a base pruner: replaying the recorded grids (benchmarks/pruners.py, 3 grids ×
 3 orders, two order seeds), the bound alone after a ``MedianPruner`` cold start spent 0.96 of
@@ -66,7 +69,7 @@ trials end on their own). NaN measures and val errors are filled by the finished
 median at that fraction. A trial without records is left to the base pruner and its NaN rule.
 
 Why, in the storage: a trial this pruner prunes gets the user attribute ``prune/reason``
-(`prune_reason`): the base pruner's class, or the bound (the configuration's, the first
+(`prune_reason`): the base pruner's class, or the bound (the configuration's, a
 rung's) and its rival.
 
 Storage only: Optuna does not store pruners, so every worker builds its own, and the decision
@@ -76,7 +79,7 @@ change; one for the running trials' bound, one for the peers of the last configu
 judged), so it is rebuilt exactly when another worker's trial completes, and never serves
 another study: a pruner reused for a second study, even one of the same name in another
 storage (a notebook cell run again, a loop over datasets), fits that study's own predictor.
-The first rung's bound is fitted anew at each judgment (a GP on at most ``RUNG_PEERS`` points).
+A rung's bound is fitted anew at each judgment (a GP on at most ``RUNG_PEERS`` points).
 
 Example::
 
@@ -102,15 +105,10 @@ from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
 
 from tune_batchdyn.errors import ConfigError, is_int, is_number
-from tune_batchdyn.optuna.first_rung import (
-    first_rung,
-    promotion_cutoff,
-    rung_values,
-    stand_at_rung,
-)
 from tune_batchdyn.optuna.prune_reason import store_reason
 from tune_batchdyn.optuna.reporter import FINAL_METRICS
 from tune_batchdyn.optuna.reroute import BEACON_ATTR, PLAN_ATTR
+from tune_batchdyn.optuna.rungs import promotion_cutoff, rung_values, rungs, stand_at_rung
 from tune_batchdyn.predict import FinalErrorPredictor
 from tune_batchdyn.predict.configuration_bound import ERROR_CLIP, ConfigurationBound
 from tune_batchdyn.records import CONFIG_ATTR, REPEAT_ATTR, records_from_optuna, target_column
@@ -234,19 +232,30 @@ class MeasurePruner(BasePruner):
             return _pruned(study, trial, {"by": type(self._base).__name__})
         completed = _completed(study)
         running = records_from_optuna([trial])
-        if len(completed) < self._n_startup_trials or running.empty:
-            return False
-        bound = float(self._fitted(completed).lower_bound(running, self._confidence))
-        return self._above_kth_best(study, trial, "bound", bound, completed)
+        if len(completed) >= self._n_startup_trials and not running.empty:
+            bound = float(self._fitted(completed).lower_bound(running, self._confidence))
+            if self._above_kth_best(study, trial, "bound", bound, completed):
+                return True
+        return self._next_rung_pruned(study, trial, step)
 
     def _judged_before_training(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """A fixed-batch configuration, before it trains: its final error's bound among its
-        peers, then its first rung's (module docstring)."""
+        peers, then its value's at the base's first rung (module docstring)."""
         config = trial.user_attrs.get(CONFIG_ATTR)
         if not (isinstance(config, dict) and _fixed_batch(config)):
             return False
         return (self._configuration_pruned(study, trial, config)
-                or self._first_rung_pruned(study, trial, config))
+                or self._rung_pruned(study, trial, config, 0))
+
+    def _next_rung_pruned(self, study: optuna.Study, trial: FrozenTrial, step: int) -> bool:
+        """At the step of rung j, which the base has just promoted it past: a fixed-batch
+        trial's value at rung j + 1 (module docstring)."""
+        config = trial.user_attrs.get(CONFIG_ATTR)
+        if not (isinstance(config, dict) and _fixed_batch(config)):
+            return False
+        ladder = rungs(self._base, study.get_trials(deepcopy=False))
+        index = None if ladder is None else ladder.index_at(step)
+        return index is not None and self._rung_pruned(study, trial, config, index + 1)
 
     def _configuration_pruned(self, study: optuna.Study, trial: FrozenTrial,
                               config: dict[str, Any]) -> bool:
@@ -260,20 +269,20 @@ class MeasurePruner(BasePruner):
             float(config["lr"]), float(config["batch_size"]), self._confidence))
         return self._above_kth_best(study, trial, "configuration", bound, peers)
 
-    def _first_rung_pruned(self, study: optuna.Study, trial: FrozenTrial,
-                           config: dict[str, Any]) -> bool:
-        """b₁ > v₍m₎: the bound of the value at the base's first rung, from the peers that
-        reported one, above the value SuccessiveHalving would promote; a trial pruned so
-        stands at the rung with b₁ (module docstring)."""
+    def _rung_pruned(self, study: optuna.Study, trial: FrozenTrial, config: dict[str, Any],
+                     index: int) -> bool:
+        """b > v₍m₎: the bound of the value at the base's rung ``index``, from the peers that
+        reached it, above the value the rung would promote; a trial pruned so stands at the
+        rung with b (module docstring)."""
         trials = study.get_trials(deepcopy=False)
-        rung = first_rung(self._base, trials)
-        if rung is None:
+        ladder = rungs(self._base, trials)
+        if ladder is None:
             return False
-        values = rung_values(trials)
-        peers = [t for t in trials if t.number in values and t.last_step is not None
+        values, step = rung_values(trials, index), ladder.step(index)
+        peers = [t for t in trials if t.number in values and (t.last_step or 0) >= step
                  and _fixed_batch(t.user_attrs.get(CONFIG_ATTR) or {})
                  and _peers(t.user_attrs.get(CONFIG_ATTR), config)]
-        if (len(peers) < self._n_startup_trials or len(values) < rung.bootstrap_count
+        if (len(peers) < self._n_startup_trials or len(values) < ladder.bootstrap_count
                 or not all(_within(v, (0.0, 1.0)) for v in values.values())):
             return False  # the bound is one on errors (a loss is not judged)
         peers = sorted(peers, key=lambda t: t.number)[-RUNG_PEERS:]
@@ -283,11 +292,12 @@ class MeasurePruner(BasePruner):
             [values[t.number] for t in peers],
         ).lower_bound(float(config["lr"]), float(config["batch_size"]), self._confidence)
         if not bound > max(cutoff := promotion_cutoff(list(values.values()), bound,
-                                                      rung.reduction_factor), ERROR_CLIP[0]):
+                                                      ladder.reduction_factor), ERROR_CLIP[0]):
             return False  # also for a NaN bound; below the logit's clip a bound says nothing
-        stand_at_rung(study, trial, bound)
-        return _pruned(study, trial, {"by": "first rung", "lower_bound": bound, "rival": cutoff,
-                                      "step": rung.step, "confidence": self._confidence})
+        stand_at_rung(study, trial, index, bound)
+        return _pruned(study, trial, {"by": "rung", "rung": index, "lower_bound": bound,
+                                      "rival": cutoff, "step": step,
+                                      "confidence": self._confidence})
 
     def _above_kth_best(self, study: optuna.Study, trial: FrozenTrial, by: str, bound: float,
                         completed: list[FrozenTrial]) -> bool:
@@ -313,7 +323,7 @@ class MeasurePruner(BasePruner):
         return memo[1]
 
 
-#: The first rung's bound is fitted on the latest this many peers that reached the rung: the
+#: A rung's bound is fitted on the latest this many peers that reached the rung: the
 #: GP's cost grows with the cube of its points (60 ms for 500 on a 2-core CPU, 0.8 s for 1200),
 #: and a grid's configurations have their seeds among the latest few hundred.
 RUNG_PEERS = 500

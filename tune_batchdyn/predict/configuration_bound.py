@@ -10,7 +10,7 @@ few trials for that rank the bound is NaN: n trials cannot vouch for more than c
 n/(n+1).
 
 Two errors are bounded so: a fixed-batch configuration's final error
-(``FinalErrorPredictor.config_lower_bound``) and its value at a pruner's first rung
+(``FinalErrorPredictor.config_lower_bound``) and its value at a pruner's rungs
 (``MeasurePruner``), each from the trials that measured it.
 
 Example::
