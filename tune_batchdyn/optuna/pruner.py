@@ -38,7 +38,7 @@ nine trials complete: every trial reaches the first rung. At rung r − 1's step
 has promoted the trial past it, the same rule judges it on rung r: a promoted trial the next
 rung would stop does not spend the epochs up to it (3 at η = 4 from step 1). The bound reads
 the configuration alone there too: conditioned also on the trial's value at rung r − 1 it
-pruned no more in the replay (benchmarks/README.md: Pruners). A trial pruned so stands at the
+saved no more epochs in the replay (benchmarks/README.md: Pruners). A trial pruned so stands at the
 rung with b_r (the base's ``completed_rung_<r>``), as it would with its value had it run: the
 rung's cutoff is a quantile of the values there, and without the trials stopped for standing
 below it the rung grew stricter than alone, stopping the grid's best slow starters after their
@@ -245,7 +245,7 @@ class MeasurePruner(BasePruner):
         if not (isinstance(config, dict) and _fixed_batch(config)):
             return False
         return (self._configuration_pruned(study, trial, config)
-                or self._rung_pruned(study, trial, config, 0))
+                or self._rung_pruned(study, trial, config, study.get_trials(deepcopy=False), 0))
 
     def _next_rung_pruned(self, study: optuna.Study, trial: FrozenTrial, step: int) -> bool:
         """At the step of rung j, which the base has just promoted it past: a fixed-batch
@@ -253,9 +253,10 @@ class MeasurePruner(BasePruner):
         config = trial.user_attrs.get(CONFIG_ATTR)
         if not (isinstance(config, dict) and _fixed_batch(config)):
             return False
-        ladder = rungs(self._base, study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        ladder = rungs(self._base, trials)
         index = None if ladder is None else ladder.index_at(step)
-        return index is not None and self._rung_pruned(study, trial, config, index + 1)
+        return index is not None and self._rung_pruned(study, trial, config, trials, index + 1)
 
     def _configuration_pruned(self, study: optuna.Study, trial: FrozenTrial,
                               config: dict[str, Any]) -> bool:
@@ -270,11 +271,10 @@ class MeasurePruner(BasePruner):
         return self._above_kth_best(study, trial, "configuration", bound, peers)
 
     def _rung_pruned(self, study: optuna.Study, trial: FrozenTrial, config: dict[str, Any],
-                     index: int) -> bool:
-        """b > v₍m₎: the bound of the value at the base's rung ``index``, from the peers that
-        reached it, above the value the rung would promote; a trial pruned so stands at the
-        rung with b (module docstring)."""
-        trials = study.get_trials(deepcopy=False)
+                     trials: list[FrozenTrial], index: int) -> bool:
+        """b > v₍m₎: the bound of the value at the base's rung ``index``, from the peers among
+        ``trials`` that reached it, above the value the rung would promote; a trial pruned so
+        stands at the rung with b (module docstring)."""
         ladder = rungs(self._base, trials)
         if ladder is None:
             return False
