@@ -236,7 +236,7 @@ class MeasurePruner(BasePruner):
             bound = float(self._fitted(completed).lower_bound(running, self._confidence))
             if self._above_kth_best(study, trial, "bound", bound, completed):
                 return True
-        return self._next_rung_pruned(study, trial, step)
+        return self._next_rung_pruned(study, trial, step, completed)
 
     def _judged_before_training(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """A fixed-batch configuration, before it trains: its final error's bound among its
@@ -247,16 +247,18 @@ class MeasurePruner(BasePruner):
         return (self._configuration_pruned(study, trial, config)
                 or self._rung_pruned(study, trial, config, study.get_trials(deepcopy=False), 0))
 
-    def _next_rung_pruned(self, study: optuna.Study, trial: FrozenTrial, step: int) -> bool:
+    def _next_rung_pruned(self, study: optuna.Study, trial: FrozenTrial, step: int,
+                          completed: list[FrozenTrial]) -> bool:
         """At the step of rung j, which the base has just promoted it past: a fixed-batch
-        trial's value at rung j + 1 (module docstring)."""
+        trial's value at rung j + 1 (module docstring). The rungs' steps need the completed
+        trials only; the others are read at a rung's step alone."""
         config = trial.user_attrs.get(CONFIG_ATTR)
         if not (isinstance(config, dict) and _fixed_batch(config)):
             return False
-        trials = study.get_trials(deepcopy=False)
-        ladder = rungs(self._base, trials)
+        ladder = rungs(self._base, completed)
         index = None if ladder is None else ladder.index_at(step)
-        return index is not None and self._rung_pruned(study, trial, config, trials, index + 1)
+        return index is not None and self._rung_pruned(
+            study, trial, config, study.get_trials(deepcopy=False), index + 1)
 
     def _configuration_pruned(self, study: optuna.Study, trial: FrozenTrial,
                               config: dict[str, Any]) -> bool:
