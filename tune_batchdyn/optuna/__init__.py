@@ -7,7 +7,8 @@
 - ``MeasurePruner``: prunes a trial whose predicted final error (``FinalErrorPredictor`` on the
   study's finished trials) is confidently worse than the k-th best, on top of a base pruner's
   decisions (default ``SuccessiveHalvingPruner``, alone before the prediction can be used),
-  and, before a fixed-batch trial trains, one whose configuration alone is confidently worse;
+  and, from a fixed-batch trial's configuration alone, one confidently worse before it trains
+  or confidently stopped by SuccessiveHalving's next rung before it trains up to it;
   the trial's user attribute ``prune/reason`` says which pruned it (``reason_text``).
 - ``RerouteCallback``: once enough fixed-batch beacons finished, enqueues the dynamic-sampling
   schedule planned to land in the optimum region, each plan once; a planned trial's schedule
